@@ -1,0 +1,85 @@
+"""Typed access to the JOBS_* settings, read at call time.
+
+Settings are read on every access rather than copied at import, so tests and
+``override_settings`` see the value in force. Only ``toolboxai.settings`` reads
+the environment; this accessor supplies the defaults when a setting is absent.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+
+
+def _get(name: str, default: Any) -> Any:
+    return getattr(settings, name, default)
+
+
+class JobsSettings:
+    @property
+    def redis_url(self) -> str:
+        return str(_get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+
+    @property
+    def redis_namespace(self) -> str:
+        return str(_get("JOBS_REDIS_NAMESPACE", "dramatiq"))
+
+    @property
+    def worker_processes(self) -> int:
+        return int(_get("JOBS_WORKER_PROCESSES", 2))
+
+    @property
+    def worker_threads(self) -> int:
+        return int(_get("JOBS_WORKER_THREADS", 8))
+
+    @property
+    def worker_poll_ms(self) -> int:
+        return int(_get("JOBS_WORKER_POLL_MS", 100))
+
+    @property
+    def worker_shutdown_timeout_ms(self) -> int:
+        return int(_get("JOBS_WORKER_SHUTDOWN_TIMEOUT_MS", 30_000))
+
+    @property
+    def heartbeat_timeout_ms(self) -> int:
+        return int(_get("JOBS_HEARTBEAT_TIMEOUT_MS", 60_000))
+
+    @property
+    def dead_message_ttl_ms(self) -> int:
+        return int(_get("JOBS_DEAD_MESSAGE_TTL_MS", 7 * 86_400_000))
+
+    @property
+    def default_max_retries(self) -> int:
+        return int(_get("JOBS_DEFAULT_MAX_RETRIES", 3))
+
+    @property
+    def default_min_backoff_ms(self) -> int:
+        return int(_get("JOBS_DEFAULT_MIN_BACKOFF_MS", 2_000))
+
+    @property
+    def default_max_backoff_ms(self) -> int:
+        return int(_get("JOBS_DEFAULT_MAX_BACKOFF_MS", 300_000))
+
+    @property
+    def default_time_limit_ms(self) -> int:
+        return int(_get("JOBS_DEFAULT_TIME_LIMIT_MS", 300_000))
+
+    @property
+    def default_soft_time_limit_ms(self) -> int:
+        return int(_get("JOBS_DEFAULT_SOFT_TIME_LIMIT_MS", 240_000))
+
+    @property
+    def default_max_age_ms(self) -> int:
+        return int(_get("JOBS_DEFAULT_MAX_AGE_MS", 7 * 86_400_000))
+
+    @property
+    def max_payload_bytes(self) -> int:
+        return int(_get("JOBS_MAX_PAYLOAD_BYTES", 256 * 1024))
+
+    @property
+    def max_result_bytes(self) -> int:
+        return int(_get("JOBS_MAX_RESULT_BYTES", 64 * 1024))
+
+
+jobs_settings = JobsSettings()

@@ -1,0 +1,51 @@
+"""``manage.py rundramatiq``: run Dramatiq workers for every job type.
+
+Built on django-dramatiq's command (flags, autoreload, exec of ``dramatiq``),
+with our defaults: processes and threads from JOBS_WORKER_*, every queue's
+priority bands, and the broker built by ``jobs.apps`` rather than at import.
+"""
+
+from __future__ import annotations
+
+import os
+from argparse import ArgumentParser
+from typing import Any
+
+from django.core.management.base import CommandError
+from django_dramatiq.management.commands.rundramatiq import Command as DjangoDramatiqCommand
+
+from jobs.broker import CONSUMED_QUEUES
+from jobs.conf import jobs_settings
+from jobs.queues import all_redis_queue_names
+
+
+class Command(DjangoDramatiqCommand):
+    help = "Run Dramatiq workers for every job type (all queues and priority bands by default)."
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        super().add_arguments(parser)
+        parser.set_defaults(
+            processes=jobs_settings.worker_processes,
+            threads=jobs_settings.worker_threads,
+            worker_shutdown_timeout=jobs_settings.worker_shutdown_timeout_ms,
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        queues = options.get("queues")
+        if queues:
+            unknown = sorted(set(queues) - set(CONSUMED_QUEUES))
+            if unknown:
+                raise CommandError(
+                    f"Unknown queue(s): {', '.join(unknown)}. "
+                    f"Choose from: {', '.join(CONSUMED_QUEUES)}."
+                )
+            options["queues"] = all_redis_queue_names(list(queues))
+        if options["processes"] < 1 or options["threads"] < 1:
+            raise CommandError("--processes and --threads must be at least 1.")
+        # Dramatiq reads its consumer poll ceiling from the environment at import.
+        os.environ.setdefault("dramatiq_worker_timeout", str(jobs_settings.worker_poll_ms))
+        super().handle(*args, **options)
+
+    def discover_tasks_modules(self) -> list[str]:
+        # jobs.worker sets Django up; JobsConfig.ready() then discovers and binds every actor.
+        return ["jobs.worker"]

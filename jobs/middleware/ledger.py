@@ -1,0 +1,183 @@
+"""Maps each delivery onto the Postgres ledger: one attempt row, forward-only job status."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import traceback
+from contextvars import Token
+from typing import Any
+
+import dramatiq
+from django.db import DatabaseError
+from dramatiq.middleware import Middleware, SkipMessage, TimeLimitExceeded
+
+from jobs.broker import worker_id
+from jobs.errors import SoftTimeLimitExceeded
+from jobs.logging import bind_log_context, unbind_log_context
+from jobs.models import AttemptOutcome, JobStatus
+from jobs.runtime import JobContext, reset_current_job, set_current_job
+from jobs.services import (
+    AttemptEnd,
+    StartVerdict,
+    job_adopt_message,
+    job_attempt_finish,
+    job_attempt_start,
+)
+
+logger = logging.getLogger(__name__)
+
+#: How long a message waits before another try when the database is unreachable.
+DATABASE_DOWN_DELAY_MS = 5_000
+
+_MAX_ERROR_MESSAGE = 4_000
+
+
+class Ledger(Middleware):
+    """Records every delivery in the ledger and decides whether it runs.
+
+    - before: claim the job (``running``, attempt +1, open a JobAttempt). A job
+      already finished is acknowledged without running; a pending cancel
+      cancels it; a message without a row gets one (a raw ``actor.send``).
+    - after: close the attempt and move the job to ``succeeded``,
+      ``retrying`` (Retries re-enqueued it), ``failed`` (Retries gave up and
+      the message is dead-lettered) or ``cancelled`` (it stopped at a checkpoint).
+    """
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
+        job_id = message.message_id
+        try:
+            decision = job_attempt_start(job_id=job_id, worker_id=worker_id())
+            if decision.verdict is StartVerdict.MISSING:
+                actor = broker.get_actor(message.actor_name)
+                job_adopt_message(
+                    job_id=job_id,
+                    job_type=message.actor_name,
+                    queue=actor.queue_name,
+                    payload=dict(message.kwargs),
+                    organization_id=message.options.get("organization_id"),
+                )
+                decision = job_attempt_start(job_id=job_id, worker_id=worker_id())
+        except DatabaseError:
+            logger.exception(
+                "The ledger is unreachable; message %s will be delivered again in %d ms.",
+                job_id,
+                DATABASE_DOWN_DELAY_MS,
+            )
+            broker.enqueue(message.copy(), delay=DATABASE_DOWN_DELAY_MS)
+            raise SkipMessage("ledger unreachable") from None
+
+        if decision.verdict is not StartVerdict.RUN:
+            logger.info("Job %s is %s; acknowledging without running.", job_id, decision.verdict)
+            raise SkipMessage(f"job {decision.verdict}")
+
+        ctx = JobContext(
+            job_id=job_id,
+            job_type=message.actor_name,
+            organization_id=message.options.get("organization_id"),
+            attempt=decision.attempt,
+            retries=int(message.options.get("retries", 0)),
+        )
+        self._local.state = (ctx, set_current_job(ctx), bind_log_context(attempt=decision.attempt))
+        logger.info("Job %s started (attempt %d).", job_id, decision.attempt)
+
+    def after_process_message(
+        self,
+        broker: dramatiq.Broker,
+        message: Any,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        state: tuple[JobContext, Token[Any], Token[Any]] | None = getattr(
+            self._local, "state", None
+        )
+        if state is None:
+            return
+        self._local.state = None
+        ctx, job_token, log_token = state
+        try:
+            end = _attempt_end(ctx, message, exception)
+            changed = job_attempt_finish(job_id=ctx.job_id, attempt=ctx.attempt, end=end)
+            if changed:
+                logger.info("Job %s %s after attempt %d.", ctx.job_id, end.status, ctx.attempt)
+            else:
+                logger.info(
+                    "Attempt %d of job %s ended (%s); the job had already moved on.",
+                    ctx.attempt,
+                    ctx.job_id,
+                    end.outcome,
+                )
+        finally:
+            reset_current_job(job_token)
+            unbind_log_context(log_token)
+
+    def after_skip_message(self, broker: dramatiq.Broker, message: Any) -> None:
+        # Only reached with a claimed job if a middleware inside the ledger skipped it.
+        state = getattr(self._local, "state", None)
+        if state is not None:
+            logger.warning("Job %s was skipped after it was claimed.", message.message_id)
+            self.after_process_message(broker, message, exception=SkipMessage("skipped"))
+
+
+def _attempt_end(ctx: JobContext, message: Any, exception: BaseException | None) -> AttemptEnd:
+    if ctx.cancelled:
+        return AttemptEnd(
+            status=JobStatus.CANCELLED,
+            outcome=AttemptOutcome.CANCELLED,
+            error_type="JobCancelled",
+            error_message="Cancelled on request while running.",
+        )
+    if exception is None and not message.failed:
+        return AttemptEnd(
+            status=JobStatus.SUCCEEDED,
+            outcome=AttemptOutcome.SUCCEEDED,
+            result_json=ctx.result_json,
+        )
+    if exception is None:
+        # A middleware failed the message before it ran (AgeLimit).
+        error_type, error_message, tb = "MessageExpired", "The message expired before it ran.", ""
+    else:
+        error_type = type(exception).__name__
+        error_message = _describe(exception)
+        tb = "".join(traceback.format_exception(exception, limit=30))
+    timed_out = isinstance(exception, TimeLimitExceeded | SoftTimeLimitExceeded)
+    outcome = AttemptOutcome.TIMED_OUT if timed_out else AttemptOutcome.FAILED
+    if message.failed:
+        if exception is not None and not _is_permanent(exception):
+            error_message = f"{error_message} (retries exhausted after {ctx.attempt} attempts)"
+        return AttemptEnd(
+            status=JobStatus.FAILED,
+            outcome=outcome,
+            error_type=error_type,
+            error_message=error_message,
+            error_traceback=tb,
+        )
+    return AttemptEnd(
+        status=JobStatus.RETRYING,
+        outcome=outcome,
+        error_type=error_type,
+        error_message=error_message,
+        error_traceback=tb,
+    )
+
+
+def _is_permanent(exception: BaseException) -> bool:
+    from jobs.errors import PermanentJobError
+
+    return isinstance(exception, PermanentJobError)
+
+
+def _describe(exception: BaseException) -> str:
+    text = str(exception)
+    if not text:
+        if isinstance(exception, SoftTimeLimitExceeded):
+            text = "The job ran past its soft time limit."
+        elif isinstance(exception, TimeLimitExceeded):
+            text = "The job ran past its hard time limit and was interrupted."
+        else:
+            text = type(exception).__name__
+    return text[:_MAX_ERROR_MESSAGE]

@@ -1,0 +1,157 @@
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from jobs.queues import DEFAULT_PRIORITY, MAX_PRIORITY, MIN_PRIORITY
+
+
+class JobStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"  # in Redis (or delayed there), waiting for a worker
+    RUNNING = "running", "Running"  # a worker is executing an attempt
+    RETRYING = "retrying", "Retrying"  # an attempt failed; a retry is scheduled
+    SUCCEEDED = "succeeded", "Succeeded"  # finished; the result is stored
+    FAILED = "failed", "Failed"  # retries exhausted or a permanent error; dead-lettered
+    CANCELLED = "cancelled", "Cancelled"  # stopped on request before it finished
+
+
+#: Statuses a job can still leave without an explicit retry.
+ACTIVE_STATUSES = (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.RETRYING)
+FINISHED_STATUSES = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+class AttemptOutcome(models.TextChoices):
+    SUCCEEDED = "succeeded", "Succeeded"  # the job returned normally
+    FAILED = "failed", "Failed"  # the job raised
+    LOST = "lost", "Lost"  # the worker died or the attempt was interrupted
+    CANCELLED = "cancelled", "Cancelled"  # the job stopped at a checkpoint after a cancel
+    TIMED_OUT = "timed_out", "Timed out"  # the soft or hard time limit fired
+
+
+class Job(models.Model):
+    """One unit of background work: the durable record of a Dramatiq message.
+
+    The primary key is the Dramatiq message id. ``organization`` is null for
+    system jobs (periodic and maintenance work).
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    organization = models.ForeignKey(
+        "tenants.Organization",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="jobs",
+    )
+    job_type = models.CharField(max_length=200)
+    queue = models.CharField(max_length=100)
+    priority = models.PositiveSmallIntegerField(default=DEFAULT_PRIORITY)
+    payload = models.JSONField(default=dict, blank=True)
+
+    status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.QUEUED)
+    attempts = models.PositiveIntegerField(default=0)
+    max_retries = models.PositiveIntegerField(default=3)
+
+    progress = models.PositiveSmallIntegerField(default=0)
+    progress_message = models.CharField(max_length=500, blank=True, default="")
+    result = models.JSONField(null=True, blank=True)
+    error_type = models.CharField(max_length=200, blank=True, default="")
+    error_message = models.TextField(blank=True, default="")
+    error_traceback = models.TextField(blank=True, default="")
+
+    idempotency_key = models.CharField(max_length=200, null=True, blank=True)
+
+    created_at = models.DateTimeField(default=timezone.now)
+    scheduled_for = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
+    dead_lettered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "idempotency_key"],
+                condition=Q(idempotency_key__isnull=False, organization__isnull=False),
+                name="jobs_job_idempotency_per_org",
+            ),
+            models.UniqueConstraint(
+                fields=["idempotency_key"],
+                condition=Q(idempotency_key__isnull=False, organization__isnull=True),
+                name="jobs_job_idempotency_system",
+            ),
+            models.CheckConstraint(
+                condition=Q(priority__gte=MIN_PRIORITY, priority__lte=MAX_PRIORITY),
+                name="jobs_job_priority_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(progress__gte=0, progress__lte=100),
+                name="jobs_job_progress_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=JobStatus.values),
+                name="jobs_job_status_valid",
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["organization", "status", "-created_at"], name="jobs_org_status_created"
+            ),
+            models.Index(fields=["organization", "-created_at"], name="jobs_org_created"),
+            models.Index(fields=["status", "-created_at"], name="jobs_status_created"),
+            models.Index(fields=["-created_at"], name="jobs_created"),
+            models.Index(fields=["job_type", "-created_at"], name="jobs_type_created"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.job_type} {self.id} ({self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in FINISHED_STATUSES
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()
+
+
+class JobAttempt(models.Model):
+    """One delivery of a job's message to a worker.
+
+    Parameters:
+      number: 1 for the first delivery; redeliveries after a crash count too.
+      worker_id: ``host:pid:broker-id`` of the worker process that ran it.
+    """
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="attempt_set")
+    number = models.PositiveIntegerField()
+    worker_id = models.CharField(max_length=200)
+    started_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(
+        max_length=16, choices=AttemptOutcome.choices, blank=True, default=""
+    )
+    error_type = models.CharField(max_length=200, blank=True, default="")
+    error_message = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["job", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["job", "number"], name="jobs_attempt_job_number"),
+        ]
+        indexes = [
+            models.Index(
+                fields=["worker_id"],
+                condition=Q(finished_at__isnull=True),
+                name="jobs_attempt_open_by_worker",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"attempt {self.number} of {self.job_id}"

@@ -1,0 +1,167 @@
+"""The job types: name → function, payload serializer, home queue and limits.
+
+Modules declare job types with :func:`job_type` at import time, but no
+Dramatiq actor exists until :func:`bind` runs from ``JobsConfig.ready()``
+with the broker that ``jobs.broker`` built. That keeps the broker out of
+import time, and lets every process (web, worker, scheduler) share one list.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import dramatiq
+from django.apps import apps
+from django.utils.module_loading import module_has_submodule
+from rest_framework import serializers
+
+from jobs.conf import jobs_settings
+from jobs.errors import PermanentJobError, UnknownJobType
+from jobs.queues import QUEUES
+
+logger = logging.getLogger(__name__)
+
+#: Submodule of every installed app that holds its job types.
+ACTORS_MODULE = "actors"
+
+
+@dataclass
+class JobType:
+    """A registered kind of job.
+
+    Parameters:
+      name: stable public name, also the Dramatiq actor name (``diagnostics.echo``).
+      fn: the function run by the worker, called with the payload as keyword arguments.
+      queue: home queue, one of ``jobs.queues.QUEUES``.
+      payload_serializer: DRF serializer that validates and normalises the payload.
+      public: whether API users may submit it (internal and periodic types are not).
+      max_retries: retries after the first attempt; None means the JOBS_DEFAULT_* value.
+      min_backoff_ms / max_backoff_ms: exponential backoff bounds between retries, in ms.
+      time_limit_ms: hard limit of one attempt, in ms.
+      soft_time_limit_ms: raises SoftTimeLimitExceeded inside the job, in ms.
+      throws: exceptions that fail the job at once instead of retrying.
+    """
+
+    name: str
+    fn: Callable[..., Any]
+    queue: str
+    payload_serializer: type[serializers.Serializer[Any]] | None = None
+    description: str = ""
+    public: bool = True
+    max_retries: int | None = None
+    min_backoff_ms: int | None = None
+    max_backoff_ms: int | None = None
+    time_limit_ms: int | None = None
+    soft_time_limit_ms: int | None = None
+    throws: tuple[type[BaseException], ...] = ()
+    actor: dramatiq.Actor[Any, Any] | None = field(default=None, repr=False)
+
+    def effective_max_retries(self) -> int:
+        return (
+            self.max_retries if self.max_retries is not None else jobs_settings.default_max_retries
+        )
+
+    def actor_options(self) -> dict[str, Any]:
+        """Options of the Dramatiq actor, with the JOBS_DEFAULT_* settings filled in."""
+        return {
+            "max_retries": self.effective_max_retries(),
+            "min_backoff": self.min_backoff_ms or jobs_settings.default_min_backoff_ms,
+            "max_backoff": self.max_backoff_ms or jobs_settings.default_max_backoff_ms,
+            "time_limit": self.time_limit_ms or jobs_settings.default_time_limit_ms,
+            "soft_time_limit": self.soft_time_limit_ms or jobs_settings.default_soft_time_limit_ms,
+            "max_age": jobs_settings.default_max_age_ms,
+            "throws": (PermanentJobError, *self.throws),
+        }
+
+
+_registry: dict[str, JobType] = {}
+
+
+def job_type(
+    name: str,
+    *,
+    queue: str,
+    payload: type[serializers.Serializer[Any]] | None = None,
+    description: str = "",
+    public: bool = True,
+    max_retries: int | None = None,
+    min_backoff_ms: int | None = None,
+    max_backoff_ms: int | None = None,
+    time_limit_ms: int | None = None,
+    soft_time_limit_ms: int | None = None,
+    throws: tuple[type[BaseException], ...] = (),
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Declare a job type. The decorated function runs on the worker.
+
+    The function takes the validated payload as keyword arguments and returns
+    a JSON-safe result. It is returned unchanged, so it stays callable in tests.
+    """
+    if queue not in QUEUES:
+        raise ValueError(f"Job type {name!r} names unknown queue {queue!r}; use one of {QUEUES}.")
+
+    def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
+        existing = _registry.get(name)
+        if existing is not None and existing.fn is not fn:
+            raise ValueError(f"Job type {name!r} is already registered by {existing.fn!r}.")
+        _registry[name] = JobType(
+            name=name,
+            fn=fn,
+            queue=queue,
+            payload_serializer=payload,
+            description=description or (fn.__doc__ or "").strip().split("\n")[0],
+            public=public,
+            max_retries=max_retries,
+            min_backoff_ms=min_backoff_ms,
+            max_backoff_ms=max_backoff_ms,
+            time_limit_ms=time_limit_ms,
+            soft_time_limit_ms=soft_time_limit_ms,
+            throws=throws,
+        )
+        return fn
+
+    return decorator
+
+
+def get_job_type(name: str) -> JobType:
+    try:
+        return _registry[name]
+    except KeyError:
+        known = ", ".join(sorted(_registry)) or "none"
+        raise UnknownJobType(f"Unknown job type {name!r}. Known types: {known}.") from None
+
+
+def all_job_types() -> list[JobType]:
+    return sorted(_registry.values(), key=lambda jt: jt.name)
+
+
+def autodiscover() -> None:
+    """Import the ``actors`` module (or package, recursively) of every installed app."""
+    for config in apps.get_app_configs():
+        if not module_has_submodule(config.module, ACTORS_MODULE):
+            continue
+        module = importlib.import_module(f"{config.name}.{ACTORS_MODULE}")
+        if hasattr(module, "__path__"):
+            for info in pkgutil.walk_packages(module.__path__, prefix=module.__name__ + "."):
+                importlib.import_module(info.name)
+
+
+def bind(broker: dramatiq.Broker) -> None:
+    """Create (or re-create) a Dramatiq actor on ``broker`` for every job type."""
+    from jobs.runtime import make_actor_fn
+
+    for jt in _registry.values():
+        if jt.name in broker.actors:
+            del broker.actors[jt.name]
+        jt.actor = dramatiq.Actor(
+            make_actor_fn(jt),
+            broker=broker,
+            actor_name=jt.name,
+            queue_name=jt.queue,
+            priority=0,
+            options=jt.actor_options(),
+        )

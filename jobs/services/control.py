@@ -1,0 +1,92 @@
+"""Cancelling, retrying and reporting progress on jobs."""
+
+from __future__ import annotations
+
+import logging
+
+from django.db import transaction
+from django.db.models import F
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from jobs.broker import enqueue_messages
+from jobs.errors import InvalidTransition
+from jobs.models import Job, JobStatus
+from jobs.services.submission import job_message
+from jobs.services.transitions import running_filter
+
+logger = logging.getLogger(__name__)
+
+_CANCELLABLE_AT_ONCE = (JobStatus.QUEUED, JobStatus.RETRYING)
+_RETRYABLE = (JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+def job_cancel(*, job: Job) -> Job:
+    """Cancel a job that has not finished.
+
+    A queued or retrying job is cancelled at once; its message is acknowledged
+    without running when a worker picks it up. A running job is asked to stop:
+    it sees the request at its next progress report or checkpoint.
+
+    Raises:
+      InvalidTransition: the job already finished.
+    """
+    now = timezone.now()
+    changed = Job.objects.filter(pk=job.pk, status__in=_CANCELLABLE_AT_ONCE).update(
+        status=JobStatus.CANCELLED, cancel_requested_at=now, finished_at=now
+    )
+    if not changed:
+        changed = Job.objects.filter(pk=job.pk, status=JobStatus.RUNNING).update(
+            cancel_requested_at=Coalesce(F("cancel_requested_at"), now)
+        )
+    job.refresh_from_db()
+    if not changed:
+        raise InvalidTransition(
+            f"Job {job.pk} is {job.status} and cannot be cancelled; only queued, "
+            "retrying or running jobs can."
+        )
+    logger.info("Cancel requested for job %s (now %s).", job.pk, job.status)
+    return job
+
+
+def job_retry(*, job: Job) -> Job:
+    """Queue a failed or cancelled job again, with a fresh retry budget.
+
+    Raises:
+      InvalidTransition: the job is not failed or cancelled.
+    """
+    with transaction.atomic():
+        changed = Job.objects.filter(pk=job.pk, status__in=_RETRYABLE).update(
+            status=JobStatus.QUEUED,
+            cancel_requested_at=None,
+            finished_at=None,
+            dead_lettered_at=None,
+            result=None,
+            progress=0,
+            progress_message="",
+            error_type="",
+            error_message="",
+            error_traceback="",
+        )
+        job.refresh_from_db()
+        if not changed:
+            raise InvalidTransition(
+                f"Job {job.pk} is {job.status}; only failed or cancelled jobs can be retried."
+            )
+        message = job_message(job)
+        transaction.on_commit(lambda: enqueue_messages([(message, None)]))
+    logger.info("Job %s queued again by an explicit retry.", job.pk)
+    return job
+
+
+def job_report_progress(*, job_id: str, attempt: int, percent: int, message: str = "") -> bool:
+    """Store a running job's progress. Returns True when a cancel has been requested."""
+    percent = max(0, min(100, int(percent)))
+    Job.objects.filter(running_filter(job_id, attempt)).update(
+        progress=percent, progress_message=message[:500]
+    )
+    return job_cancel_requested(job_id=job_id)
+
+
+def job_cancel_requested(*, job_id: str) -> bool:
+    return Job.objects.filter(pk=job_id, cancel_requested_at__isnull=False).exists()

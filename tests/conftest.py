@@ -1,0 +1,82 @@
+"""Shared fixtures: real Redis and Postgres (required, never skipped), and a real worker."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import dramatiq
+import psycopg
+import pytest
+import redis
+from django.conf import settings
+from dramatiq.brokers.redis import RedisBroker
+
+from jobs.broker import get_broker
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Stop at once, with a fix, when Postgres or Redis is missing: those tests must not skip."""
+    problems = []
+    try:
+        redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=3).ping()
+    except redis.RedisError as exc:
+        problems.append(f"Redis at {settings.REDIS_URL} is unreachable ({exc}).")
+    db = settings.DATABASES["default"]
+    if not db["ENGINE"].endswith("postgresql"):
+        problems.append("DATABASE_URL must point at Postgres for the test suite.")
+    else:
+        try:
+            psycopg.connect(
+                host=db["HOST"],
+                port=db["PORT"] or 5432,
+                user=db["USER"],
+                password=db["PASSWORD"],
+                dbname="postgres",
+                connect_timeout=3,
+            ).close()
+        except psycopg.Error as exc:
+            problems.append(f"Postgres at {db['HOST']}:{db['PORT']} is unreachable ({exc}).")
+    if problems:
+        pytest.exit(
+            "The test suite needs real services:\n  "
+            + "\n  ".join(problems)
+            + "\nStart them (see README, 'Running the tests') or set DATABASE_URL / REDIS_URL.",
+            returncode=3,
+        )
+
+
+@pytest.fixture
+def broker() -> Iterator[RedisBroker]:
+    """The project's RedisBroker on a dedicated, flushed Redis database."""
+    b = get_broker()
+    b.client.flushdb()
+    yield b
+    b.client.flushdb()
+
+
+@pytest.fixture
+def worker(broker: RedisBroker) -> Iterator[dramatiq.Worker]:
+    """A real Dramatiq worker (4 threads) in this process, stopped after the test."""
+    w = dramatiq.Worker(broker, worker_threads=4, worker_timeout=50)
+    w.start()
+    yield w
+    w.stop(timeout=10_000)
+
+
+@pytest.fixture
+def wait_for() -> Callable[..., Any]:
+    """Poll a condition until it holds or a deadline passes (no bare sleeps in tests)."""
+
+    def _wait(condition: Callable[[], Any], timeout: float = 15.0, interval: float = 0.05) -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            value = condition()
+            if value:
+                return value
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"condition not met within {timeout}s: {condition}")
+            time.sleep(interval)
+
+    return _wait

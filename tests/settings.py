@@ -1,0 +1,18 @@
+"""Settings for the test suite: real Postgres and a dedicated Redis database.
+
+The defaults match the services CI starts; DATABASE_URL and REDIS_URL override them.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/toolboxai")
+os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/15")
+os.environ.setdefault("DJANGO_DEBUG", "0")
+os.environ.setdefault("LOG_FORMAT", "text")
+
+from toolboxai.settings import *  # noqa: F403
+
+INSTALLED_APPS = [*INSTALLED_APPS, "tests"]  # noqa: F405
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
