@@ -144,7 +144,8 @@ def main() -> int:
         f"    Login:     {login['username']} / {login['password']}\n"
         f"    Redis:     {env['REDIS_URL']}\n"
         f"    Database:  {env.get('DATABASE_URL', 'sqlite:///.state/db.sqlite3')}\n"
-        '  Submit a job:  .venv/bin/python manage.py shell -c "from jobs.services import job_submit; '
+        f"  Submit a job:  REDIS_URL={env['REDIS_URL']} .venv/bin/python manage.py shell -c "
+        "\"from jobs.services import job_submit; "
         "print(job_submit(job_type='diagnostics.echo', payload={'message': 'hi'}).job.id)\"\n"
         "  Press Ctrl-C to stop.\n",
         flush=True,
@@ -188,7 +189,11 @@ def supervise(procs: list[tuple[str, subprocess.Popen[bytes]]]) -> int:
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     code = 0
+    parent = os.getppid()
     while not stopping:
+        if os.getppid() != parent:
+            print("make exited; stopping.", file=sys.stderr)
+            break
         for name, proc in procs:
             if proc.poll() is not None:
                 print(
