@@ -44,12 +44,14 @@ def build_broker() -> RedisBroker:
     Dramatiq calls ``after_*`` hooks in reverse, so the ledger sees the
     decision Retries made (retry or dead-letter) before it records it.
     """
+    from jobs.middleware.heartbeat import WorkerHeartbeat, heartbeat_interval_ms
     from jobs.middleware.ledger import Ledger
     from jobs.middleware.soft_time_limit import SoftTimeLimit
     from jobs.middleware.tenant_context import TenantContext
 
     middleware = [
         DbConnectionsMiddleware(),
+        WorkerHeartbeat(interval_ms=heartbeat_interval_ms()),
         TenantContext(),
         Ledger(),
         AgeLimit(max_age=jobs_settings.default_max_age_ms),

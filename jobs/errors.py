@@ -90,3 +90,41 @@ class SoftTimeLimitExceeded(JobsError):
     """Raised inside a running job when it passes its soft time limit, so it can clean up."""
 
     code = "soft_time_limit"
+
+
+class SubmissionRefused(JobsError):
+    """Raised when an organization may not submit now; the API answers 429 or 403.
+
+    Parameters:
+      retry_after_seconds: when a retry may succeed, for the ``Retry-After`` header.
+    """
+
+    code = "submission_refused"
+
+    def __init__(self, message: str, *, retry_after_seconds: int | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
+
+
+class RateLimited(SubmissionRefused):
+    """Raised when an organization submits faster than its max_submissions_per_minute."""
+
+    code = "rate_limited"
+
+
+class QuotaExceeded(SubmissionRefused):
+    """Raised when an organization has used its monthly_job_quota."""
+
+    code = "quota_exceeded"
+
+
+class OrganizationInactive(SubmissionRefused):
+    """Raised when an inactive organization submits a job."""
+
+    code = "organization_inactive"
+
+
+class BrokerUnavailable(JobsError):
+    """Raised when Redis cannot be reached and nothing was created; retry later."""
+
+    code = "broker_unavailable"

@@ -145,7 +145,7 @@ def main() -> int:
         f"    Redis:     {env['REDIS_URL']}\n"
         f"    Database:  {env.get('DATABASE_URL', 'sqlite:///.state/db.sqlite3')}\n"
         f"  Submit a job:  REDIS_URL={env['REDIS_URL']} .venv/bin/python manage.py shell -c "
-        "\"from jobs.services import job_submit; "
+        '"from jobs.services import job_submit; '
         "print(job_submit(job_type='diagnostics.echo', payload={'message': 'hi'}).job.id)\"\n"
         "  Press Ctrl-C to stop.\n",
         flush=True,

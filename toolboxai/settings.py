@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import django_stubs_ext
+
 from toolboxai.env import (
     env_bool,
     env_int,
@@ -16,6 +18,8 @@ from toolboxai.env import (
     env_str,
     parse_database_url,
 )
+
+django_stubs_ext.monkeypatch()
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 STATE_DIR = Path(env_str("TOOLBOXAI_STATE_DIR", str(BASE_DIR / ".state")))

@@ -28,8 +28,9 @@ def test_rundramatiq_runs_submitted_jobs_through_success_and_retry(
     ).job
 
     wait_for(
-        lambda: Job.objects.filter(pk__in=[ok.pk, flaky.pk], status=JobStatus.SUCCEEDED).count()
-        == 2,
+        lambda: (
+            Job.objects.filter(pk__in=[ok.pk, flaky.pk], status=JobStatus.SUCCEEDED).count() == 2
+        ),
         timeout=40,
     )
 
@@ -57,23 +58,19 @@ def test_an_urgent_job_overtakes_a_backlog_of_two_thousand(
     worker = start_command("rundramatiq", "--processes", "1", "--threads", "8")
     _wait_started(worker, wait_for)
     backlog = [
-        JobRequest(
-            job_type="diagnostics.echo", payload={"message": str(i), "sleep_seconds": 0.01}
-        )
+        JobRequest(job_type="diagnostics.echo", payload={"message": str(i), "sleep_seconds": 0.01})
         for i in range(2000)
     ]
     job_submit_many(requests=backlog)
-    urgent = job_submit(
-        job_type="diagnostics.echo", payload={"message": "urgent"}, priority=9
-    ).job
+    urgent = job_submit(job_type="diagnostics.echo", payload={"message": "urgent"}, priority=9).job
 
-    wait_for(lambda: Job.objects.filter(pk=urgent.pk, status=JobStatus.SUCCEEDED).exists(), timeout=60)
+    wait_for(
+        lambda: Job.objects.filter(pk=urgent.pk, status=JobStatus.SUCCEEDED).exists(), timeout=60
+    )
 
     urgent.refresh_from_db()
     assert urgent.started_at is not None
-    started_before = (
-        Job.objects.filter(priority=5, started_at__lt=urgent.started_at).count()
-    )
+    started_before = Job.objects.filter(priority=5, started_at__lt=urgent.started_at).count()
     print(f"backlog jobs started before the urgent one: {started_before}")
     assert started_before <= 200, f"{started_before} backlog jobs started first"
     worker.stop()

@@ -1,0 +1,142 @@
+"""Writes for organizations, memberships and API keys."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import User
+from django.db import transaction
+from django.utils import timezone
+from django.utils.text import slugify
+
+from tenants.errors import (
+    InvalidSlug,
+    NotAMember,
+    OrganizationExists,
+    OrganizationNotFound,
+    UserNotFound,
+)
+from tenants.models import ApiKey, Membership, Organization, Role
+
+KEY_PREFIX = "tbx"
+#: last_used_at is written at most this often per key, to keep reads cheap.
+LAST_USED_RESOLUTION = timedelta(seconds=30)
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    """A new API key. ``raw`` is the only copy of the key: show it once."""
+
+    api_key: ApiKey
+    raw: str
+
+
+def organization_create(
+    *,
+    slug: str,
+    name: str = "",
+    owner_username: str | None = None,
+    owner_email: str = "",
+) -> Organization:
+    """Create an organization, and its owner user (created if missing) as an owner member."""
+    if slugify(slug) != slug or not slug:
+        raise InvalidSlug(
+            f"{slug!r} is not a valid slug; use lowercase letters, digits and hyphens "
+            f"(for example {slugify(slug) or 'my-school'!r})."
+        )
+    with transaction.atomic():
+        if Organization.objects.filter(slug=slug).exists():
+            raise OrganizationExists(
+                f"An organization with slug {slug!r} already exists; choose another slug."
+            )
+        org = Organization.objects.create(slug=slug, name=name or slug.replace("-", " ").title())
+        if owner_username:
+            user_model = get_user_model()
+            user, _ = user_model.objects.get_or_create(
+                username=owner_username, defaults={"email": owner_email}
+            )
+            Membership.objects.create(user=user, organization=org, role=Role.OWNER)
+    return org
+
+
+def organization_get(*, slug: str) -> Organization:
+    try:
+        return Organization.objects.get(slug=slug)
+    except Organization.DoesNotExist:
+        known = ", ".join(Organization.objects.values_list("slug", flat=True)[:20]) or "none yet"
+        raise OrganizationNotFound(
+            f"No organization with slug {slug!r}. Known: {known}. "
+            "Create one with `python manage.py createorganization <slug>`."
+        ) from None
+
+
+def membership_get(*, username: str, organization: Organization) -> Membership:
+    user_model = get_user_model()
+    try:
+        user = user_model.objects.get(username=username)
+    except user_model.DoesNotExist:
+        raise UserNotFound(
+            f"No user {username!r}. Create one with "
+            f"`python manage.py createorganization {organization.slug} --owner {username}` "
+            "or `python manage.py createsuperuser`."
+        ) from None
+    membership = Membership.objects.filter(user=user, organization=organization).first()
+    if membership is None:
+        raise NotAMember(
+            f"User {username!r} is not a member of {organization.slug!r}; add a membership "
+            "in the admin first."
+        )
+    return membership
+
+
+def membership_ensure(*, user: User, organization: Organization, role: Role) -> Membership:
+    membership, _ = Membership.objects.get_or_create(
+        user=user, organization=organization, defaults={"role": role}
+    )
+    return membership
+
+
+def _hash(raw: str) -> str:
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def api_key_create(*, membership: Membership, name: str = "default") -> IssuedKey:
+    """Issue a key ``tbx_<prefix>_<secret>``; only its SHA-256 is stored."""
+    prefix = secrets.token_hex(4)
+    raw = f"{KEY_PREFIX}_{prefix}_{secrets.token_urlsafe(32)}"
+    api_key = ApiKey.objects.create(
+        membership=membership, name=name[:100] or "default", prefix=prefix, key_hash=_hash(raw)
+    )
+    return IssuedKey(api_key=api_key, raw=raw)
+
+
+def api_key_authenticate(*, raw: str) -> ApiKey | None:
+    """The active key matching ``raw``, or None. Updates last-used at most every 30 s."""
+    parts = raw.split("_")
+    if len(parts) < 3 or parts[0] != KEY_PREFIX:
+        return None
+    api_key = (
+        ApiKey.objects.select_related("membership__organization", "membership__user")
+        .filter(prefix=parts[1])
+        .first()
+    )
+    if api_key is None or not hmac.compare_digest(api_key.key_hash, _hash(raw)):
+        return None
+    if api_key.revoked_at is not None:
+        return None
+    now = timezone.now()
+    if api_key.last_used_at is None or now - api_key.last_used_at > LAST_USED_RESOLUTION:
+        ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
+        api_key.last_used_at = now
+    return api_key
+
+
+def api_key_revoke(*, api_key: ApiKey) -> ApiKey:
+    ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    api_key.refresh_from_db()
+    return api_key
