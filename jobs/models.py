@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import uuid
 
+from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -155,3 +156,39 @@ class JobAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"attempt {self.number} of {self.job_id}"
+
+
+class JobEventKind(models.TextChoices):
+    CANCEL_REQUESTED = "cancel_requested", "Cancel requested"  # a running job was asked to stop
+    CANCELLED = "cancelled", "Cancelled"  # cancelled before it ran
+    RETRIED = "retried", "Retried"  # failed/cancelled job queued again with a fresh budget
+    REPLAYED = "replayed", "Replayed"  # a dead letter replayed (a retry from the dead-letter view)
+    PURGED = "purged", "Purged"  # its message was removed from Redis
+
+
+class JobEvent(models.Model):
+    """Audit trail: who did what to a job, through which channel, and when.
+
+    Parameters:
+      via: the channel (``api``, ``admin``, ``cli``, ``system``).
+      user: the person, when there is one (API keys act as their member).
+    """
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="events")
+    organization = models.ForeignKey(
+        "tenants.Organization", on_delete=models.CASCADE, null=True, blank=True, related_name="+"
+    )
+    kind = models.CharField(max_length=32, choices=JobEventKind.choices)
+    via = models.CharField(max_length=32, default="system")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    detail = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["job", "-created_at"], name="jobs_event_job_created")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.job_id} via {self.via}"

@@ -46,6 +46,12 @@ class JobContext:
         ):
             raise JobCancelled(f"Job {self.job_id} was cancelled while running.")
 
+    def publish_partial(self, text: str, **extra: Any) -> None:
+        """Stream a piece of partial output (e.g. generated text) to the job's event stream."""
+        from jobs.events import publish
+
+        publish(self.job_id, "partial", {"text": text, **extra})
+
     def checkpoint(self) -> None:
         """Raise JobCancelled if a cancel was requested; cheap enough to call in loops."""
         from jobs.services import job_cancel_requested

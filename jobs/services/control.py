@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import F
 from django.db.models.functions import Coalesce
@@ -11,7 +12,7 @@ from django.utils import timezone
 
 from jobs.broker import enqueue_messages
 from jobs.errors import InvalidTransition
-from jobs.models import Job, JobStatus
+from jobs.models import Job, JobEvent, JobEventKind, JobStatus
 from jobs.services.submission import job_message
 from jobs.services.transitions import running_filter
 
@@ -21,7 +22,7 @@ _CANCELLABLE_AT_ONCE = (JobStatus.QUEUED, JobStatus.RETRYING)
 _RETRYABLE = (JobStatus.FAILED, JobStatus.CANCELLED)
 
 
-def job_cancel(*, job: Job) -> Job:
+def job_cancel(*, job: Job, user: User | None = None, via: str = "system") -> Job:
     """Cancel a job that has not finished.
 
     A queued or retrying job is cancelled at once; its message is acknowledged
@@ -45,11 +46,23 @@ def job_cancel(*, job: Job) -> Job:
             f"Job {job.pk} is {job.status} and cannot be cancelled; only queued, "
             "retrying or running jobs can."
         )
+    kind = (
+        JobEventKind.CANCELLED
+        if job.status == JobStatus.CANCELLED
+        else JobEventKind.CANCEL_REQUESTED
+    )
+    _audit(job, kind, user=user, via=via)
     logger.info("Cancel requested for job %s (now %s).", job.pk, job.status)
     return job
 
 
-def job_retry(*, job: Job) -> Job:
+def job_retry(
+    *,
+    job: Job,
+    user: User | None = None,
+    via: str = "system",
+    kind: JobEventKind = JobEventKind.RETRIED,
+) -> Job:
     """Queue a failed or cancelled job again, with a fresh retry budget.
 
     Raises:
@@ -73,10 +86,22 @@ def job_retry(*, job: Job) -> Job:
             raise InvalidTransition(
                 f"Job {job.pk} is {job.status}; only failed or cancelled jobs can be retried."
             )
+        _audit(job, kind, user=user, via=via)
         message = job_message(job)
         transaction.on_commit(lambda: enqueue_messages([(message, None)]))
     logger.info("Job %s queued again by an explicit retry.", job.pk)
     return job
+
+
+def _audit(job: Job, kind: JobEventKind, *, user: User | None, via: str, **detail: object) -> None:
+    JobEvent.objects.create(
+        job=job,
+        organization_id=job.organization_id,
+        kind=kind,
+        via=via,
+        user=user if user is not None and user.is_authenticated else None,
+        detail=detail,
+    )
 
 
 def job_report_progress(*, job_id: str, attempt: int, percent: int, message: str = "") -> bool:

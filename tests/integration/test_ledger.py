@@ -418,3 +418,13 @@ def test_status_never_moves_backwards_under_concurrent_updates(broker: Any) -> N
         if job.status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED):
             verdict = job_attempt_start(job_id=str(job.pk), worker_id="w:3:c").verdict
             assert verdict is StartVerdict.FINISHED
+
+
+def test_cancels_and_retries_leave_an_audit_trail(broker: Any) -> None:
+    job = job_submit(job_type="diagnostics.echo", payload={"message": "audit"}).job
+
+    job_cancel(job=job, via="cli")
+    job_retry(job=job, via="admin")
+
+    kinds = list(job.events.order_by("created_at").values_list("kind", "via"))
+    assert kinds == [("cancelled", "cli"), ("retried", "admin")]

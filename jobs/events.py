@@ -1,0 +1,34 @@
+"""Live job events over Redis pub/sub, for the SSE stream.
+
+Status and progress live in the ledger (the stream reads them from there);
+what the ledger does not hold (partial results, such as streamed lesson text)
+is published here as it happens. Publishing is fire-and-forget: a job never
+fails because nobody listens or Redis hiccups.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import redis
+
+from jobs.broker import get_broker
+
+logger = logging.getLogger(__name__)
+
+
+def channel_name(job_id: str) -> str:
+    """The pub/sub channel of one job's live events."""
+    return f"{get_broker().namespace}:events:{job_id}"
+
+
+def publish(job_id: str, event: str, data: dict[str, Any]) -> None:
+    """Publish ``{"event": event, "data": data}`` on the job's channel."""
+    try:
+        get_broker().client.publish(
+            channel_name(job_id), json.dumps({"event": event, "data": data})
+        )
+    except redis.RedisError as exc:
+        logger.warning("Could not publish %s event of job %s: %s", event, job_id, exc)
