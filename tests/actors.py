@@ -74,3 +74,9 @@ def progress(*, steps: int, step_seconds: float) -> dict[str, Any]:
         time.sleep(step_seconds)
         job.progress(int(100 * (step + 1) / steps), f"step {step + 1} of {steps}")
     return {"steps": steps}
+
+
+@job_type("tests.limited", queue="default", public=False, max_retries=0, rate_limit_per_minute=60)
+def limited(*, n: int) -> dict[str, Any]:
+    """A job type limited to 60 starts per minute across all workers."""
+    return {"n": n}

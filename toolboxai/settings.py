@@ -71,7 +71,7 @@ TEMPLATES = [
 
 DATABASES = {
     "default": parse_database_url(
-        env_str("DATABASE_URL", "sqlite:///.state/db.sqlite3"), base_dir=BASE_DIR
+        env_str("DATABASE_URL", f"sqlite:///{STATE_DIR / 'db.sqlite3'}"), base_dir=BASE_DIR
     )
 }
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
@@ -123,6 +123,11 @@ JOBS_DEFAULT_SOFT_TIME_LIMIT_MS = env_int("JOBS_DEFAULT_SOFT_TIME_LIMIT_MS", 240
 # Messages older than this (since enqueue) are dead-lettered without running.
 JOBS_DEFAULT_MAX_AGE_MS = env_int("JOBS_DEFAULT_MAX_AGE_MS", 7 * 86_400_000, minimum=1_000)
 
+# How long a worker caches an organization's active flag and concurrency cap.
+JOBS_FAIRNESS_CACHE_SECONDS = env_int("JOBS_FAIRNESS_CACHE_SECONDS", 5, minimum=0)
+# How long a job over its organization's concurrency cap waits before another try.
+JOBS_FAIRNESS_DEFER_MS = env_int("JOBS_FAIRNESS_DEFER_MS", 1_000, minimum=10)
+
 JOBS_MAX_PAYLOAD_BYTES = env_int("JOBS_MAX_PAYLOAD_BYTES", 256 * 1024, minimum=1)
 JOBS_MAX_RESULT_BYTES = env_int("JOBS_MAX_RESULT_BYTES", 64 * 1024, minimum=1)
 
@@ -135,6 +140,7 @@ LOGGING = {
     "disable_existing_loggers": False,
     "filters": {
         "job_context": {"()": "jobs.logging.JobContextFilter"},
+        "deferred_skips": {"()": "jobs.logging.DeferredSkipFilter"},
     },
     "formatters": {
         "text": {
@@ -150,7 +156,7 @@ LOGGING = {
         "console": {
             "class": "logging.StreamHandler",
             "formatter": LOG_FORMAT if LOG_FORMAT in {"text", "json"} else "text",
-            "filters": ["job_context"],
+            "filters": ["job_context", "deferred_skips"],
         },
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},

@@ -20,6 +20,7 @@ from jobs.errors import InvalidPayload, InvalidSubmission, PayloadTooLarge
 from jobs.models import Job
 from jobs.queues import DEFAULT_PRIORITY, MAX_PRIORITY, MIN_PRIORITY, redis_queue_name
 from jobs.registry import JobType, get_job_type
+from jobs.services.fairness import submission_admit
 from tenants.models import Organization
 
 logger = logging.getLogger(__name__)
@@ -93,6 +94,7 @@ def job_submit(
         existing = _existing_by_key(organization, [request.idempotency_key])
         if request.idempotency_key in existing:
             return Submission(job=existing[request.idempotency_key], created=False)
+        submission_admit(organization=organization, count=1)
         try:
             with transaction.atomic():
                 prepared.job.save(force_insert=True)
@@ -103,6 +105,7 @@ def job_submit(
                 return Submission(job=existing[request.idempotency_key], created=False)
             raise
     else:
+        submission_admit(organization=organization, count=1)
         prepared.job.save(force_insert=True)
     _send_on_commit([prepared])
     return Submission(job=prepared.job, created=True)
@@ -131,6 +134,7 @@ def job_submit_many(
         )
     existing = _existing_by_key(organization, keys) if keys else {}
     fresh = [p for p in prepared if p.job.idempotency_key not in existing]
+    submission_admit(organization=organization, count=len(fresh))
     try:
         with transaction.atomic():
             Job.objects.bulk_create([p.job for p in fresh])
