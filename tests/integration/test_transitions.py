@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import pytest
 
@@ -15,16 +14,16 @@ from jobs.services import (
     job_attempt_start,
     job_cancel,
     job_submit,
+    transitions,
 )
-from jobs.services import transitions
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture(params=["postgres-sql", "orm"])
-def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setattr(transitions, "USE_POSTGRES_FAST_PATH", request.param == "postgres-sql")
-    yield request.param
+    return str(request.param)
 
 
 def test_a_job_moves_through_start_retry_and_success(broker: object, path: str) -> None:
