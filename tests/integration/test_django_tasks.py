@@ -23,6 +23,7 @@ from django.tasks.signals import task_enqueued, task_finished, task_started
 from django.utils import timezone
 
 from jobs.backends import TASK_JOB_TYPE, DramatiqBackend
+from jobs.errors import InvalidSubmission
 from jobs.models import Job, JobStatus
 from jobs.services import job_cancel, job_submit
 from tenants.context import organization_context
@@ -516,3 +517,25 @@ def test_with_enqueue_on_commit_off_the_worker_runs_the_task_once_the_row_commit
     wait_for(lambda: _finished(result))
     assert result.return_value == "ran"
     assert Job.objects.get(pk=result.id).queue == "default"
+
+
+def test_with_enqueue_on_commit_off_a_task_runs_even_if_the_transaction_rolls_back(
+    worker: Any, wait_for: Any
+) -> None:
+    class Rollback(Exception):
+        pass
+
+    with pytest.raises(Rollback), transaction.atomic():
+        result = test_tasks.send_now_task.enqueue()
+        raise Rollback
+
+    # The worker recreates the row from the message (the ledger's adopt path).
+    wait_for(lambda: Job.objects.filter(pk=result.id, status=JobStatus.SUCCEEDED).exists())
+    result.refresh()
+    assert result.return_value == "ran"
+
+
+def test_job_submit_refuses_a_queue_override_workers_do_not_consume(broker: Any) -> None:
+    with pytest.raises(InvalidSubmission, match="queue 'dead_letter' is not a queue") as caught:
+        job_submit(job_type="diagnostics.echo", payload={"message": "x"}, queue="dead_letter")
+    assert caught.value.field == "queue"
