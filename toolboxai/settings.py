@@ -131,6 +131,16 @@ JOBS_FAIRNESS_DEFER_MS = env_int("JOBS_FAIRNESS_DEFER_MS", 1_000, minimum=10)
 JOBS_MAX_PAYLOAD_BYTES = env_int("JOBS_MAX_PAYLOAD_BYTES", 256 * 1024, minimum=1)
 JOBS_MAX_RESULT_BYTES = env_int("JOBS_MAX_RESULT_BYTES", 64 * 1024, minimum=1)
 
+# --- django.tasks -----------------------------------------------------------
+# Every app's @task runs on our workers, as a ledger job (README, "Django tasks").
+TASKS = {
+    "default": {
+        "BACKEND": "jobs.backends.DramatiqBackend",
+        "QUEUES": [],  # [] allows every queue the workers consume
+        "OPTIONS": {"enqueue_on_commit": True, "max_retries": 0},
+    }
+}
+
 # --- Logging ---------------------------------------------------------------
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
 LOG_FORMAT = env_str("LOG_FORMAT", "text" if DEBUG else "json").lower()

@@ -14,7 +14,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from dramatiq import Message
 
-from jobs.broker import enqueue_messages
+from jobs.broker import CONSUMED_QUEUES, enqueue_messages
 from jobs.conf import jobs_settings
 from jobs.errors import InvalidPayload, InvalidSubmission, PayloadTooLarge
 from jobs.models import Job
@@ -40,6 +40,7 @@ class JobRequest:
       idempotency_key: a second submission with the same key returns the first job.
       delay: how long to wait before the job may run (0 to 7 days).
       max_retries: overrides the job type's retry budget.
+      queue: overrides the job type's home queue (one of the consumed queues).
     """
 
     job_type: str
@@ -48,6 +49,7 @@ class JobRequest:
     idempotency_key: str | None = None
     delay: timedelta | None = None
     max_retries: int | None = None
+    queue: str | None = None
 
 
 @dataclass(frozen=True)
@@ -74,12 +76,17 @@ def job_submit(
     idempotency_key: str | None = None,
     delay: timedelta | None = None,
     max_retries: int | None = None,
+    queue: str | None = None,
+    send_on_commit: bool = True,
 ) -> Submission:
     """Submit one job. The message is sent when the caller's transaction commits.
 
     A rolled-back transaction sends nothing. Outside a transaction the message
     is sent at once. With an ``idempotency_key`` already used in the same
     organization, the existing job is returned and nothing is sent.
+    ``send_on_commit=False`` sends at once even inside a transaction: the
+    worker then waits for the row's commit, and runs the job even if the
+    transaction rolls back (``django.tasks`` backends offer this as an option).
     """
     request = JobRequest(
         job_type=job_type,
@@ -88,6 +95,7 @@ def job_submit(
         idempotency_key=idempotency_key,
         delay=delay,
         max_retries=max_retries,
+        queue=queue,
     )
     prepared = _prepare(request, organization=organization)
     if request.idempotency_key is not None:
@@ -107,7 +115,10 @@ def job_submit(
     else:
         submission_admit(organization=organization, count=1)
         prepared.job.save(force_insert=True)
-    _send_on_commit([prepared])
+    if send_on_commit:
+        _send_on_commit([prepared])
+    else:
+        enqueue_messages([(prepared.message, prepared.delay_ms)])
     return Submission(job=prepared.job, created=True)
 
 
@@ -151,6 +162,7 @@ def job_submit_many(
                 idempotency_key=r.idempotency_key,
                 delay=r.delay,
                 max_retries=r.max_retries,
+                queue=r.queue,
             )
             for r in requests
         ]
@@ -253,6 +265,13 @@ def _prepare(request: JobRequest, *, organization: Organization | None) -> _Prep
             f"max_retries {request.max_retries!r} is out of range; use 0 to 100.",
             field="max_retries",
         )
+    queue = jt.queue if request.queue is None else request.queue
+    if request.queue is not None and queue not in CONSUMED_QUEUES:
+        raise InvalidSubmission(
+            f"queue {queue!r} is not a queue workers consume; use one of "
+            f"{', '.join(CONSUMED_QUEUES)}.",
+            field="queue",
+        )
     payload = validate_payload(jt, request.payload)
 
     now = timezone.now()
@@ -260,7 +279,7 @@ def _prepare(request: JobRequest, *, organization: Organization | None) -> _Prep
     job = Job(
         organization=organization,
         job_type=jt.name,
-        queue=jt.queue,
+        queue=queue,
         priority=priority,
         payload=payload,
         max_retries=(
