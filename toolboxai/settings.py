@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import django_stubs_ext
+from django.core.exceptions import ImproperlyConfigured
 
 from toolboxai.env import (
     env_bool,
@@ -36,11 +37,14 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "django_prometheus",
     "tenants",
     "jobs",
 ]
 
 MIDDLEWARE = [
+    # First and last: request count and latency for /metrics (django-prometheus).
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -48,6 +52,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
 ROOT_URLCONF = "toolboxai.urls"
@@ -74,6 +79,10 @@ DATABASES = {
         env_str("DATABASE_URL", "sqlite:///.state/db.sqlite3"), base_dir=BASE_DIR
     )
 }
+# django-prometheus's wrappers of the same backends count queries and errors for /metrics.
+DATABASES["default"]["ENGINE"] = DATABASES["default"]["ENGINE"].replace(
+    "django.db.backends.", "django_prometheus.db.backends."
+)
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
 # Workers keep their connection between messages; the DB-connections
@@ -126,6 +135,23 @@ JOBS_DEFAULT_MAX_AGE_MS = env_int("JOBS_DEFAULT_MAX_AGE_MS", 7 * 86_400_000, min
 JOBS_MAX_PAYLOAD_BYTES = env_int("JOBS_MAX_PAYLOAD_BYTES", 256 * 1024, minimum=1)
 JOBS_MAX_RESULT_BYTES = env_int("JOBS_MAX_RESULT_BYTES", 64 * 1024, minimum=1)
 
+# --- Metrics ----------------------------------------------------------------
+# Port (and address) of the worker's Prometheus exporter, served by `rundramatiq`.
+PROMETHEUS_PORT = env_int("PROMETHEUS_PORT", 9540, minimum=0)
+PROMETHEUS_HOST = env_str("PROMETHEUS_HOST", "0.0.0.0")  # noqa: S104
+# Where the worker processes of one `rundramatiq` share their counters; emptied at start.
+# Empty: a directory under the system temp dir, one per PROMETHEUS_PORT.
+JOBS_METRICS_DIR = env_str("JOBS_METRICS_DIR", "")
+# Organization ids that get their own `organization` label on job metrics (others: "other").
+# Empty: job metrics have no organization label at all (cardinality).
+_metrics_org_ids = env_list("JOBS_METRICS_ORGANIZATION_IDS", [])
+if not all(v.isdigit() for v in _metrics_org_ids):
+    raise ImproperlyConfigured(
+        f"JOBS_METRICS_ORGANIZATION_IDS={','.join(_metrics_org_ids)!r} must be comma-separated "
+        "organization ids (numbers), e.g. 12,34."
+    )
+JOBS_METRICS_ORGANIZATION_IDS = [int(v) for v in _metrics_org_ids]
+
 # --- Logging ---------------------------------------------------------------
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
 LOG_FORMAT = env_str("LOG_FORMAT", "text" if DEBUG else "json").lower()
@@ -135,6 +161,7 @@ LOGGING = {
     "disable_existing_loggers": False,
     "filters": {
         "job_context": {"()": "jobs.logging.JobContextFilter"},
+        "redact_secrets": {"()": "jobs.logging.RedactSecretsFilter"},
     },
     "formatters": {
         "text": {
@@ -150,7 +177,7 @@ LOGGING = {
         "console": {
             "class": "logging.StreamHandler",
             "formatter": LOG_FORMAT if LOG_FORMAT in {"text", "json"} else "text",
-            "filters": ["job_context"],
+            "filters": ["job_context", "redact_secrets"],
         },
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
