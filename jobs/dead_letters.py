@@ -172,8 +172,9 @@ def _replay_batch(chunk: list[str], user: User | None, via: str) -> list[str]:
         _audit(jobs, JobEventKind.REPLAYED, user=user, via=via)
         messages = [(job_message(job), None) for job in jobs]
         transaction.on_commit(lambda: enqueue_messages(messages))
+    logger.info("Replayed %d dead letter(s) via %s.", len(jobs), via)
     for job in jobs:
-        logger.info(
+        logger.debug(
             "Dead letter %s replayed via %s.",
             job.pk,
             via,
