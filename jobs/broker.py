@@ -49,6 +49,7 @@ def build_broker() -> RedisBroker:
     from jobs.middleware.fairness import Fairness
     from jobs.middleware.heartbeat import WorkerHeartbeat, heartbeat_interval_ms
     from jobs.middleware.ledger import Ledger
+    from jobs.middleware.metrics import JobMetrics
     from jobs.middleware.soft_time_limit import SoftTimeLimit
     from jobs.middleware.tenant_context import TenantContext
 
@@ -58,6 +59,7 @@ def build_broker() -> RedisBroker:
         TenantContext(),
         Fairness(),
         Ledger(),
+        JobMetrics(),
         AgeLimit(max_age=jobs_settings.default_max_age_ms),
         TimeLimit(time_limit=jobs_settings.default_time_limit_ms, interval=100),
         SoftTimeLimit(soft_time_limit=jobs_settings.default_soft_time_limit_ms),

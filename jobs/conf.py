@@ -7,6 +7,8 @@ the environment; this accessor supplies the defaults when a setting is absent.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from typing import Any
 
 from django.conf import settings
@@ -88,6 +90,28 @@ class JobsSettings:
     @property
     def max_result_bytes(self) -> int:
         return int(_get("JOBS_MAX_RESULT_BYTES", 64 * 1024))
+
+    @property
+    def prometheus_port(self) -> int:
+        return int(_get("PROMETHEUS_PORT", 9540))
+
+    @property
+    def prometheus_host(self) -> str:
+        return str(_get("PROMETHEUS_HOST", "0.0.0.0"))  # noqa: S104
+
+    @property
+    def metrics_dir(self) -> str:
+        """The worker's multiprocess metrics directory (one per exporter port by default)."""
+        configured = str(_get("JOBS_METRICS_DIR", "") or "")
+        if configured:
+            return configured
+        return os.path.join(
+            tempfile.gettempdir(), f"toolboxai-worker-metrics-{self.prometheus_port}"
+        )
+
+    @property
+    def metrics_organization_ids(self) -> frozenset[int]:
+        return frozenset(int(v) for v in _get("JOBS_METRICS_ORGANIZATION_IDS", ()))
 
 
 jobs_settings = JobsSettings()

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import django_stubs_ext
+from django.core.exceptions import ImproperlyConfigured
 
 from toolboxai.env import (
     env_bool,
@@ -36,11 +37,14 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "django_prometheus",
     "tenants",
     "jobs",
 ]
 
 MIDDLEWARE = [
+    # First and last: request count and latency for /metrics (django-prometheus).
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -48,6 +52,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
 ROOT_URLCONF = "toolboxai.urls"
@@ -74,6 +79,10 @@ DATABASES = {
         env_str("DATABASE_URL", f"sqlite:///{STATE_DIR / 'db.sqlite3'}"), base_dir=BASE_DIR
     )
 }
+# django-prometheus's wrappers of the same backends count queries and errors for /metrics.
+DATABASES["default"]["ENGINE"] = DATABASES["default"]["ENGINE"].replace(
+    "django.db.backends.", "django_prometheus.db.backends."
+)
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
 # Workers keep their connection between messages; the DB-connections
@@ -140,6 +149,22 @@ TASKS = {
         "OPTIONS": {"enqueue_on_commit": True, "max_retries": 0},
     }
 }
+# --- Metrics ----------------------------------------------------------------
+# Port (and address) of the worker's Prometheus exporter, served by `rundramatiq`.
+PROMETHEUS_PORT = env_int("PROMETHEUS_PORT", 9540, minimum=0)
+PROMETHEUS_HOST = env_str("PROMETHEUS_HOST", "0.0.0.0")  # noqa: S104
+# Where the worker processes of one `rundramatiq` share their counters; emptied at start.
+# Empty: a directory under the system temp dir, one per PROMETHEUS_PORT.
+JOBS_METRICS_DIR = env_str("JOBS_METRICS_DIR", "")
+# Organization ids that get their own `organization` label on job metrics (others: "other").
+# Empty: job metrics have no organization label at all (cardinality).
+_metrics_org_ids = env_list("JOBS_METRICS_ORGANIZATION_IDS", [])
+if not all(v.isdigit() for v in _metrics_org_ids):
+    raise ImproperlyConfigured(
+        f"JOBS_METRICS_ORGANIZATION_IDS={','.join(_metrics_org_ids)!r} must be comma-separated "
+        "organization ids (numbers), e.g. 12,34."
+    )
+JOBS_METRICS_ORGANIZATION_IDS = [int(v) for v in _metrics_org_ids]
 
 # --- Logging ---------------------------------------------------------------
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
@@ -151,6 +176,7 @@ LOGGING = {
     "filters": {
         "job_context": {"()": "jobs.logging.JobContextFilter"},
         "deferred_skips": {"()": "jobs.logging.DeferredSkipFilter"},
+        "redact_secrets": {"()": "jobs.logging.RedactSecretsFilter"},
     },
     "formatters": {
         "text": {
@@ -166,7 +192,7 @@ LOGGING = {
         "console": {
             "class": "logging.StreamHandler",
             "formatter": LOG_FORMAT if LOG_FORMAT in {"text", "json"} else "text",
-            "filters": ["job_context", "deferred_skips"],
+            "filters": ["job_context", "deferred_skips", "redact_secrets"],
         },
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},

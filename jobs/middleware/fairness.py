@@ -13,6 +13,7 @@ from dramatiq.middleware import Middleware, SkipMessage
 
 from jobs.conf import jobs_settings
 from jobs.errors import UnknownJobType
+from jobs.metrics import record_deferral
 from jobs.registry import get_job_type
 from jobs.services.control import job_cancel_for_inactive_organization
 from jobs.services.fairness import (
@@ -65,7 +66,7 @@ class Fairness(Middleware):
                 ):
                     delay = jobs_settings.fairness_defer_ms
                     self._defer(
-                        broker, message, int(delay * random.uniform(0.75, 1.25)), "concurrency"
+                        broker, message, int(delay * random.uniform(0.75, 1.25)), "org_concurrency"
                     )
                 self._local.slot = (organization_id, message.message_id)
 
@@ -74,7 +75,7 @@ class Fairness(Middleware):
             wait_ms = type_rate_take(job_type=message.actor_name, per_minute=per_minute)
             if wait_ms:
                 self._release()
-                self._defer(broker, message, wait_ms, "rate_limit")
+                self._defer(broker, message, wait_ms, "type_rate_limit")
 
     def after_process_message(
         self,
@@ -105,5 +106,6 @@ class Fairness(Middleware):
     @staticmethod
     def _defer(broker: dramatiq.Broker, message: Any, delay_ms: int, reason: str) -> None:
         broker.enqueue(message.copy(), delay=max(1, delay_ms))
+        record_deferral(reason, organization_id=message.options.get("organization_id"))
         logger.debug("Job %s deferred %d ms (%s).", message.message_id, delay_ms, reason)
         raise SkipMessage(f"deferred: {reason}")

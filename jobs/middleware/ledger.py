@@ -85,7 +85,12 @@ class Ledger(Middleware):
             attempt=decision.attempt,
             retries=int(message.options.get("retries", 0)),
         )
-        self._local.state = (ctx, set_current_job(ctx), bind_log_context(attempt=decision.attempt))
+        self._local.state = (
+            ctx,
+            set_current_job(ctx),
+            bind_log_context(attempt=decision.attempt),
+            time.monotonic(),
+        )
         logger.info("Job %s started (attempt %d).", job_id, decision.attempt)
 
     def after_process_message(
@@ -96,24 +101,33 @@ class Ledger(Middleware):
         result: Any = None,
         exception: BaseException | None = None,
     ) -> None:
-        state: tuple[JobContext, Token[Any], Token[Any]] | None = getattr(
+        state: tuple[JobContext, Token[Any], Token[Any], float] | None = getattr(
             self._local, "state", None
         )
         if state is None:
             return
         self._local.state = None
-        ctx, job_token, log_token = state
+        ctx, job_token, log_token, started = state
         try:
             end = _attempt_end(ctx, message, exception)
             changed = _finish_with_retries(ctx, end)
+            timing = {"duration_seconds": round(time.monotonic() - started, 3)}
             if changed:
-                logger.info("Job %s %s after attempt %d.", ctx.job_id, end.status, ctx.attempt)
+                logger.info(
+                    "Job %s %s after attempt %d (%.3f s).",
+                    ctx.job_id,
+                    end.status,
+                    ctx.attempt,
+                    timing["duration_seconds"],
+                    extra=timing,
+                )
             else:
                 logger.info(
                     "Attempt %d of job %s ended (%s); the job had already moved on.",
                     ctx.attempt,
                     ctx.job_id,
                     end.outcome,
+                    extra=timing,
                 )
         finally:
             reset_current_job(job_token)

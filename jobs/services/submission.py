@@ -305,5 +305,19 @@ def _existing_by_key(organization: Organization | None, keys: Sequence[str]) -> 
 def _send_on_commit(prepared: Sequence[_Prepared]) -> None:
     if not prepared:
         return
+    for p in prepared:
+        # The job id as a field, so one job's lines are found from submission to its last attempt.
+        logger.info(
+            "Job %s submitted (%s, queue %s, priority %d).",
+            p.job.pk,
+            p.job.job_type,
+            p.message.queue_name,
+            p.job.priority,
+            extra={
+                "job_id": str(p.job.pk),
+                "organization_id": p.job.organization_id,
+                "actor": p.job.job_type,
+            },
+        )
     items = [(p.message, p.delay_ms) for p in prepared]
     transaction.on_commit(lambda: enqueue_messages(items))
