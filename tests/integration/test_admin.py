@@ -45,15 +45,15 @@ def _failed(**fields: Any) -> Job:
         "error_type": "EchoFailure",
         "error_message": "boom",
     }
-    return JobFactory(**(defaults | fields))
+    return JobFactory.create(**(defaults | fields))
 
 
 # --- isolation ---------------------------------------------------------------------
 def test_a_staff_user_of_one_organization_sees_only_its_jobs() -> None:
-    a, b = OrganizationFactory(slug="org-a"), OrganizationFactory(slug="org-b")
-    mine = JobFactory(organization=a, job_type="diagnostics.echo")
-    theirs = JobFactory(organization=b, job_type="diagnostics.echo")
-    system = JobFactory(organization=None)
+    a, b = OrganizationFactory.create(slug="org-a"), OrganizationFactory.create(slug="org-b")
+    mine = JobFactory.create(organization=a, job_type="diagnostics.echo")
+    theirs = JobFactory.create(organization=b, job_type="diagnostics.echo")
+    system = JobFactory.create(organization=None)
     client = _client(staff_user("alice", a, perms=("jobs.view_job",)))
 
     body = client.get(LIST).content.decode()
@@ -65,19 +65,19 @@ def test_a_staff_user_of_one_organization_sees_only_its_jobs() -> None:
 
 
 def test_another_organizations_job_page_answers_404() -> None:
-    a, b = OrganizationFactory(slug="org-a"), OrganizationFactory(slug="org-b")
-    theirs = JobFactory(organization=b)
+    a, b = OrganizationFactory.create(slug="org-a"), OrganizationFactory.create(slug="org-b")
+    theirs = JobFactory.create(organization=b)
     client = _client(staff_user("alice", a, perms=("jobs.view_job", "jobs.retry_job")))
 
     assert client.get(f"{LIST}{theirs.pk}/change/").status_code == 404
     assert client.get(f"{LIST}{theirs.pk}/history/").status_code == 404
     assert client.get(f"{LIST}{theirs.pk}/retry/").status_code == 404
     assert client.get(f"{LIST}not-a-uuid/change/").status_code == 404
-    assert client.get(f"{LIST}{JobFactory(organization=a).pk}/change/").status_code == 200
+    assert client.get(f"{LIST}{JobFactory.create(organization=a).pk}/change/").status_code == 200
 
 
 def test_a_bulk_action_cannot_reach_another_organizations_job(broker: Any) -> None:
-    a, b = OrganizationFactory(slug="org-a"), OrganizationFactory(slug="org-b")
+    a, b = OrganizationFactory.create(slug="org-a"), OrganizationFactory.create(slug="org-b")
     theirs = _failed(organization=b)
     client = _client(staff_user("alice", a, perms=("jobs.view_job", "jobs.retry_job")))
 
@@ -91,8 +91,8 @@ def test_a_bulk_action_cannot_reach_another_organizations_job(broker: Any) -> No
 
 
 def test_superusers_see_every_organization_and_system_jobs() -> None:
-    a = JobFactory(organization=OrganizationFactory(slug="org-a"))
-    system = JobFactory(organization=None)
+    a = JobFactory.create(organization=OrganizationFactory.create(slug="org-a"))
+    system = JobFactory.create(organization=None)
 
     body = _client(_superuser()).get(LIST).content.decode()
 
@@ -101,7 +101,7 @@ def test_superusers_see_every_organization_and_system_jobs() -> None:
 
 
 def test_the_dashboard_and_dead_letters_of_a_staff_user_are_scoped() -> None:
-    a, b = OrganizationFactory(slug="org-a"), OrganizationFactory(slug="org-b")
+    a, b = OrganizationFactory.create(slug="org-a"), OrganizationFactory.create(slug="org-b")
     _failed(organization=a, error_message="alpha failure", job_type="diagnostics.echo")
     _failed(organization=b, error_message="bravo failure", job_type="tests.count")
     client = _client(staff_user("alice", a, perms=("jobs.view_job",)))
@@ -149,7 +149,7 @@ def test_markup_in_payload_and_error_renders_inert_in_list_detail_and_dashboard(
 
 
 def test_secret_looking_payload_and_result_values_are_redacted_on_the_job_page() -> None:
-    job = JobFactory(
+    job = JobFactory.create(
         status=JobStatus.SUCCEEDED,
         payload={"message": "visible", "password": "hunter2", "nested": {"api_key": "k-123"}},
         result={"access_token": "tok-456", "ok": True},
@@ -184,9 +184,9 @@ def test_the_job_page_shows_attempts_audit_and_a_timeline(broker: Any) -> None:
 
 # --- actions ---------------------------------------------------------------------------------
 def test_retry_action_asks_for_confirmation_then_retries_and_reports_skips(broker: Any) -> None:
-    org = OrganizationFactory(slug="org-a")
+    org = OrganizationFactory.create(slug="org-a")
     failed = _failed(organization=org)
-    succeeded = JobFactory(organization=org, status=JobStatus.SUCCEEDED)
+    succeeded = JobFactory.create(organization=org, status=JobStatus.SUCCEEDED)
     user = staff_user("alice", org, perms=("jobs.view_job", "jobs.retry_job"))
     client = _client(user)
     selected = [str(failed.pk), str(succeeded.pk)]
@@ -217,9 +217,9 @@ def test_retry_action_asks_for_confirmation_then_retries_and_reports_skips(broke
 
 
 def test_cancel_action_cancels_queued_jobs_and_skips_finished_ones(broker: Any) -> None:
-    org = OrganizationFactory(slug="org-a")
-    queued = JobFactory(organization=org)
-    done = JobFactory(organization=org, status=JobStatus.SUCCEEDED)
+    org = OrganizationFactory.create(slug="org-a")
+    queued = JobFactory.create(organization=org)
+    done = JobFactory.create(organization=org, status=JobStatus.SUCCEEDED)
     client = _client(staff_user("alice", org, perms=("jobs.view_job", "jobs.cancel_job")))
 
     response = client.post(
@@ -237,7 +237,7 @@ def test_cancel_action_cancels_queued_jobs_and_skips_finished_ones(broker: Any) 
 
 
 def test_actions_need_their_custom_permissions(broker: Any) -> None:
-    org = OrganizationFactory(slug="org-a")
+    org = OrganizationFactory.create(slug="org-a")
     failed = _failed(organization=org)
     viewer = _client(staff_user("viewer", org, perms=("jobs.view_job",)))
 
@@ -270,8 +270,8 @@ def test_the_retry_button_of_the_job_page_confirms_then_retries(broker: Any) -> 
 
 # --- list: search, filters, speed guards --------------------------------------------------------
 def test_search_finds_jobs_by_id_idempotency_key_and_error_message() -> None:
-    by_id = JobFactory()
-    by_key = JobFactory(idempotency_key="order-42")
+    by_id = JobFactory.create()
+    by_key = JobFactory.create(idempotency_key="order-42")
     by_error = _failed(error_message="Connection refused by smtp.example.com")
     client = _client(_superuser())
 
@@ -285,23 +285,21 @@ def test_search_finds_jobs_by_id_idempotency_key_and_error_message() -> None:
 
 
 def test_filters_by_status_type_queue_organization_and_date() -> None:
-    org = OrganizationFactory(slug="org-a")
+    org = OrganizationFactory.create(slug="org-a")
     target = _failed(organization=org, job_type="tests.count", queue="email")
-    other = JobFactory()
+    other = JobFactory.create()
     client = _client(_superuser())
     today = timezone.now()
 
-    body = client.get(
-        LIST,
-        {
-            "status__exact": "failed",
-            "job_type": "tests.count",
-            "queue": "email",
-            "organization": str(org.pk),
-            "created_at__year": today.year,
-            "created_at__month": today.month,
-        },
-    ).content.decode()
+    params: dict[str, Any] = {
+        "status__exact": "failed",
+        "job_type": "tests.count",
+        "queue": "email",
+        "organization": str(org.pk),
+        "created_at__year": today.year,
+        "created_at__month": today.month,
+    }
+    body = client.get(LIST, params).content.decode()
 
     assert str(target.pk)[:8] in body
     assert str(other.pk)[:8] not in body
@@ -309,7 +307,7 @@ def test_filters_by_status_type_queue_organization_and_date() -> None:
 
 def test_the_list_never_counts_every_row_or_lists_distinct_values() -> None:
     for _ in range(3):
-        JobFactory()
+        JobFactory.create()
     client = _client(_superuser())
 
     with CaptureQueriesContext(connection) as queries:
@@ -325,7 +323,7 @@ def test_the_list_never_counts_every_row_or_lists_distinct_values() -> None:
 
 def test_the_paginator_uses_the_planner_estimate_above_the_exact_limit(settings: Any) -> None:
     for _ in range(5):
-        JobFactory()
+        JobFactory.create()
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE jobs_job")
     settings.JOBS_ADMIN_EXACT_COUNT_LIMIT = 0
@@ -343,14 +341,14 @@ def test_the_paginator_uses_the_planner_estimate_above_the_exact_limit(settings:
 
 # --- dashboard ---------------------------------------------------------------------------------
 def test_the_dashboard_shows_throughput_backlog_queues_and_refreshes_itself(broker: Any) -> None:
-    org = OrganizationFactory(slug="org-a")
+    org = OrganizationFactory.create(slug="org-a")
     now = timezone.now()
     for i in range(3):
-        JobFactory(
+        JobFactory.create(
             organization=org, status=JobStatus.SUCCEEDED, finished_at=now - timedelta(minutes=i)
         )
     _failed(organization=org)
-    JobFactory(organization=org, status=JobStatus.QUEUED)
+    JobFactory.create(organization=org, status=JobStatus.QUEUED)
     client = _client(_superuser())
 
     response = client.get(f"{LIST}dashboard/")
@@ -372,3 +370,19 @@ def test_the_admin_index_links_to_the_dashboard_and_dead_letters() -> None:
 
     assert 'href="/admin/jobs/job/dashboard/"' in body
     assert 'href="/admin/jobs/job/dead-letters/"' in body
+
+
+def test_the_list_does_not_read_payloads_results_or_tracebacks() -> None:
+    JobFactory.create(payload={"message": "x" * 10_000})
+    client = _client(_superuser())
+
+    with CaptureQueriesContext(connection) as queries:
+        client.get(LIST)
+
+    [listing] = [
+        q["sql"]
+        for q in queries.captured_queries
+        if q["sql"].startswith('SELECT "jobs_job"."id"') and "ORDER BY" in q["sql"]
+    ]
+    assert '"jobs_job"."payload"' not in listing
+    assert '"jobs_job"."error_traceback"' not in listing

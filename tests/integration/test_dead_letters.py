@@ -45,7 +45,7 @@ def _scope(*orgs: Organization) -> Any:
 def test_failed_jobs_are_grouped_replayed_with_a_fresh_budget_and_succeed(
     worker: Any, wait_for: Any
 ) -> None:
-    org = OrganizationFactory(slug="org-a")
+    org = OrganizationFactory.create(slug="org-a")
     jobs = [_fail_once(org, f"m{i}") for i in range(2)]
     wait_for(lambda: all(_status(j) == JobStatus.FAILED for j in jobs), timeout=30)
     wait_for(lambda: {str(j.pk) for j in jobs} <= set(dead_messages_in_redis()))
@@ -73,7 +73,7 @@ def test_failed_jobs_are_grouped_replayed_with_a_fresh_budget_and_succeed(
 def test_purge_removes_only_the_callers_dead_letters_from_redis_and_keeps_history(
     worker: Any, wait_for: Any
 ) -> None:
-    a, b = OrganizationFactory(slug="org-a"), OrganizationFactory(slug="org-b")
+    a, b = OrganizationFactory.create(slug="org-a"), OrganizationFactory.create(slug="org-b")
     mine, theirs = _fail_once(a), _fail_once(b)
     wait_for(lambda: {str(mine.pk), str(theirs.pk)} <= set(dead_messages_in_redis()), timeout=30)
 
@@ -114,7 +114,7 @@ def test_the_dead_letters_page_replays_a_group_after_confirmation(
 
 
 def test_unknown_dead_letter_operations_and_missing_permissions_are_refused(broker: Any) -> None:
-    org = OrganizationFactory(slug="org-a")
+    org = OrganizationFactory.create(slug="org-a")
     user = User.objects.create_user("viewer", password="pw", is_staff=True)
     user.memberships.create(organization=org)
     from django.contrib.auth.models import Permission
