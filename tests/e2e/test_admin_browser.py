@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import User
 from django.utils import timezone
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Dialog, Page, sync_playwright
 
 from jobs.models import Job, JobStatus
 from jobs.services import job_submit
@@ -107,7 +107,12 @@ def test_an_operator_retries_a_failed_job_and_watches_the_dashboard(
     browser = launch_browser()
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     dialogs: list[str] = []
-    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+
+    def on_dialog(dialog: Dialog) -> None:
+        dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    page.on("dialog", on_dialog)
 
     page.goto(f"{live_server.url}/admin/login/")
     page.fill("#id_username", "operator")
