@@ -40,10 +40,13 @@ CONSUMED_QUEUES = tuple(q for q in QUEUES if q != "dead_letter")
 def build_broker() -> RedisBroker:
     """A RedisBroker with our middleware, outermost first.
 
-    DB connections → tenant context → ledger → Dramatiq's limits and retries.
+    DB connections → heartbeat → tenant context → fairness → ledger → Dramatiq's
+    limits and retries. Fairness sits outside the ledger so a deferred message
+    never touches its row.
     Dramatiq calls ``after_*`` hooks in reverse, so the ledger sees the
     decision Retries made (retry or dead-letter) before it records it.
     """
+    from jobs.middleware.fairness import Fairness
     from jobs.middleware.heartbeat import WorkerHeartbeat, heartbeat_interval_ms
     from jobs.middleware.ledger import Ledger
     from jobs.middleware.soft_time_limit import SoftTimeLimit
@@ -53,6 +56,7 @@ def build_broker() -> RedisBroker:
         DbConnectionsMiddleware(),
         WorkerHeartbeat(interval_ms=heartbeat_interval_ms()),
         TenantContext(),
+        Fairness(),
         Ledger(),
         AgeLimit(max_age=jobs_settings.default_max_age_ms),
         TimeLimit(time_limit=jobs_settings.default_time_limit_ms, interval=100),

@@ -74,6 +74,14 @@ class JobsSettings:
         return int(_get("JOBS_DEFAULT_MAX_AGE_MS", 7 * 86_400_000))
 
     @property
+    def fairness_cache_seconds(self) -> float:
+        return float(_get("JOBS_FAIRNESS_CACHE_SECONDS", 5))
+
+    @property
+    def fairness_defer_ms(self) -> int:
+        return int(_get("JOBS_FAIRNESS_DEFER_MS", 1_000))
+
+    @property
     def max_payload_bytes(self) -> int:
         return int(_get("JOBS_MAX_PAYLOAD_BYTES", 256 * 1024))
 

@@ -36,3 +36,13 @@ class JobContextFilter(logging.Filter):
                 value = context.get(name)
                 setattr(record, name, "-" if value is None else value)
         return True
+
+
+class DeferredSkipFilter(logging.Filter):
+    """Drop Dramatiq's per-skip warning: deferrals and duplicate deliveries are expected.
+
+    Our middleware logs each skip itself, with the reason, at a fitting level.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg != "Message %s was skipped."

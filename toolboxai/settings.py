@@ -71,7 +71,7 @@ TEMPLATES = [
 
 DATABASES = {
     "default": parse_database_url(
-        env_str("DATABASE_URL", "sqlite:///.state/db.sqlite3"), base_dir=BASE_DIR
+        env_str("DATABASE_URL", f"sqlite:///{STATE_DIR / 'db.sqlite3'}"), base_dir=BASE_DIR
     )
 }
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
@@ -123,6 +123,11 @@ JOBS_DEFAULT_SOFT_TIME_LIMIT_MS = env_int("JOBS_DEFAULT_SOFT_TIME_LIMIT_MS", 240
 # Messages older than this (since enqueue) are dead-lettered without running.
 JOBS_DEFAULT_MAX_AGE_MS = env_int("JOBS_DEFAULT_MAX_AGE_MS", 7 * 86_400_000, minimum=1_000)
 
+# How long a worker caches an organization's active flag and concurrency cap.
+JOBS_FAIRNESS_CACHE_SECONDS = env_int("JOBS_FAIRNESS_CACHE_SECONDS", 5, minimum=0)
+# How long a job over its organization's concurrency cap waits before another try.
+JOBS_FAIRNESS_DEFER_MS = env_int("JOBS_FAIRNESS_DEFER_MS", 1_000, minimum=10)
+
 JOBS_MAX_PAYLOAD_BYTES = env_int("JOBS_MAX_PAYLOAD_BYTES", 256 * 1024, minimum=1)
 JOBS_MAX_RESULT_BYTES = env_int("JOBS_MAX_RESULT_BYTES", 64 * 1024, minimum=1)
 
@@ -135,6 +140,16 @@ JOBS_ADMIN_EXACT_COUNT_LIMIT = env_int("JOBS_ADMIN_EXACT_COUNT_LIMIT", 10_000, m
 # How often the admin dashboard reloads itself.
 JOBS_DASHBOARD_REFRESH_SECONDS = env_int("JOBS_DASHBOARD_REFRESH_SECONDS", 15, minimum=2)
 
+# --- django.tasks -----------------------------------------------------------
+# Every app's @task runs on our workers, as a ledger job (README, "Django tasks").
+TASKS = {
+    "default": {
+        "BACKEND": "jobs.backends.DramatiqBackend",
+        "QUEUES": [],  # [] allows every queue the workers consume
+        "OPTIONS": {"enqueue_on_commit": True, "max_retries": 0},
+    }
+}
+
 # --- Logging ---------------------------------------------------------------
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
 LOG_FORMAT = env_str("LOG_FORMAT", "text" if DEBUG else "json").lower()
@@ -144,6 +159,7 @@ LOGGING = {
     "disable_existing_loggers": False,
     "filters": {
         "job_context": {"()": "jobs.logging.JobContextFilter"},
+        "deferred_skips": {"()": "jobs.logging.DeferredSkipFilter"},
     },
     "formatters": {
         "text": {
@@ -159,7 +175,7 @@ LOGGING = {
         "console": {
             "class": "logging.StreamHandler",
             "formatter": LOG_FORMAT if LOG_FORMAT in {"text", "json"} else "text",
-            "filters": ["job_context"],
+            "filters": ["job_context", "deferred_skips"],
         },
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import traceback
 from contextvars import Token
 from typing import Any
 
 import dramatiq
-from django.db import DatabaseError
+from django.db import DatabaseError, connection
 from dramatiq.middleware import Middleware, SkipMessage, TimeLimitExceeded
 
 from jobs.broker import worker_id
@@ -31,6 +32,9 @@ logger = logging.getLogger(__name__)
 DATABASE_DOWN_DELAY_MS = 5_000
 
 _MAX_ERROR_MESSAGE = 4_000
+
+#: Pauses between tries to record an attempt's end while the database is unreachable.
+FINISH_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0)
 
 
 class Ledger(Middleware):
@@ -101,7 +105,7 @@ class Ledger(Middleware):
         ctx, job_token, log_token = state
         try:
             end = _attempt_end(ctx, message, exception)
-            changed = job_attempt_finish(job_id=ctx.job_id, attempt=ctx.attempt, end=end)
+            changed = _finish_with_retries(ctx, end)
             if changed:
                 logger.info("Job %s %s after attempt %d.", ctx.job_id, end.status, ctx.attempt)
             else:
@@ -121,6 +125,28 @@ class Ledger(Middleware):
         if state is not None:
             logger.warning("Job %s was skipped after it was claimed.", message.message_id)
             self.after_process_message(broker, message, exception=SkipMessage("skipped"))
+
+
+def _finish_with_retries(ctx: JobContext, end: AttemptEnd) -> bool:
+    """Record the end of an attempt, riding out a short database outage.
+
+    The message has already been acknowledged or re-enqueued, so giving up
+    would leave the row ``running``; a few reconnecting tries over about
+    fifteen seconds cover a failover or a restart.
+    """
+    for delay in FINISH_RETRY_DELAYS:
+        try:
+            return job_attempt_finish(job_id=ctx.job_id, attempt=ctx.attempt, end=end)
+        except DatabaseError as exc:
+            logger.warning(
+                "Could not record the end of job %s (%s); trying again in %.1f s.",
+                ctx.job_id,
+                exc,
+                delay,
+            )
+            connection.close()
+            time.sleep(delay)
+    return job_attempt_finish(job_id=ctx.job_id, attempt=ctx.attempt, end=end)
 
 
 def _attempt_end(ctx: JobContext, message: Any, exception: BaseException | None) -> AttemptEnd:

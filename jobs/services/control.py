@@ -93,6 +93,20 @@ def job_retry(
     return job
 
 
+def job_cancel_for_inactive_organization(*, job_id: str) -> bool:
+    """Cancel a job that has not started because its organization was deactivated."""
+    now = timezone.now()
+    return bool(
+        Job.objects.filter(pk=job_id, status__in=_CANCELLABLE_AT_ONCE).update(
+            status=JobStatus.CANCELLED,
+            cancel_requested_at=now,
+            finished_at=now,
+            error_type="OrganizationInactive",
+            error_message="Cancelled because the organization is inactive.",
+        )
+    )
+
+
 def _audit(job: Job, kind: JobEventKind, *, user: User | None, via: str, **detail: object) -> None:
     JobEvent.objects.create(
         job=job,
