@@ -113,5 +113,19 @@ class JobsSettings:
     def metrics_organization_ids(self) -> frozenset[int]:
         return frozenset(int(v) for v in _get("JOBS_METRICS_ORGANIZATION_IDS", ()))
 
+    @property
+    def redact_keys(self) -> tuple[str, ...]:
+        """Extra words that mark a key as secret (see ``jobs.redaction``)."""
+        return tuple(str(word) for word in _get("JOBS_REDACT_KEYS", ()))
+
+    @property
+    def admin_exact_count_limit(self) -> int:
+        """Above this many estimated rows the admin list shows an estimate, not a COUNT(*)."""
+        return int(_get("JOBS_ADMIN_EXACT_COUNT_LIMIT", 10_000))
+
+    @property
+    def dashboard_refresh_seconds(self) -> int:
+        return int(_get("JOBS_DASHBOARD_REFRESH_SECONDS", 15))
+
 
 jobs_settings = JobsSettings()

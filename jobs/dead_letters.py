@@ -1,31 +1,37 @@
-"""Dead letters: failed jobs whose retries ran out. List, show, replay and purge them.
+"""Dead letters: failed jobs whose retries ran out, grouped, listed, replayed and purged.
 
-The ledger is the source of truth: a dead letter is a ``failed`` job with
-``dead_lettered_at`` set, kept for good. Redis keeps its own copy of the
-message in the queue's ``.XQ`` set for ``JOBS_DEAD_MESSAGE_TTL_MS``; replaying
-or purging removes that copy too, so Redis's ``dead`` count stays honest.
+The ledger is the history: a dead letter is a ``failed`` job with
+``dead_lettered_at`` set, and its row (payload, error, attempts) is kept for
+good, long after Dramatiq's dead-letter TTL drops the message from Redis.
+Redis keeps its own copy in the queue band's ``.XQ`` sorted set plus
+``.XQ.msgs`` hash (see ``dramatiq/brokers/redis/dispatch.lua``) for
+``JOBS_DEAD_MESSAGE_TTL_MS``.
 
-Shared by the ``jobs`` CLI and the admin. ``organization=None`` means every
-organization and is for operators only; tenant-facing callers always pass one.
+- Replay queues jobs again with a fresh retry budget (a ``replayed`` event each).
+- Purge takes jobs off the dead-letter list (``dead_lettered_at`` cleared; the
+  row stays ``failed`` with its error) and deletes Redis's copy (a ``purged`` event each).
 
-- :func:`dead_letters` — the queryset (filter by organization, type, queue).
-- :func:`dead_letter_get` — one dead letter by id, or :class:`~jobs.errors.JobNotFound`.
-- :func:`dead_letters_replay` — queue them again with a fresh retry budget (audited ``replayed``).
-- :func:`dead_letters_purge` — drop them from the dead-letter list; the failed job row stays
-  (audited ``purged``).
+Both work in batches of :data:`BATCH_SIZE`: one transaction and one Redis
+pipeline per batch, with a progress callback. The admin, the CLI and the API
+share these functions. Reads and writes take the organizations the caller may
+see; ``None`` means every job, system jobs included (superusers and the CLI).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+import re
+from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from django.contrib.auth.models import User
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import Count, Max, Min, QuerySet
+from django.db.models.functions import Left
 from django.utils import timezone
 from dramatiq.brokers.redis import RedisBroker
 
@@ -44,15 +50,70 @@ BATCH_SIZE = 500
 #: Called after each batch with (done, total).
 Progress = Callable[[int, int], None]
 
+#: How much of an error message takes part in grouping.
+_GROUPED_MESSAGE_CHARS = 500
+
+
+_UUID = re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", re.I)
+_HEX = re.compile(r"\b0x[0-9a-f]+\b|\b[0-9a-f]{12,}\b", re.I)
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+_SPACES = re.compile(r"\s+")
+
+
+def normalise_error_message(message: str) -> str:
+    """The shape of an error message: ids, hex and numbers replaced, spaces collapsed.
+
+    ``"Timeout after 30 s on 4f0c…"`` and ``"Timeout after 31 s on 9ab2…"`` share a group.
+    """
+    text = message[:_GROUPED_MESSAGE_CHARS]
+    text = _UUID.sub("<id>", text)
+    text = _HEX.sub("<hex>", text)
+    text = _NUMBER.sub("<n>", text)
+    return _SPACES.sub(" ", text).strip()
+
+
+def group_key(*, job_type: str, error_type: str, message: str) -> str:
+    """A short stable id of a group, safe in URLs."""
+    raw = f"{job_type}\0{error_type}\0{message}".encode()
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+@dataclass
+class DeadLetterGroup:
+    """Failed jobs sharing a type, an error type and a normalised error message.
+
+    Parameters:
+      key: stable id of the group (see :func:`group_key`).
+      count: failed jobs in the group.
+      sample_message: one real (unnormalised) error message of the group.
+      first_failed_at / last_failed_at: when the oldest and newest failed.
+      in_redis: how many of their messages Redis still keeps dead-lettered
+        (filled by :func:`dead_letter_groups` with ``count_in_redis=True``).
+    """
+
+    key: str
+    job_type: str
+    error_type: str
+    message: str
+    sample_message: str
+    count: int = 0
+    first_failed_at: datetime | None = None
+    last_failed_at: datetime | None = None
+    in_redis: int | None = None
+    organization_ids: set[int | None] = field(default_factory=set)
+
 
 def dead_letters(
     *,
+    organizations: QuerySet[Organization] | None = None,
     organization: Organization | None = None,
     job_type: str | None = None,
     queue: str | None = None,
 ) -> QuerySet[Job]:
-    """Dead-lettered jobs, most recently failed first."""
+    """Dead-lettered jobs the caller may see, most recently failed first."""
     qs = Job.objects.filter(status=JobStatus.FAILED, dead_lettered_at__isnull=False)
+    if organizations is not None:
+        qs = qs.filter(organization__in=organizations)
     if organization is not None:
         qs = qs.filter(organization=organization)
     if job_type:
@@ -60,6 +121,76 @@ def dead_letters(
     if queue:
         qs = qs.filter(queue=queue)
     return qs.order_by("-dead_lettered_at")
+
+
+def dead_letter_groups(
+    *, organizations: QuerySet[Organization] | None, count_in_redis: bool = False
+) -> list[DeadLetterGroup]:
+    """Failed jobs grouped by (type, error type, normalised message), largest group first."""
+    rows = (
+        dead_letters(organizations=organizations)
+        .annotate(head=Left("error_message", _GROUPED_MESSAGE_CHARS))
+        .values("job_type", "error_type", "head", "organization_id")
+        .annotate(n=Count("id"), first=Min("finished_at"), last=Max("finished_at"))
+        .order_by()
+    )
+    groups: dict[str, DeadLetterGroup] = {}
+    for row in rows:
+        message = normalise_error_message(row["head"] or "")
+        key = group_key(job_type=row["job_type"], error_type=row["error_type"], message=message)
+        group = groups.get(key)
+        if group is None:
+            group = groups[key] = DeadLetterGroup(
+                key=key,
+                job_type=row["job_type"],
+                error_type=row["error_type"],
+                message=message,
+                sample_message=row["head"] or "",
+            )
+        group.count += row["n"]
+        group.organization_ids.add(row["organization_id"])
+        if row["first"] is not None and (
+            group.first_failed_at is None or row["first"] < group.first_failed_at
+        ):
+            group.first_failed_at = row["first"]
+        if row["last"] is not None and (
+            group.last_failed_at is None or row["last"] > group.last_failed_at
+        ):
+            group.last_failed_at = row["last"]
+    result = sorted(groups.values(), key=lambda g: (-g.count, g.job_type, g.message))
+    if count_in_redis and result:
+        dead = dead_messages_in_redis()
+        for group in result:
+            ids = dead_letter_group_job_ids(group=group, organizations=organizations)
+            group.in_redis = sum(1 for job_id in ids if job_id in dead)
+    return result
+
+
+def dead_letter_group(
+    *, key: str, organizations: QuerySet[Organization] | None
+) -> DeadLetterGroup | None:
+    """One group by its key, among the jobs the caller may see."""
+    for group in dead_letter_groups(organizations=organizations):
+        if group.key == key:
+            return group
+    return None
+
+
+def dead_letter_group_job_ids(
+    *, group: DeadLetterGroup, organizations: QuerySet[Organization] | None
+) -> list[str]:
+    """Ids of the failed jobs of a group, oldest failure first."""
+    candidates = (
+        dead_letters(organizations=organizations)
+        .filter(job_type=group.job_type, error_type=group.error_type)
+        .order_by("finished_at")
+        .values_list("id", "error_message")
+    )
+    return [
+        str(job_id)
+        for job_id, message in candidates.iterator(chunk_size=2_000)
+        if normalise_error_message(message) == group.message
+    ]
 
 
 def dead_letter_get(*, job_id: str, organization: Organization | None = None) -> Job:
@@ -82,16 +213,18 @@ class BulkResult:
       done: jobs replayed (or purged).
       skipped: jobs that were no longer dead letters when their batch ran (replayed meanwhile).
       job_ids: ids of the jobs done.
+      redis_removed: Redis copies of their messages deleted.
     """
 
     done: int
     skipped: int
     job_ids: list[str]
+    redis_removed: int = 0
 
 
 def dead_letters_replay(
     *,
-    jobs: QuerySet[Job] | Sequence[Job],
+    jobs: QuerySet[Job] | Sequence[Job] | Sequence[str],
     user: User | None = None,
     via: str = "system",
     progress: Progress | None = None,
@@ -106,7 +239,7 @@ def dead_letters_replay(
 
 def dead_letters_purge(
     *,
-    jobs: QuerySet[Job] | Sequence[Job],
+    jobs: QuerySet[Job] | Sequence[Job] | Sequence[str],
     user: User | None = None,
     via: str = "system",
     progress: Progress | None = None,
@@ -115,10 +248,10 @@ def dead_letters_purge(
     return _in_batches(_ids_of(jobs), _purge_batch, user=user, via=via, progress=progress)
 
 
-def _ids_of(jobs: QuerySet[Job] | Sequence[Job]) -> list[str]:
+def _ids_of(jobs: QuerySet[Job] | Sequence[Job] | Sequence[str]) -> list[str]:
     if isinstance(jobs, QuerySet):
         return [str(pk) for pk in jobs.values_list("pk", flat=True)]
-    return [str(job.pk) for job in jobs]
+    return [item if isinstance(item, str) else str(item.pk) for item in jobs]
 
 
 def _in_batches(
@@ -135,9 +268,10 @@ def _in_batches(
         done.extend(batch(chunk, user, via))
         if progress is not None:
             progress(min(start + BATCH_SIZE, len(ids)), len(ids))
-    if done:
-        remove_redis_dead_letters(job_ids=done)
-    return BulkResult(done=len(done), skipped=len(ids) - len(done), job_ids=done)
+    removed = remove_redis_dead_letters(job_ids=done) if done else 0
+    return BulkResult(
+        done=len(done), skipped=len(ids) - len(done), job_ids=done, redis_removed=removed
+    )
 
 
 def _claim(chunk: list[str]) -> list[str]:
@@ -230,6 +364,71 @@ def _audit(
     )
 
 
+@dataclass
+class ReplayResult:
+    """What a group replay did: the jobs queued again, and those skipped with the reason."""
+
+    replayed: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def dead_letter_replay(
+    *,
+    group: DeadLetterGroup,
+    organizations: QuerySet[Organization] | None,
+    user: User | None = None,
+    via: str = "system",
+) -> ReplayResult:
+    """Replay every job of a group (see :func:`dead_letters_replay`)."""
+    ids = dead_letter_group_job_ids(group=group, organizations=organizations)
+    done = dead_letters_replay(jobs=ids, user=user, via=via)
+    replayed = set(done.job_ids)
+    result = ReplayResult(
+        replayed=done.job_ids,
+        skipped=[(i, "no longer a dead letter") for i in ids if i not in replayed],
+    )
+    logger.info(
+        "Replayed %d job(s) of dead-letter group %s (%s, %s); skipped %d.",
+        len(result.replayed),
+        group.key,
+        group.job_type,
+        group.error_type,
+        len(result.skipped),
+    )
+    return result
+
+
+@dataclass
+class PurgeResult:
+    """Jobs taken off the dead-letter list, and Redis messages deleted."""
+
+    removed: int = 0
+    job_ids: list[str] = field(default_factory=list)
+
+
+def dead_letter_purge(
+    *,
+    organizations: QuerySet[Organization] | None,
+    job_ids: Collection[str] | None = None,
+    user: User | None = None,
+    via: str = "system",
+) -> PurgeResult:
+    """Purge the dead letters the caller may see (only ``job_ids`` when given).
+
+    With ``organizations=None`` and no ``job_ids``, Redis's dead-letter sets are
+    emptied entirely, including messages that never had a ledger row.
+    """
+    qs = dead_letters(organizations=organizations)
+    if job_ids is not None:
+        qs = qs.filter(pk__in=list(job_ids))
+    done = dead_letters_purge(jobs=qs, user=user, via=via)
+    removed = done.redis_removed
+    if organizations is None and job_ids is None:
+        removed += remove_redis_dead_letters(job_ids=None)
+    logger.info("Purged %d dead letter(s); %d message(s) removed from Redis.", done.done, removed)
+    return PurgeResult(removed=removed, job_ids=done.job_ids)
+
+
 def remove_redis_dead_letters(
     *, job_ids: Iterable[str] | None = None, broker: RedisBroker | None = None
 ) -> int:
@@ -264,6 +463,34 @@ def remove_redis_dead_letters(
                     pipe.execute()
                 removed += len(matched)
     return removed
+
+
+@dataclass(frozen=True)
+class DeadMessage:
+    """A dead-lettered message Redis still keeps.
+
+    Parameters:
+      redis_key: the ``<namespace>:<band>.XQ`` sorted set it is in.
+      redis_message_id: its id in that set and in ``<band>.XQ.msgs``.
+    """
+
+    job_id: str
+    redis_key: str
+    redis_message_id: str
+
+
+def dead_messages_in_redis(broker: RedisBroker | None = None) -> dict[str, DeadMessage]:
+    """Every dead-lettered message in Redis, by job id (the Dramatiq message id)."""
+    broker = broker or get_broker()
+    found: dict[str, DeadMessage] = {}
+    for band in [b for q in CONSUMED_QUEUES for b in band_queue_names(q)]:
+        key = f"{broker.namespace}:{band}.XQ"
+        for redis_id, body in broker.client.hscan_iter(f"{key}.msgs", count=500):
+            job_id = _message_id(body)
+            if job_id is not None:
+                rid = redis_id.decode() if isinstance(redis_id, bytes) else str(redis_id)
+                found[job_id] = DeadMessage(job_id=job_id, redis_key=key, redis_message_id=rid)
+    return found
 
 
 def _message_id(body: bytes) -> str | None:

@@ -8,9 +8,10 @@ tokens, passwords and authorization headers from messages and extras.
 from __future__ import annotations
 
 import logging
-import re
 from contextvars import ContextVar, Token
 from typing import Any
+
+from jobs.redaction import redact, redact_text
 
 _EMPTY: dict[str, Any] = {}
 _log_context: ContextVar[dict[str, Any]] = ContextVar("jobs_log_context", default=_EMPTY)
@@ -47,78 +48,8 @@ class JobContextFilter(logging.Filter):
 
 # --- Secret redaction ---------------------------------------------------------
 
-REDACTED = "[REDACTED]"
-
-# Names of secrets, not a secret.
-_SECRET_KEY_NAMES = (
-    "(?:"
-    + "|".join(
-        (
-            "authorization",
-            "api[_-]?key",
-            "passw(?:or)?d",
-            "passphrase",
-            "token",
-            "secret",
-            "cookie",
-            "session[_-]?id",
-            "private[_-]?key",
-            "credentials?",
-        )
-    )
-    + ")"
-)
-#: Key names whose values are secrets wherever they appear (extras, dicts, ``key=value`` text):
-#: any name ending in one of these (``db_password``, ``X-Api-Key``, ``access_token``).
-SECRET_KEY_PATTERN = re.compile(rf"[\w-]*{_SECRET_KEY_NAMES}", re.IGNORECASE)
-_TEXT_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
-    # Our API keys: keep the non-secret prefix, which identifies the key.
-    (re.compile(r"\b(tbx_[0-9a-f]{8})_[A-Za-z0-9_\-]{8,}"), rf"\1_{REDACTED}"),
-    # Authorization headers: "Bearer <token>", "Basic <b64>", "Api-Key <key>".
-    (
-        re.compile(r"\b(Bearer|Basic|Token|Api-Key)\s+[A-Za-z0-9._~+/=\-]{8,}", re.IGNORECASE),
-        rf"\1 {REDACTED}",
-    ),
-    # key=value, key: value, "key": "value", 'key': 'value' (dict reprs, JSON, query strings).
-    (
-        re.compile(
-            rf"""(?P<key>["']?(?<![\w-])[\w-]*{_SECRET_KEY_NAMES}["']?\s*[:=]\s*)"""
-            r"""(?P<quote>["']?)(?P<value>[^"'\s,;&}\])]+)""",
-            re.IGNORECASE,
-        ),
-        rf"\g<key>\g<quote>{REDACTED}",
-    ),
-    # Passwords in URLs: scheme://user:password@host.
-    (re.compile(r"(\b[a-z][a-z0-9+.\-]*://[^:/@\s]*:)[^@\s/]+@", re.IGNORECASE), rf"\1{REDACTED}@"),
-    # Well-known vendor key shapes (OpenAI, SendGrid).
-    (re.compile(r"\bsk-[A-Za-z0-9_\-]{16,}"), REDACTED),
-    (re.compile(r"\bSG\.[A-Za-z0-9_\-]{16,}\.[A-Za-z0-9_\-]{16,}"), REDACTED),
-)
-
 #: Attributes every LogRecord has; anything else on a record came from ``extra``.
 _RECORD_ATTRS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
-
-
-def redact_text(text: str) -> str:
-    """Replace secret-looking values in free text (API keys, tokens, passwords) with a marker."""
-    for pattern, replacement in _TEXT_PATTERNS:
-        text = pattern.sub(replacement, text)
-    return text
-
-
-def redact(value: Any, *, key: str | None = None, _depth: int = 0) -> Any:
-    """Redact a value for display: secret-named keys lose their values, strings are scrubbed."""
-    if key is not None and SECRET_KEY_PATTERN.fullmatch(key) and value not in (None, ""):
-        return REDACTED
-    if _depth > 8:
-        return value
-    if isinstance(value, str):
-        return redact_text(value)
-    if isinstance(value, dict):
-        return {k: redact(v, key=str(k), _depth=_depth + 1) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return type(value)(redact(v, _depth=_depth + 1) for v in value)
-    return value
 
 
 class RedactSecretsFilter(logging.Filter):

@@ -140,6 +140,15 @@ JOBS_FAIRNESS_DEFER_MS = env_int("JOBS_FAIRNESS_DEFER_MS", 1_000, minimum=10)
 JOBS_MAX_PAYLOAD_BYTES = env_int("JOBS_MAX_PAYLOAD_BYTES", 256 * 1024, minimum=1)
 JOBS_MAX_RESULT_BYTES = env_int("JOBS_MAX_RESULT_BYTES", 64 * 1024, minimum=1)
 
+# --- Admin ------------------------------------------------------------------
+# Extra words that mark a payload/result key as secret (password, secret, token,
+# api_key, authorization, ... are always redacted).
+JOBS_REDACT_KEYS = env_list("JOBS_REDACT_KEYS", [])
+# Above this many (estimated) rows the job list shows Postgres's estimate, not COUNT(*).
+JOBS_ADMIN_EXACT_COUNT_LIMIT = env_int("JOBS_ADMIN_EXACT_COUNT_LIMIT", 10_000, minimum=0)
+# How often the admin dashboard reloads itself.
+JOBS_DASHBOARD_REFRESH_SECONDS = env_int("JOBS_DASHBOARD_REFRESH_SECONDS", 15, minimum=2)
+
 # --- django.tasks -----------------------------------------------------------
 # Every app's @task runs on our workers, as a ledger job (README, "Django tasks").
 TASKS = {

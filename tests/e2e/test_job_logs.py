@@ -63,4 +63,4 @@ def test_a_jobs_log_lines_from_submission_through_every_attempt_share_its_job_id
     everything = submitted.stdout + submitted.stderr + worker.output()
     for secret in SECRETS:
         assert secret not in everything
-    assert "[REDACTED]" in worker.output()
+    assert "[redacted]" in worker.output()

@@ -10,7 +10,8 @@ from collections.abc import Iterator
 import pytest
 from pythonjsonlogger.json import JsonFormatter
 
-from jobs.logging import JobContextFilter, RedactSecretsFilter, bind_log_context, redact
+from jobs.logging import JobContextFilter, RedactSecretsFilter, bind_log_context
+from jobs.redaction import redact
 
 
 @pytest.fixture
@@ -59,10 +60,10 @@ def test_secrets_in_messages_arguments_and_extras_are_redacted(
     ):
         assert secret not in text
     first, second = _lines(stream)
-    assert first["api_key"] == "[REDACTED]"
-    assert first["headers"] == {"X-Api-Key": "[REDACTED]"}
+    assert first["api_key"] == "[redacted]"
+    assert first["headers"] == {"X-Api-Key": "[redacted]"}
     assert first["count"] == 3
-    assert "tbx_0a1b2c3d_[REDACTED]" in str(first["message"])
+    assert "tbx_0a1b2c3d_[redacted]" in str(first["message"])
     assert "'max_tokens': 100" in str(second["message"])
 
 
@@ -105,6 +106,6 @@ def test_job_context_fields_appear_on_every_line_of_a_job(
 def test_redact_keeps_ordinary_values_and_drops_secret_named_ones() -> None:
     assert redact({"message": "hi", "client_secret": "x", "items": ["token=abc"]}) == {
         "message": "hi",
-        "client_secret": "[REDACTED]",
-        "items": ["token=[REDACTED]"],
+        "client_secret": "[redacted]",
+        "items": ["token=[redacted]"],
     }

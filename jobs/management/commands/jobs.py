@@ -27,8 +27,8 @@ from jobs import dead_letters as dl
 from jobs import operations as ops
 from jobs.conf import jobs_settings
 from jobs.errors import InvalidTransition, JobNotFound
-from jobs.logging import redact
 from jobs.models import Job
+from jobs.redaction import redact
 from jobs.services import job_cancel, job_retry
 from tenants.models import Organization
 
