@@ -22,3 +22,11 @@ graceful_timeout = 30
 keepalive = 5
 # Access log lines to stdout, next to the application's JSON logs.
 accesslog = "-"
+
+
+def child_exit(server: object, worker: object) -> None:
+    """Drop a dead worker's live gauges from the shared metrics (prometheus_client multiprocess)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)  # type: ignore[attr-defined]
