@@ -42,12 +42,24 @@ STARTED = ["web", "worker", "worker-high-priority"]
 NOT_STARTED_YET = {"scheduler": "manage.py periodiq arrives with the scheduler branch"}
 #: TODO(lead): "/healthz" once the API branch is merged (it is the compose healthcheck).
 WEB_PROBE_PATH = "/admin/login/"
+#: Services whose compose healthcheck command is run against the started processes.
+#: TODO(lead): add "web" (needs /healthz, API branch) and "worker", "worker-high-priority"
+#: (need `manage.py jobs ping`, observability branch) after merge.
+HEALTHCHECKED = ["scheduler"]
 
 
 def compose_command(service: str) -> list[str]:
     command = COMPOSE["services"][service]["command"]
     assert isinstance(command, list), f"{service}: write command: as a list"
     return [str(part) for part in command]
+
+
+def healthcheck_argv(service: str, web_port: int) -> list[str]:
+    """The service's ``healthcheck: test: ["CMD", ...]``, aimed at the local web port."""
+    kind, *command = COMPOSE["services"][service]["healthcheck"]["test"]
+    assert kind == "CMD", f"{service}: write the healthcheck as a CMD list"
+    command = [part.replace("127.0.0.1:8000", f"127.0.0.1:{web_port}") for part in command]
+    return local_argv(command)
 
 
 def local_argv(command: list[str]) -> list[str]:
@@ -270,6 +282,18 @@ def test_the_compose_commands_run_a_job_with_production_settings_and_a_password_
         assert job.attempts == 1
         # The processes used the password-protected Redis, not the suite's.
         assert admin.exists("dramatiq:__workers__")
+
+        for name in HEALTHCHECKED:
+            check = subprocess.run(
+                healthcheck_argv(name, web_port),
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+            assert check.returncode == 0, f"{name} healthcheck: {check.stdout}{check.stderr}"
     finally:
         codes = {name: process.stop() for name, process in reversed(processes.items())}
     assert codes == dict.fromkeys(processes, 0), {
