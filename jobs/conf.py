@@ -24,6 +24,34 @@ class JobsSettings:
         return str(_get("REDIS_URL", "redis://127.0.0.1:6379/0"))
 
     @property
+    def redis_tls_ca_file(self) -> str:
+        return str(_get("REDIS_TLS_CA_FILE", "") or "")
+
+    @property
+    def redis_tls_cert_file(self) -> str:
+        return str(_get("REDIS_TLS_CERT_FILE", "") or "")
+
+    @property
+    def redis_tls_key_file(self) -> str:
+        return str(_get("REDIS_TLS_KEY_FILE", "") or "")
+
+    @property
+    def redis_sentinels(self) -> list[tuple[str, int]]:
+        return [(str(host), int(port)) for host, port in _get("REDIS_SENTINELS", [])]
+
+    @property
+    def redis_sentinel_master(self) -> str:
+        return str(_get("REDIS_SENTINEL_MASTER", "mymaster"))
+
+    @property
+    def redis_sentinel_username(self) -> str:
+        return str(_get("REDIS_SENTINEL_USERNAME", "") or "")
+
+    @property
+    def redis_sentinel_password(self) -> str:
+        return str(_get("REDIS_SENTINEL_PASSWORD", "") or "")
+
+    @property
     def redis_namespace(self) -> str:
         return str(_get("JOBS_REDIS_NAMESPACE", "dramatiq"))
 

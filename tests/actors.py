@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from django.conf import settings
 from redis import Redis
 
+from jobs.broker import get_broker
 from jobs.errors import SoftTimeLimitExceeded
 from jobs.registry import job_type
 from jobs.runtime import current_job
@@ -16,7 +16,7 @@ from tenants.context import get_organization_id
 
 def side_effects() -> Redis:
     """A counter store outside the ledger, to check how often a job really ran."""
-    return Redis.from_url(settings.REDIS_URL)
+    return get_broker().client
 
 
 @job_type("tests.count", queue="default", public=False, max_retries=0)

@@ -14,6 +14,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from toolboxai.env import (
     env_bool,
+    env_host_ports,
     env_int,
     env_list,
     env_str,
@@ -28,7 +29,27 @@ STATE_DIR = Path(env_str("TOOLBOXAI_STATE_DIR", str(BASE_DIR / ".state")))
 INSECURE_DEFAULT_SECRET_KEY = "django-insecure-toolboxai-development-only-key-change-me"  # noqa: S105
 SECRET_KEY = env_str("DJANGO_SECRET_KEY", INSECURE_DEFAULT_SECRET_KEY)
 DEBUG = env_bool("DJANGO_DEBUG", True)
+if not DEBUG and SECRET_KEY.strip() in {"", INSECURE_DEFAULT_SECRET_KEY}:
+    raise ImproperlyConfigured(
+        "DJANGO_SECRET_KEY is not set, and production (DJANGO_DEBUG=0) refuses the built-in "
+        "development key. Set DJANGO_SECRET_KEY to a long random value, e.g. the output of "
+        "`python -c 'import secrets; print(secrets.token_urlsafe(50))'`."
+    )
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+
+# --- HTTPS (on by default in production; see README "Deployment") ----------
+# Behind a TLS-terminating proxy, trust its X-Forwarded-Proto header so Django
+# knows the request was HTTPS; never enable this without such a proxy.
+if env_bool("DJANGO_SECURE_PROXY_SSL_HEADER", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", not DEBUG)
+# Container healthchecks and metrics scrapes speak plain HTTP from inside the network.
+SECURE_REDIRECT_EXEMPT = [r"^healthz/?$", r"^metrics/?$"]
+SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 0 if DEBUG else 31_536_000, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", not DEBUG)
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", not DEBUG)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", not DEBUG)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -46,6 +67,8 @@ MIDDLEWARE = [
     # First and last: request count and latency for /metrics (django-prometheus).
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Serves STATIC_ROOT (collected at image build) without a separate file server.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -105,9 +128,26 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = Path(env_str("DJANGO_STATIC_ROOT", str(STATE_DIR / "static")))
+# WhiteNoise warns about a missing STATIC_ROOT; the image collects into it at build,
+# and a checkout gets an empty one until `collectstatic` runs.
+if not STATIC_ROOT.is_dir():
+    STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 
 # --- Redis and Dramatiq -----------------------------------------------------
+# redis://[:password@]host:port/db, or rediss://... for TLS (certificates always verified).
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
+# TLS material for rediss:// (and TLS Sentinels): the CA that signed the server's
+# certificate (empty: the system's CAs), and an optional client certificate and key.
+REDIS_TLS_CA_FILE = env_str("REDIS_TLS_CA_FILE", "")
+REDIS_TLS_CERT_FILE = env_str("REDIS_TLS_CERT_FILE", "")
+REDIS_TLS_KEY_FILE = env_str("REDIS_TLS_KEY_FILE", "")
+# Redis Sentinel: "host:port,host:port". When set, the master comes from the
+# Sentinels, and REDIS_URL supplies only the password, database number and scheme.
+REDIS_SENTINELS = env_host_ports("REDIS_SENTINELS")
+REDIS_SENTINEL_MASTER = env_str("REDIS_SENTINEL_MASTER", "mymaster")
+# Password (and ACL user) of the Sentinels themselves, when they require one.
+REDIS_SENTINEL_USERNAME = env_str("REDIS_SENTINEL_USERNAME", "")
+REDIS_SENTINEL_PASSWORD = env_str("REDIS_SENTINEL_PASSWORD", "")
 
 # Worker pool size for `manage.py rundramatiq` (flags override these).
 JOBS_WORKER_PROCESSES = env_int("JOBS_WORKER_PROCESSES", 2, minimum=1)
