@@ -74,3 +74,15 @@ def progress(*, steps: int, step_seconds: float) -> dict[str, Any]:
         time.sleep(step_seconds)
         job.progress(int(100 * (step + 1) / steps), f"step {step + 1} of {steps}")
     return {"steps": steps}
+
+
+@job_type("tests.stream_text", queue="default", public=False, max_retries=0)
+def stream_text(*, chunks: list[str], step_seconds: float = 0.1) -> dict[str, Any]:
+    """Publish each chunk as a partial result, reporting progress, then return them joined."""
+    job = current_job()
+    assert job is not None
+    for number, chunk in enumerate(chunks, start=1):
+        time.sleep(step_seconds)
+        job.publish_partial(chunk)
+        job.progress(int(100 * number / len(chunks)), f"chunk {number}")
+    return {"text": "".join(chunks)}

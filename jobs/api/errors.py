@@ -42,22 +42,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_RETRY_AFTER_SECONDS = 60
 
 
-class RequestBodyTooLarge(exceptions.APIException):
-    """Raised when a request body is larger than API_MAX_BODY_BYTES."""
-
-    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
-    default_detail = "The request body is too large."
-    default_code = "body_too_large"
-
-
-class ServiceUnavailable(exceptions.APIException):
-    """Raised when Postgres or Redis cannot be reached; nothing was created."""
-
-    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-    default_detail = "A backing service is unavailable; retry later."
-    default_code = "service_unavailable"
-
-
 def error_body(
     *,
     status_code: int,

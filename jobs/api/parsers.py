@@ -9,7 +9,7 @@ from typing import IO, Any
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
 
-from jobs.api.errors import RequestBodyTooLarge
+from jobs.api.exceptions import RequestBodyTooLarge
 from jobs.conf import jobs_settings
 
 
