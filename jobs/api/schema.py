@@ -86,14 +86,40 @@ _RETRY_AFTER = {
 }
 
 
+#: OpenAPI links: where the id of a created job can be used next (clients and fuzzers follow them).
+_JOB_LINKS = {
+    "GetJob": "jobs_retrieve",
+    "CancelJob": "jobs_cancel",
+    "RetryJob": "jobs_retry",
+    "FollowJobEvents": "jobs_events",
+}
+
+
+def _links(operation_ids: dict[str, str], parameter: str, expression: str) -> dict[str, Any]:
+    return {
+        name: {"operationId": operation_id, "parameters": {parameter: expression}}
+        for name, operation_id in operation_ids.items()
+    }
+
+
 def add_error_responses(result: dict[str, Any], generator: Any, **kwargs: Any) -> dict[str, Any]:
-    """drf-spectacular postprocessing hook: document the error shape on every operation."""
+    """drf-spectacular postprocessing hook: document the error shape on every operation,
+    and link created jobs to the operations that take their id."""
     result.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA
     ref = {"$ref": "#/components/schemas/Error"}
     for path, operations in result.get("paths", {}).items():
         for method, operation in operations.items():
             if not isinstance(operation, dict) or "responses" not in operation:
                 continue
+            responses = operation["responses"]
+            if operation.get("operationId") == "jobs_create":
+                for code in ("200", "201"):
+                    if code in responses:
+                        responses[code]["links"] = _links(_JOB_LINKS, "job_id", "$response.body#/id")
+            if operation.get("operationId") == "tasks_submit" and "200" in responses:
+                responses["200"]["links"] = _links(
+                    {"GetTaskStatus": "tasks_status"}, "task_id", "$response.body#/task_id"
+                )
             errors = dict(_COMMON_ERRORS)
             if method in {"post", "put", "patch"}:
                 errors.update(_BODY_ERRORS)

@@ -8,7 +8,7 @@ from typing import Any
 from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpResponseBase, StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.pagination import CursorPagination
 from rest_framework.renderers import BaseRenderer, JSONRenderer
@@ -140,6 +140,17 @@ class JobListCreateView(APIView):
                 description="The job's URL.",
             )
         ],
+        examples=[
+            OpenApiExample(
+                "Echo",
+                value={
+                    "type": "diagnostics.echo",
+                    "payload": {"message": "hello", "sleep_seconds": 1},
+                    "priority": 5,
+                },
+                request_only=True,
+            )
+        ],
         operation_id="jobs_create",
         description="Submit a job. The same idempotency key again returns the first job (200).",
     )
@@ -172,6 +183,18 @@ class JobBatchView(APIView):
     @extend_schema(
         request=JobBatchCreateSerializer,
         responses={201: JobBatchSerializer},
+        examples=[
+            OpenApiExample(
+                "Two echoes",
+                value={
+                    "jobs": [
+                        {"type": "diagnostics.echo", "payload": {"message": "one"}},
+                        {"type": "diagnostics.echo", "payload": {"message": "two"}, "priority": 8},
+                    ]
+                },
+                request_only=True,
+            )
+        ],
         operation_id="jobs_batch_create",
     )
     def post(self, request: Request) -> Response:
@@ -242,6 +265,22 @@ class EventStreamRenderer(BaseRenderer):
         return JSONRenderer().render(data)
 
 
+#: One event of the stream, as SSE clients parse it; ``data`` is JSON text.
+SSE_EVENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "event": {"type": "string", "enum": ["status", "progress", "partial", "gone"]},
+        "data": {
+            "type": "string",
+            "description": "JSON: the whole job (status), {id, progress, message} (progress), "
+            "{id, text, ...} (partial) or {id} (gone).",
+        },
+        "id": {"type": "string"},
+        "retry": {"type": "integer", "description": "Reconnection delay hint, in ms."},
+    },
+}
+
+
 class JobEventsView(APIView):
     """Server-Sent Events: status, progress and partial results, until the job finishes.
 
@@ -256,7 +295,7 @@ class JobEventsView(APIView):
         parameters=[_JOB_ID],
         responses={
             (200, "text/event-stream"): OpenApiResponse(
-                OpenApiTypes.STR, description="An SSE stream that closes when the job finishes."
+                SSE_EVENT_SCHEMA, description="An SSE stream that closes when the job finishes."
             )
         },
         operation_id="jobs_events",
@@ -326,6 +365,13 @@ class TaskSubmitView(APIView):
     @extend_schema(
         request=TaskSubmitSerializer,
         responses=TaskSubmittedSerializer,
+        examples=[
+            OpenApiExample(
+                "Echo",
+                value={"task_type": "diagnostics.echo", "task_data": {"message": "hi"}},
+                request_only=True,
+            )
+        ],
         operation_id="tasks_submit",
         tags=["compatibility"],
     )
