@@ -13,7 +13,8 @@ from rest_framework.views import APIView
 
 from jobs.payloads import PayloadSerializer
 
-class ApiKeyScheme(OpenApiAuthenticationExtension):  # type: ignore[no-untyped-call]
+
+class ApiKeyScheme(OpenApiAuthenticationExtension):
     """Documents ``Authorization: Bearer <api key>`` as the API's security scheme."""
 
     target_class = "tenants.api.authentication.ApiKeyAuthentication"
@@ -115,7 +116,9 @@ def add_error_responses(result: dict[str, Any], generator: Any, **kwargs: Any) -
             if operation.get("operationId") == "jobs_create":
                 for code in ("200", "201"):
                     if code in responses:
-                        responses[code]["links"] = _links(_JOB_LINKS, "job_id", "$response.body#/id")
+                        responses[code]["links"] = _links(
+                            _JOB_LINKS, "job_id", "$response.body#/id"
+                        )
             if operation.get("operationId") == "tasks_submit" and "200" in responses:
                 responses["200"]["links"] = _links(
                     {"GetTaskStatus": "tasks_status"}, "task_id", "$response.body#/task_id"
@@ -141,10 +144,12 @@ def add_error_responses(result: dict[str, Any], generator: Any, **kwargs: Any) -
 
 
 class _PayloadView(APIView):
-    request = None
+    request = None  # type: ignore[assignment]
 
 
-def payload_json_schema(serializer_class: type[serializers.Serializer[Any]] | None) -> dict[str, Any]:
+def payload_json_schema(
+    serializer_class: type[serializers.Serializer[Any]] | None,
+) -> dict[str, Any]:
     """The JSON Schema of a payload serializer, with nested components inlined."""
     if serializer_class is None:
         return {"type": "object"}

@@ -56,7 +56,9 @@ class JobSerializer(serializers.Serializer[Job]):
 
     @extend_schema_field(OpenApiTypes.URI)
     def get_url(self, job: Job) -> str:
-        return reverse("api:job-detail", kwargs={"job_id": job.pk}, request=self.context.get("request"))
+        return reverse(
+            "api:job-detail", kwargs={"job_id": job.pk}, request=self.context.get("request")
+        )
 
 
 class JobTypeChoiceField(serializers.ChoiceField):
@@ -109,7 +111,7 @@ class JobPageSerializer(serializers.Serializer[Any]):
 
 
 class JobBatchCreateSerializer(serializers.Serializer[Any]):
-    jobs = JobCreateSerializer(many=True, min_length=1, max_length=MAX_BATCH_SIZE)
+    jobs = JobCreateSerializer(many=True, min_length=1, max_length=MAX_BATCH_SIZE)  # type: ignore[call-arg]
 
 
 class JobBatchSerializer(serializers.Serializer[Any]):

@@ -14,6 +14,7 @@ iterator does not match the server's kind.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -115,7 +116,7 @@ class JobEventTracker:
             return None
         if not isinstance(message, dict):
             return None
-        data = message.get("data") if isinstance(message.get("data"), dict) else {}
+        data: dict[str, Any] = message["data"] if isinstance(message.get("data"), dict) else {}
         return sse_frame(str(message.get("event") or "partial"), {"id": str(self.job_id), **data})
 
 
@@ -170,8 +171,8 @@ async def stream_async(tracker: JobEventTracker) -> AsyncIterator[bytes]:
     """The ASGI driver: subscribes with redis.asyncio, reads the ledger with the async ORM."""
     poll = jobs_settings.api_events_poll_ms / 1000
     deadline = time.monotonic() + jobs_settings.api_events_max_seconds
-    client = redis.asyncio.Redis.from_url(jobs_settings.redis_url)
-    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    client: Any = redis.asyncio.Redis.from_url(jobs_settings.redis_url)
+    pubsub: Any = client.pubsub(ignore_subscribe_messages=True)
     last_sent = time.monotonic()
     try:
         try:
@@ -200,14 +201,10 @@ async def stream_async(tracker: JobEventTracker) -> AsyncIterator[bytes]:
                 yield frame
     finally:
         if pubsub is not None:
-            try:
+            with contextlib.suppress(redis.RedisError):
                 await pubsub.aclose()
-            except redis.RedisError:
-                pass
-        try:
+        with contextlib.suppress(redis.RedisError):
             await client.aclose()
-        except redis.RedisError:
-            pass
 
 
 async def _drain_async(tracker: JobEventTracker, pubsub: Any, timeout: float) -> list[bytes]:
@@ -231,7 +228,5 @@ async def _drain_async(tracker: JobEventTracker, pubsub: Any, timeout: float) ->
 
 
 def _close_quietly(pubsub: Any) -> None:
-    try:
+    with contextlib.suppress(redis.RedisError):
         pubsub.close()
-    except redis.RedisError:
-        pass

@@ -120,7 +120,7 @@ class JobListCreateView(APIView):
         )
         paginator = JobPagination()
         page = paginator.paginate_queryset(qs, request, view=self)
-        data = JobSerializer(page, many=True, context={"request": request}).data
+        data = JobSerializer(page, many=True, context={"request": request}).data  # type: ignore[arg-type]
         return paginator.get_paginated_response(data)
 
     @extend_schema(
@@ -210,11 +210,11 @@ class JobBatchView(APIView):
             )
             for item in serializer.validated_data["jobs"]
         ]
-        submissions = job_submit_many(
-            requests=requests, organization=request_organization(request)
-        )
+        submissions = job_submit_many(requests=requests, organization=request_organization(request))
         jobs = [s.job for s in submissions]
-        body = {"jobs": JobSerializer(jobs, many=True, context={"request": request}).data}
+        body = {
+            "jobs": JobSerializer(jobs, many=True, context={"request": request}).data  # type: ignore[arg-type]
+        }
         return Response(body, status=status.HTTP_201_CREATED)
 
 
@@ -307,9 +307,7 @@ class JobEventsView(APIView):
         def render(current: Job) -> dict[str, Any]:
             return dict(JobSerializer(current, context={"request": request}).data)
 
-        tracker = JobEventTracker(
-            job_id=job.pk, organization_id=organization.pk, render_job=render
-        )
+        tracker = JobEventTracker(job_id=job.pk, organization_id=organization.pk, render_job=render)
         content: Any
         if isinstance(request._request, ASGIRequest):
             content = stream_async(tracker)
@@ -420,4 +418,3 @@ class TaskStatusView(APIView):
                 "info": info,
             }
         )
-

@@ -20,7 +20,9 @@ def _wait_worker(worker: ManagedProcess, wait_for: Any) -> None:
     wait_for(lambda: "Worker process is ready" in worker.output(), timeout=60)
 
 
-def _poll(client: httpx.Client, url: str, statuses: set[str], timeout: float = 60) -> dict[str, Any]:
+def _poll(
+    client: httpx.Client, url: str, statuses: set[str], timeout: float = 60
+) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
         job: dict[str, Any] = client.get(url).json()

@@ -25,7 +25,7 @@ class Tenant:
 
 
 def make_tenant(slug: str, **org_fields: Any) -> Tenant:
-    org = OrganizationFactory(slug=slug, **org_fields)
+    org: Organization = OrganizationFactory.create(slug=slug, **org_fields)
     user, _ = get_user_model().objects.get_or_create(username=f"{slug}-member")
     membership = membership_ensure(user=user, organization=org, role=Role.MEMBER)
     issued = api_key_create(membership=membership, name="tests")

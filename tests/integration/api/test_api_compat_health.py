@@ -47,7 +47,10 @@ def test_tasks_submit_maps_the_celery_task_names_onto_job_types() -> None:
         ({"task_type": "nope", "task_data": {}}, "task_type"),
         ({"task_type": "tests.count", "task_data": {"key": "x"}}, "task_type"),
         ({"task_type": "diagnostics.echo", "task_data": {}}, "task_data.message"),
-        ({"task_type": "diagnostics.echo", "task_data": {"message": "x"}, "priority": 42}, "priority"),
+        (
+            {"task_type": "diagnostics.echo", "task_data": {"message": "x"}, "priority": 42},
+            "priority",
+        ),
     ],
 )
 def test_tasks_submit_refuses_bad_input_naming_the_field(

@@ -17,6 +17,7 @@ from jobs.errors import (
     RateLimited,
 )
 from jobs.models import Job
+from tenants.models import Organization, Role
 from tenants.services import api_key_revoke, membership_ensure
 from tests.factories import OrganizationFactory
 from tests.integration.api.conftest import Tenant
@@ -68,9 +69,7 @@ def test_a_revoked_key_answers_401_and_the_token_keyword_works(tenant_a: Tenant)
 
 
 def test_an_unknown_job_and_a_malformed_id_answer_404(tenant_a: Tenant) -> None:
-    _assert_error(
-        tenant_a.client.get("/api/v1/jobs/00000000-0000-0000-0000-000000000000/"), 404
-    )
+    _assert_error(tenant_a.client.get("/api/v1/jobs/00000000-0000-0000-0000-000000000000/"), 404)
     _assert_error(tenant_a.client.get("/api/v1/jobs/not-a-uuid/"), 404, "job_not_found")
     _assert_error(tenant_a.client.get("/api/v1/no-such-endpoint/"), 404, "not_found")
 
@@ -106,7 +105,8 @@ def test_a_body_that_is_not_json_answers_415_and_malformed_json_400(tenant_a: Te
         "/api/v1/jobs/", data='{"type": ', content_type="application/json"
     )
     nan = tenant_a.client.post(
-        "/api/v1/jobs/", data='{"type": "diagnostics.echo", "priority": NaN}',
+        "/api/v1/jobs/",
+        data='{"type": "diagnostics.echo", "priority": NaN}',
         content_type="application/json",
     )
 
@@ -142,9 +142,9 @@ def test_a_staff_session_chooses_its_organization_with_x_organization(
     tenant_a: Tenant, tenant_b: Tenant
 ) -> None:
     staff = get_user_model().objects.create_user("staff", password="pw", is_staff=True)
-    membership_ensure(user=staff, organization=tenant_a.organization, role="admin")
-    other = OrganizationFactory(slug="school-c")
-    membership_ensure(user=staff, organization=other, role="admin")
+    membership_ensure(user=staff, organization=tenant_a.organization, role=Role.ADMIN)
+    other: Organization = OrganizationFactory.create(slug="school-c")
+    membership_ensure(user=staff, organization=other, role=Role.ADMIN)
     a_job = tenant_a.client.post("/api/v1/jobs/", ECHO, format="json").json()["id"]
     client = APIClient()
     client.force_login(staff)
@@ -162,7 +162,7 @@ def test_a_staff_session_chooses_its_organization_with_x_organization(
 
 def test_a_session_user_who_is_not_staff_gets_403(tenant_a: Tenant) -> None:
     user = get_user_model().objects.create_user("plain", password="pw")
-    membership_ensure(user=user, organization=tenant_a.organization, role="member")
+    membership_ensure(user=user, organization=tenant_a.organization, role=Role.MEMBER)
     client = APIClient()
     client.force_login(user)
 

@@ -19,7 +19,9 @@ def parse_sse(raw: bytes) -> list[tuple[str, Any]]:
     events = []
     for block in raw.decode().split("\n\n"):
         fields = dict(
-            line.split(": ", 1) for line in block.splitlines() if ": " in line and not line.startswith(":")
+            line.split(": ", 1)
+            for line in block.splitlines()
+            if ": " in line and not line.startswith(":")
         )
         if "event" in fields:
             events.append((fields["event"], json.loads(fields["data"])))
@@ -35,11 +37,13 @@ def test_the_event_stream_shows_status_progress_and_partial_results_until_the_en
         organization=tenant_a.organization,
     ).job
 
-    response = tenant_a.client.get(f"/api/v1/jobs/{job.pk}/events/", HTTP_ACCEPT="text/event-stream")
+    response = tenant_a.client.get(
+        f"/api/v1/jobs/{job.pk}/events/", HTTP_ACCEPT="text/event-stream"
+    )
 
     assert response.status_code == 200
     assert response["Content-Type"] == "text/event-stream"
-    events = parse_sse(b"".join(response.streaming_content))
+    events = parse_sse(b"".join(response.streaming_content))  # type: ignore[attr-defined]
     statuses = [data["status"] for name, data in events if name == "status"]
     assert statuses[-1] == "succeeded"
     assert "running" in statuses
@@ -61,6 +65,6 @@ def test_the_event_stream_of_a_finished_job_replays_its_state_and_closes(
 
     response = tenant_a.client.get(f"/api/v1/jobs/{created['id']}/events/")
 
-    events = parse_sse(b"".join(response.streaming_content))
+    events = parse_sse(b"".join(response.streaming_content))  # type: ignore[attr-defined]
     assert [(name, data["status"]) for name, data in events] == [("status", "cancelled")]
     assert set(events[0][1]) == set(created)

@@ -138,7 +138,10 @@ def test_a_batch_is_created_whole_and_answers_201_with_every_job(
     ("bad_job", "field"),
     [
         ({"type": "diagnostics.echo", "payload": {}}, "jobs.2.payload.message"),
-        ({"type": "diagnostics.echo", "payload": {"message": "x"}, "priority": 99}, "jobs.2.priority"),
+        (
+            {"type": "diagnostics.echo", "payload": {"message": "x"}, "priority": 99},
+            "jobs.2.priority",
+        ),
         ({"type": "unknown.type", "payload": {}}, "jobs.2.type"),
     ],
 )
@@ -177,7 +180,9 @@ def test_the_job_list_is_newest_first_filtered_and_paginated(
     now = timezone.now()
     ids = []
     for minutes in range(5):
-        job = job_submit(job_type="diagnostics.echo", payload={"message": "x"}, organization=org).job
+        job = job_submit(
+            job_type="diagnostics.echo", payload={"message": "x"}, organization=org
+        ).job
         Job.objects.filter(pk=job.pk).update(created_at=now - timedelta(minutes=minutes))
         ids.append(str(job.pk))
     Job.objects.filter(pk=ids[1]).update(status=JobStatus.FAILED)
