@@ -141,6 +141,7 @@ def main() -> int:
         "\n"
         "  toolboxai jobs is running\n"
         f"    Admin:     {base}/admin/\n"
+        f"    API:       {base}/api/v1/  (docs: {base}/api/v1/docs/)\n"
         f"    Login:     {login['username']} / {login['password']}\n"
         f"    Redis:     {env['REDIS_URL']}\n"
         f"    Database:  {env.get('DATABASE_URL', 'sqlite:///.state/db.sqlite3')}\n"
