@@ -167,3 +167,17 @@ def test_a_session_user_who_is_not_staff_gets_403(tenant_a: Tenant) -> None:
     client.force_login(user)
 
     _assert_error(client.get("/api/v1/jobs/"), 403, "permission_denied")
+
+
+def test_nul_characters_postgres_cannot_store_answer_400_not_500(tenant_a: Tenant) -> None:
+    body = {"type": "diagnostics.echo", "payload": {"message": "a\u0000b"}}
+    keyed = {**ECHO, "idempotency_key": "a\u0000b"}
+    nested = {"task_type": "diagnostics.echo", "task_data": {"message": "x", "a\u0000": 1}}
+
+    _assert_error(tenant_a.client.post("/api/v1/jobs/", body, format="json"), 400)
+    _assert_error(tenant_a.client.post("/api/v1/jobs/", keyed, format="json"), 400)
+    refused = _assert_error(
+        tenant_a.client.post("/api/v1/tasks/submit", nested, format="json"), 400
+    )
+    assert "task_data" in refused["fields"]
+    assert Job.objects.count() == 0
