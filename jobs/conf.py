@@ -155,5 +155,29 @@ class JobsSettings:
     def dashboard_refresh_seconds(self) -> int:
         return int(_get("JOBS_DASHBOARD_REFRESH_SECONDS", 15))
 
+    @property
+    def api_max_body_bytes(self) -> int:
+        return int(_get("API_MAX_BODY_BYTES", 5 * 1024 * 1024))
+
+    @property
+    def api_page_size(self) -> int:
+        return int(_get("API_PAGE_SIZE", 50))
+
+    @property
+    def api_max_page_size(self) -> int:
+        return int(_get("API_MAX_PAGE_SIZE", 500))
+
+    @property
+    def api_events_poll_ms(self) -> int:
+        return int(_get("API_EVENTS_POLL_MS", 250))
+
+    @property
+    def api_events_max_seconds(self) -> int:
+        return int(_get("API_EVENTS_MAX_SECONDS", 3600))
+
+    @property
+    def api_unavailable_retry_after_seconds(self) -> int:
+        return int(_get("API_UNAVAILABLE_RETRY_AFTER_SECONDS", 5))
+
 
 jobs_settings = JobsSettings()

@@ -141,6 +141,7 @@ def main() -> int:
         "\n"
         "  toolboxai jobs is running\n"
         f"    Admin:     {base}/admin/\n"
+        f"    API:       {base}/api/v1/  (docs: {base}/api/v1/docs/)\n"
         f"    Login:     {login['username']} / {login['password']}\n"
         f"    API key:   {login.get('api_key', '(delete .state/dev-login.json to issue one)')}"
         f"  (organization {login.get('organization', 'demo')})\n"

@@ -102,3 +102,15 @@ def drop_connection() -> dict[str, Any]:
     ) as other:
         other.execute("SELECT pg_terminate_backend(%s)", [pid])
     return {"terminated": pid}
+
+
+@job_type("tests.stream_text", queue="default", public=False, max_retries=0)
+def stream_text(*, chunks: list[str], step_seconds: float = 0.1) -> dict[str, Any]:
+    """Publish each chunk as a partial result, reporting progress, then return them joined."""
+    job = current_job()
+    assert job is not None
+    for number, chunk in enumerate(chunks, start=1):
+        time.sleep(step_seconds)
+        job.publish_partial(chunk)
+        job.progress(int(100 * number / len(chunks)), f"chunk {number}")
+    return {"text": "".join(chunks)}

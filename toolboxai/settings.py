@@ -59,6 +59,9 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_prometheus",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "tenants",
     "jobs",
 ]
@@ -214,6 +217,57 @@ if not all(v.isdigit() for v in _metrics_org_ids):
         "organization ids (numbers), e.g. 12,34."
     )
 JOBS_METRICS_ORGANIZATION_IDS = [int(v) for v in _metrics_org_ids]
+
+# --- REST API (jobs/api, tenants/api) ---------------------------------------
+# Largest request body the API reads, in bytes (413 above it). A batch of
+# 1,000 small jobs fits in well under a megabyte.
+API_MAX_BODY_BYTES = env_int("API_MAX_BODY_BYTES", 5 * 1024 * 1024, minimum=1024)
+# Jobs per page of GET /api/v1/jobs/ (clients may ask for up to API_MAX_PAGE_SIZE).
+API_PAGE_SIZE = env_int("API_PAGE_SIZE", 50, minimum=1)
+API_MAX_PAGE_SIZE = env_int("API_MAX_PAGE_SIZE", 500, minimum=1)
+# How often the SSE stream reads the job's ledger row, and how long one stream
+# may stay open before the client must reconnect (it replays the state then).
+API_EVENTS_POLL_MS = env_int("API_EVENTS_POLL_MS", 250, minimum=20)
+API_EVENTS_MAX_SECONDS = env_int("API_EVENTS_MAX_SECONDS", 3600, minimum=1)
+# Retry-After of a 503 answered while Postgres or Redis is unreachable.
+API_UNAVAILABLE_RETRY_AFTER_SECONDS = env_int("API_UNAVAILABLE_RETRY_AFTER_SECONDS", 5, minimum=1)
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "tenants.api.authentication.ApiKeyAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["jobs.api.permissions.HasOrganization"],
+    "DEFAULT_PARSER_CLASSES": ["jobs.api.parsers.LimitedJSONParser"],
+    "DEFAULT_RENDERER_CLASSES": [
+        "rest_framework.renderers.JSONRenderer",
+        "rest_framework.renderers.BrowsableAPIRenderer",
+    ],
+    "DEFAULT_THROTTLE_CLASSES": [],
+    "EXCEPTION_HANDLER": "jobs.api.errors.api_exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "toolboxai jobs API",
+    "DESCRIPTION": (
+        "Submit, follow, stream, cancel and retry background jobs. Authenticate with "
+        "`Authorization: Bearer <api key>`. Every error has the shape "
+        '`{"error": {"status", "code", "message", "fields"}}`.'
+    ),
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SCHEMA_PATH_PREFIX": r"/api/v1",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "jobs.api.schema.add_error_responses",
+    ],
+}
 
 # --- Logging ---------------------------------------------------------------
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()

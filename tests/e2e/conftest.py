@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from django.conf import settings
 from django.db import connection
@@ -41,11 +45,13 @@ def subprocess_env(**extra: str) -> dict[str, str]:
 class ManagedProcess:
     """A ``manage.py`` subprocess whose output goes to a log file the test can read."""
 
-    def __init__(self, args: list[str], log_path: Path, env: dict[str, str]) -> None:
+    def __init__(
+        self, args: list[str], log_path: Path, env: dict[str, str], *, argv: list[str] | None = None
+    ) -> None:
         self.log_path = log_path
         self._log = log_path.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "manage.py", *args],
+            argv or [sys.executable, "manage.py", *args],
             cwd=ROOT,
             env=env,
             stdout=self._log,
@@ -81,6 +87,65 @@ def start_command(tmp_path: Path) -> Iterator[Callable[..., ManagedProcess]]:
         )
         started.append(process)
         return process
+
+    yield _start
+    for process in started:
+        process.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class WebServer:
+    """A live web server subprocess and its base URL."""
+
+    process: ManagedProcess
+    url: str
+
+
+#: The production web command (README, docker-compose): gunicorn with uvicorn's ASGI workers.
+def gunicorn_argv(port: int) -> list[str]:
+    return [
+        str(Path(sys.executable).parent / "gunicorn"),
+        "toolboxai.asgi:application",
+        "-k",
+        "uvicorn_worker.UvicornWorker",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        "1",
+    ]
+
+
+@pytest.fixture
+def start_web(tmp_path: Path) -> Iterator[Callable[..., WebServer]]:
+    """Start the production web command on a free port and wait until /healthz answers."""
+    started: list[ManagedProcess] = []
+
+    def _start(**env: Any) -> WebServer:
+        port = free_port()
+        process = ManagedProcess(
+            [],
+            tmp_path / f"web-{len(started)}.log",
+            subprocess_env(**env),
+            argv=gunicorn_argv(port),
+        )
+        started.append(process)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                    return WebServer(process=process, url=url)
+            except httpx.HTTPError:
+                pass
+            if process.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"the web server did not start:\n{process.output()}")
+            time.sleep(0.2)
 
     yield _start
     for process in started:

@@ -1,0 +1,184 @@
+"""OpenAPI helpers: JSON Schemas of job payloads, and the documented error responses."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.plumbing import ComponentRegistry
+from rest_framework import serializers
+from rest_framework.views import APIView
+
+from jobs.payloads import PayloadSerializer
+
+
+class ApiKeyScheme(OpenApiAuthenticationExtension):
+    """Documents ``Authorization: Bearer <api key>`` as the API's security scheme."""
+
+    target_class = "tenants.api.authentication.ApiKeyAuthentication"
+    name = "apiKey"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, Any]:
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "An API key from `python manage.py createapikey` "
+            "(`Token <key>` is accepted too).",
+        }
+
+
+#: Statuses every operation may answer, with why.
+_COMMON_ERRORS = {
+    "400": "Validation failed; `fields` names each offending field.",
+    "401": "Missing, malformed, unknown or revoked API key.",
+    "403": "The organization is inactive, or the session user may not act for it.",
+    "404": "Unknown job, or a job of another organization.",
+    "406": "The Accept header asks for a format the endpoint cannot produce.",
+    "503": "Postgres or Redis is unavailable; retry after `Retry-After` seconds.",
+}
+_BODY_ERRORS = {
+    "413": "The request body is larger than API_MAX_BODY_BYTES.",
+    "415": "The body is not JSON (send Content-Type: application/json).",
+}
+_SUBMIT_ERRORS = {
+    "429": "Rate limit or monthly quota reached (code `rate_limited` or `quota_exceeded`); "
+    "retry after `Retry-After` seconds.",
+}
+_TRANSITION_ERRORS = {"409": "The job's status does not allow this transition."}
+
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["status", "code", "message", "fields", "index"],
+            "properties": {
+                "status": {"type": "integer", "description": "The HTTP status."},
+                "code": {
+                    "type": "string",
+                    "description": "Stable machine-readable code, e.g. `invalid`, "
+                    "`not_authenticated`, `quota_exceeded`, `invalid_transition`.",
+                },
+                "message": {"type": "string", "description": "What went wrong and how to fix it."},
+                "fields": {
+                    "type": "object",
+                    "additionalProperties": {"type": "array", "items": {"type": "string"}},
+                    "description": "Dotted path of each offending field (`jobs.3.payload.message`) "
+                    "→ messages. Empty when no field is at fault.",
+                },
+                "index": {
+                    "type": "integer",
+                    "nullable": True,
+                    "description": "Position of the first invalid job of a batch, else null.",
+                },
+            },
+        }
+    },
+}
+
+_RETRY_AFTER = {
+    "Retry-After": {
+        "schema": {"type": "integer"},
+        "description": "Seconds to wait before retrying.",
+    }
+}
+
+
+#: OpenAPI links: where the id of a created job can be used next (clients and fuzzers follow them).
+_JOB_LINKS = {
+    "GetJob": "jobs_retrieve",
+    "CancelJob": "jobs_cancel",
+    "RetryJob": "jobs_retry",
+    "FollowJobEvents": "jobs_events",
+}
+
+
+def _links(operation_ids: dict[str, str], parameter: str, expression: str) -> dict[str, Any]:
+    return {
+        name: {"operationId": operation_id, "parameters": {parameter: expression}}
+        for name, operation_id in operation_ids.items()
+    }
+
+
+def add_error_responses(result: dict[str, Any], generator: Any, **kwargs: Any) -> dict[str, Any]:
+    """drf-spectacular postprocessing hook: document the error shape on every operation,
+    and link created jobs to the operations that take their id."""
+    result.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA
+    ref = {"$ref": "#/components/schemas/Error"}
+    for path, operations in result.get("paths", {}).items():
+        for method, operation in operations.items():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            responses = operation["responses"]
+            if operation.get("operationId") == "jobs_create":
+                for code in ("200", "201"):
+                    if code in responses:
+                        responses[code]["links"] = _links(
+                            _JOB_LINKS, "job_id", "$response.body#/id"
+                        )
+            if operation.get("operationId") == "tasks_submit" and "200" in responses:
+                responses["200"]["links"] = _links(
+                    {"GetTaskStatus": "tasks_status"}, "task_id", "$response.body#/task_id"
+                )
+            errors = dict(_COMMON_ERRORS)
+            if method in {"post", "put", "patch"}:
+                errors.update(_BODY_ERRORS)
+            if method == "post" and (path.endswith(("/jobs/", "/batch/", "/submit"))):
+                errors.update(_SUBMIT_ERRORS)
+            if path.endswith(("/cancel/", "/retry/")):
+                errors.update(_TRANSITION_ERRORS)
+            if path.endswith("/schema/"):
+                errors = {"406": _COMMON_ERRORS["406"]}
+            for code, description in errors.items():
+                response: dict[str, Any] = {
+                    "description": description,
+                    "content": {"application/json": {"schema": ref}},
+                }
+                if code in {"429", "503"}:
+                    response["headers"] = copy.deepcopy(_RETRY_AFTER)
+                operation["responses"].setdefault(code, response)
+    return result
+
+
+class _PayloadView(APIView):
+    request = None  # type: ignore[assignment]
+
+
+def payload_json_schema(
+    serializer_class: type[serializers.Serializer[Any]] | None,
+) -> dict[str, Any]:
+    """The JSON Schema of a payload serializer, with nested components inlined."""
+    if serializer_class is None:
+        return {"type": "object"}
+    auto = AutoSchema()
+    auto.registry = ComponentRegistry()
+    auto.method = "POST"
+    auto.path = "/"
+    auto.view = _PayloadView()
+    schema = auto._map_basic_serializer(serializer_class(), "request")
+    components = {
+        component.name: component.schema for component in auto.registry._components.values()
+    }
+    inlined: dict[str, Any] = _inline(schema, components, depth=0)
+    if not serializer_class.__doc__:  # spectacular falls back to the base class docstring
+        inlined.pop("description", None)
+    if issubclass(serializer_class, PayloadSerializer):
+        inlined["additionalProperties"] = False
+    return inlined
+
+
+def _inline(node: Any, components: dict[str, Any], *, depth: int) -> Any:
+    if depth > 20:
+        return {}
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/components/schemas/"):
+            target = components.get(ref.rsplit("/", 1)[-1], {})
+            return _inline(target, components, depth=depth + 1)
+        return {key: _inline(value, components, depth=depth) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_inline(item, components, depth=depth) for item in node]
+    return node

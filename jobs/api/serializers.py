@@ -1,0 +1,189 @@
+"""Request and response shapes of the jobs API. Validation of shape only: the
+services validate job types and payloads."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+from rest_framework.reverse import reverse
+
+from jobs.models import Job, JobStatus
+from jobs.queues import DEFAULT_PRIORITY, MAX_PRIORITY, MIN_PRIORITY, QUEUES
+from jobs.registry import all_job_types
+from jobs.services.submission import MAX_DELAY, MAX_IDEMPOTENCY_KEY_LENGTH
+
+MAX_BATCH_SIZE = 1000
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(item) for item in value)
+    return False
+
+
+def refuse_nul_characters(value: Any) -> None:
+    """Postgres cannot store NUL characters in JSON: refuse them anywhere in a payload."""
+    if _has_nul(value):
+        raise serializers.ValidationError("Null characters (\\u0000) are not allowed.")
+
+
+def public_job_type_names() -> list[str]:
+    return [jt.name for jt in all_job_types() if jt.public]
+
+
+class JobErrorSerializer(serializers.Serializer[Any]):
+    type = serializers.CharField()
+    message = serializers.CharField()
+
+
+class JobSerializer(serializers.Serializer[Job]):
+    """A job as the API shows it (never its traceback)."""
+
+    id = serializers.UUIDField(read_only=True)
+    type = serializers.CharField(source="job_type", read_only=True)
+    status = serializers.ChoiceField(choices=JobStatus.choices, read_only=True)
+    queue = serializers.CharField(read_only=True)
+    priority = serializers.IntegerField(read_only=True)
+    payload = serializers.DictField(read_only=True)
+    attempts = serializers.IntegerField(read_only=True)
+    max_retries = serializers.IntegerField(read_only=True)
+    progress = serializers.IntegerField(read_only=True)
+    progress_message = serializers.CharField(read_only=True)
+    result = serializers.JSONField(read_only=True, allow_null=True)
+    error = serializers.SerializerMethodField()
+    created_at = serializers.DateTimeField(read_only=True)
+    scheduled_for = serializers.DateTimeField(read_only=True, allow_null=True)
+    started_at = serializers.DateTimeField(read_only=True, allow_null=True)
+    finished_at = serializers.DateTimeField(read_only=True, allow_null=True)
+    url = serializers.SerializerMethodField()
+
+    @extend_schema_field(JobErrorSerializer(allow_null=True))
+    def get_error(self, job: Job) -> dict[str, str] | None:
+        if not job.error_type and not job.error_message:
+            return None
+        return {"type": job.error_type, "message": job.error_message}
+
+    @extend_schema_field(OpenApiTypes.URI)
+    def get_url(self, job: Job) -> str:
+        return reverse(
+            "api:job-detail", kwargs={"job_id": job.pk}, request=self.context.get("request")
+        )
+
+
+class JobTypeChoiceField(serializers.ChoiceField):
+    """A public job type name; the choices are read when the serializer is built."""
+
+    default_error_messages = {
+        "invalid_choice": (
+            '"{input}" is not a job type you can submit; GET /api/v1/job-types/ lists them.'
+        )
+    }
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(choices=public_job_type_names(), **kwargs)
+
+
+class JobCreateSerializer(serializers.Serializer[Any]):
+    type = JobTypeChoiceField(help_text="A job type name from GET /api/v1/job-types/.")
+    payload = serializers.DictField(
+        required=False,
+        default=dict,
+        validators=[refuse_nul_characters],
+        help_text="The job type's payload (see its payload_schema).",
+    )
+    priority = serializers.IntegerField(
+        min_value=MIN_PRIORITY,
+        max_value=MAX_PRIORITY,
+        default=DEFAULT_PRIORITY,
+        help_text="0 (least urgent) to 10 (most urgent).",
+    )
+    idempotency_key = serializers.CharField(
+        required=False,
+        allow_null=True,
+        min_length=1,
+        max_length=MAX_IDEMPOTENCY_KEY_LENGTH,
+        trim_whitespace=False,
+        help_text="Submitting the same key again returns the first job instead of a new one.",
+    )
+    delay_seconds = serializers.FloatField(
+        required=False,
+        allow_null=True,
+        min_value=0,
+        max_value=MAX_DELAY.total_seconds(),
+        help_text="Run no earlier than this many seconds from now (up to 7 days).",
+    )
+
+
+class JobPageSerializer(serializers.Serializer[Any]):
+    """One page of jobs, newest first; follow ``next`` for older ones."""
+
+    next = serializers.URLField(allow_null=True)
+    previous = serializers.URLField(allow_null=True)
+    results = JobSerializer(many=True)
+
+
+class JobBatchCreateSerializer(serializers.Serializer[Any]):
+    jobs = JobCreateSerializer(many=True, min_length=1, max_length=MAX_BATCH_SIZE)  # type: ignore[call-arg]
+
+
+class JobBatchSerializer(serializers.Serializer[Any]):
+    jobs = JobSerializer(many=True, read_only=True)
+
+
+class JobFilterSerializer(serializers.Serializer[Any]):
+    """Query parameters of GET /api/v1/jobs/."""
+
+    status = serializers.ChoiceField(choices=JobStatus.choices, required=False)
+    type = serializers.CharField(required=False, max_length=200)
+    queue = serializers.ChoiceField(choices=list(QUEUES), required=False)
+    created_after = serializers.DateTimeField(
+        required=False, help_text="Jobs created at or after this time (ISO 8601)."
+    )
+    created_before = serializers.DateTimeField(
+        required=False, help_text="Jobs created before this time (ISO 8601)."
+    )
+
+
+class JobTypeSerializer(serializers.Serializer[Any]):
+    name = serializers.CharField()
+    queue = serializers.CharField()
+    description = serializers.CharField()
+    payload_schema = serializers.DictField(help_text="JSON Schema of the payload.")
+
+
+# --- Compatibility with the ToolBoxAI Celery document ---------------------------
+
+
+class TaskSubmitSerializer(serializers.Serializer[Any]):
+    task_type = serializers.CharField(
+        max_length=200,
+        help_text='"content_generation", "send_email", or any job type name you can submit.',
+    )
+    task_data = serializers.DictField(
+        required=False, default=dict, validators=[refuse_nul_characters]
+    )
+    priority = serializers.IntegerField(
+        min_value=MIN_PRIORITY, max_value=MAX_PRIORITY, default=DEFAULT_PRIORITY
+    )
+
+
+class TaskSubmittedSerializer(serializers.Serializer[Any]):
+    task_id = serializers.UUIDField()
+    status = serializers.ChoiceField(choices=["submitted"])
+
+
+CELERY_STATES = ["PENDING", "STARTED", "RETRY", "SUCCESS", "FAILURE", "REVOKED"]
+
+
+class TaskStatusSerializer(serializers.Serializer[Any]):
+    task_id = serializers.UUIDField()
+    status = serializers.ChoiceField(choices=CELERY_STATES)
+    result = serializers.JSONField(allow_null=True)
+    info = serializers.JSONField(allow_null=True)

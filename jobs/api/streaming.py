@@ -1,0 +1,232 @@
+"""The Server-Sent Events stream of one job: status, progress and partial results.
+
+It replays the job's current state first, then follows the ledger row by
+polling it (every API_EVENTS_POLL_MS) and forwards the partial results that
+workers publish on the job's Redis pub/sub channel (``jobs.events``). It
+closes once the job finishes. Workers write nothing extra for it.
+
+There are two drivers over one :class:`JobEventTracker`: an async generator
+for ASGI servers (gunicorn with uvicorn workers) and a plain generator for
+WSGI servers (``manage.py runserver``), because Django buffers a stream whose
+iterator does not match the server's kind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import redis
+import redis.asyncio
+from django.db import close_old_connections
+
+from jobs.conf import jobs_settings
+from jobs.events import channel_name
+from jobs.models import FINISHED_STATUSES, Job
+
+logger = logging.getLogger(__name__)
+
+#: Seconds of silence after which a comment line keeps proxies from closing the stream.
+KEEPALIVE_SECONDS = 15.0
+#: How long a client waits before reconnecting after the stream ends early, in ms.
+RECONNECT_MS = 2000
+_LIGHT_FIELDS = ("status", "attempts", "progress", "progress_message")
+
+
+def sse_frame(event: str, data: Any) -> bytes:
+    """One SSE frame; JSON never contains a raw newline, so one data line suffices."""
+    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+class JobEventTracker:
+    """Turns ledger snapshots and pub/sub messages into SSE frames.
+
+    Parameters:
+      job_id: the job followed.
+      organization_id: its organization; the row is always read with it.
+      render_job: the job's full API representation (for status events).
+    """
+
+    def __init__(
+        self,
+        *,
+        job_id: uuid.UUID,
+        organization_id: int,
+        render_job: Callable[[Job], dict[str, Any]],
+    ) -> None:
+        self.job_id = job_id
+        self.organization_id = organization_id
+        self.render_job = render_job
+        self._last: dict[str, Any] | None = None
+        self.finished = False
+
+    def light_query(self) -> Any:
+        return Job.objects.filter(pk=self.job_id, organization_id=self.organization_id).values(
+            *_LIGHT_FIELDS
+        )
+
+    def full_query(self) -> Any:
+        return Job.objects.filter(pk=self.job_id, organization_id=self.organization_id)
+
+    def needs_full(self, row: dict[str, Any] | None) -> bool:
+        """Whether a status event (the whole job) is due for this snapshot."""
+        if row is None:
+            return False
+        return self._last is None or (row["status"], row["attempts"]) != (
+            self._last["status"],
+            self._last["attempts"],
+        )
+
+    def frames(self, row: dict[str, Any] | None, job: Job | None) -> list[bytes]:
+        """Frames for a new snapshot; ``job`` is the full row when ``needs_full``."""
+        if row is None:
+            self.finished = True
+            return [sse_frame("gone", {"id": str(self.job_id)})]
+        out: list[bytes] = []
+        if job is not None:
+            out.append(sse_frame("status", self.render_job(job)))
+        elif self._last is not None and (row["progress"], row["progress_message"]) != (
+            self._last["progress"],
+            self._last["progress_message"],
+        ):
+            out.append(
+                sse_frame(
+                    "progress",
+                    {
+                        "id": str(self.job_id),
+                        "progress": row["progress"],
+                        "message": row["progress_message"],
+                    },
+                )
+            )
+        self._last = row
+        self.finished = row["status"] in FINISHED_STATUSES
+        return out
+
+    def partial_frame(self, raw: bytes | str) -> bytes | None:
+        try:
+            message = json.loads(raw)
+        except (ValueError, TypeError):
+            return None
+        if not isinstance(message, dict):
+            return None
+        data: dict[str, Any] = message["data"] if isinstance(message.get("data"), dict) else {}
+        return sse_frame(str(message.get("event") or "partial"), {"id": str(self.job_id), **data})
+
+
+def stream_sync(tracker: JobEventTracker, pubsub: Any) -> Iterator[bytes]:
+    """The WSGI driver; ``pubsub`` is already subscribed to the job's channel."""
+    poll = jobs_settings.api_events_poll_ms / 1000
+    deadline = time.monotonic() + jobs_settings.api_events_max_seconds
+    last_sent = time.monotonic()
+    try:
+        yield f"retry: {RECONNECT_MS}\n\n".encode()
+        while True:
+            row = tracker.light_query().first()
+            job = tracker.full_query().first() if tracker.needs_full(row) else None
+            out = _drain_sync(tracker, pubsub, 0) + tracker.frames(row, job)
+            if tracker.finished:
+                out += _drain_sync(tracker, pubsub, 0)
+            for frame in out:
+                yield frame
+            if out:
+                last_sent = time.monotonic()
+            if tracker.finished or time.monotonic() >= deadline:
+                return
+            if time.monotonic() - last_sent >= KEEPALIVE_SECONDS:
+                yield b": keep-alive\n\n"
+                last_sent = time.monotonic()
+            # Waiting on the channel returns early when a partial result arrives.
+            for frame in _drain_sync(tracker, pubsub, poll):
+                last_sent = time.monotonic()
+                yield frame
+    finally:
+        _close_quietly(pubsub)
+        close_old_connections()
+
+
+def _drain_sync(tracker: JobEventTracker, pubsub: Any, timeout: float) -> list[bytes]:
+    frames: list[bytes] = []
+    try:
+        message = pubsub.get_message(ignore_subscribe_messages=True, timeout=timeout)
+        while message is not None:
+            frame = tracker.partial_frame(message.get("data"))
+            if frame is not None:
+                frames.append(frame)
+            message = pubsub.get_message(ignore_subscribe_messages=True, timeout=0)
+    except redis.RedisError as exc:
+        logger.warning("Lost the event channel of job %s: %s", tracker.job_id, exc)
+        if timeout:
+            time.sleep(timeout)
+    return frames
+
+
+async def stream_async(tracker: JobEventTracker) -> AsyncIterator[bytes]:
+    """The ASGI driver: subscribes with redis.asyncio, reads the ledger with the async ORM."""
+    poll = jobs_settings.api_events_poll_ms / 1000
+    deadline = time.monotonic() + jobs_settings.api_events_max_seconds
+    client: Any = redis.asyncio.Redis.from_url(jobs_settings.redis_url)
+    pubsub: Any = client.pubsub(ignore_subscribe_messages=True)
+    last_sent = time.monotonic()
+    try:
+        try:
+            await pubsub.subscribe(channel_name(str(tracker.job_id)))
+        except redis.RedisError as exc:
+            logger.warning("Cannot follow partial results of job %s: %s", tracker.job_id, exc)
+            pubsub = None
+        yield f"retry: {RECONNECT_MS}\n\n".encode()
+        while True:
+            row = await tracker.light_query().afirst()
+            job = await tracker.full_query().afirst() if tracker.needs_full(row) else None
+            out = await _drain_async(tracker, pubsub, 0) + tracker.frames(row, job)
+            if tracker.finished:
+                out += await _drain_async(tracker, pubsub, 0)
+            for frame in out:
+                yield frame
+            if out:
+                last_sent = time.monotonic()
+            if tracker.finished or time.monotonic() >= deadline:
+                return
+            if time.monotonic() - last_sent >= KEEPALIVE_SECONDS:
+                yield b": keep-alive\n\n"
+                last_sent = time.monotonic()
+            for frame in await _drain_async(tracker, pubsub, poll):
+                last_sent = time.monotonic()
+                yield frame
+    finally:
+        if pubsub is not None:
+            with contextlib.suppress(redis.RedisError):
+                await pubsub.aclose()
+        with contextlib.suppress(redis.RedisError):
+            await client.aclose()
+
+
+async def _drain_async(tracker: JobEventTracker, pubsub: Any, timeout: float) -> list[bytes]:
+    if pubsub is None:
+        if timeout:
+            await asyncio.sleep(timeout)
+        return []
+    frames: list[bytes] = []
+    try:
+        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=timeout)
+        while message is not None:
+            frame = tracker.partial_frame(message.get("data"))
+            if frame is not None:
+                frames.append(frame)
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0)
+    except redis.RedisError as exc:
+        logger.warning("Lost the event channel of job %s: %s", tracker.job_id, exc)
+        if timeout:
+            await asyncio.sleep(timeout)
+    return frames
+
+
+def _close_quietly(pubsub: Any) -> None:
+    with contextlib.suppress(redis.RedisError):
+        pubsub.close()

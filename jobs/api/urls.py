@@ -1,0 +1,24 @@
+"""Routes of /api/v1/ (included from toolboxai.urls under the ``api`` namespace)."""
+
+from __future__ import annotations
+
+from django.urls import path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from jobs.api import views
+
+app_name = "api"
+
+urlpatterns = [
+    path("job-types/", views.JobTypeListView.as_view(), name="job-type-list"),
+    path("jobs/", views.JobListCreateView.as_view(), name="job-list"),
+    path("jobs/batch/", views.JobBatchView.as_view(), name="job-batch"),
+    path("jobs/<str:job_id>/", views.JobDetailView.as_view(), name="job-detail"),
+    path("jobs/<str:job_id>/cancel/", views.JobCancelView.as_view(), name="job-cancel"),
+    path("jobs/<str:job_id>/retry/", views.JobRetryView.as_view(), name="job-retry"),
+    path("jobs/<str:job_id>/events/", views.JobEventsView.as_view(), name="job-events"),
+    path("tasks/submit", views.TaskSubmitView.as_view(), name="task-submit"),
+    path("tasks/status/<str:task_id>", views.TaskStatusView.as_view(), name="task-status"),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
+]

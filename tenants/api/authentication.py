@@ -1,0 +1,103 @@
+"""API authentication: API keys fix the organization; staff sessions choose one.
+
+``Authorization: Bearer <key>`` (or ``Token <key>``) authenticates as the
+key's member, in the key's organization. A staff user logged into the
+browsable API picks one of their organizations with ``X-Organization: <slug>``
+(optional when they belong to exactly one).
+"""
+
+from __future__ import annotations
+
+from django.contrib.auth.models import AnonymousUser, User
+from rest_framework import exceptions
+from rest_framework.authentication import BaseAuthentication, get_authorization_header
+from rest_framework.request import Request
+
+from tenants.models import ApiKey, Organization
+from tenants.selectors import organizations_for_user
+from tenants.services import api_key_authenticate
+
+KEYWORDS = ("bearer", "token")
+ORGANIZATION_HEADER = "X-Organization"
+
+
+class ApiKeyAuthentication(BaseAuthentication):
+    """``Authorization: Bearer <key>`` or ``Token <key>``; ``request.auth`` is the ApiKey."""
+
+    def authenticate(self, request: Request) -> tuple[User, ApiKey] | None:
+        header = get_authorization_header(request).split()
+        if not header or header[0].lower().decode(errors="replace") not in KEYWORDS:
+            return None
+        if len(header) != 2:
+            raise exceptions.AuthenticationFailed(
+                "Malformed Authorization header; send 'Authorization: Bearer <api key>'."
+            )
+        try:
+            raw = header[1].decode("ascii")
+        except UnicodeDecodeError:
+            raise exceptions.AuthenticationFailed("The API key has invalid characters.") from None
+        api_key = api_key_authenticate(raw=raw)
+        if api_key is None or not api_key.membership.user.is_active:
+            raise exceptions.AuthenticationFailed(
+                "Invalid or revoked API key. Create one with "
+                "`python manage.py createapikey <username> --organization <slug>`."
+            )
+        return api_key.membership.user, api_key
+
+    def authenticate_header(self, request: Request) -> str:
+        # Makes DRF answer 401 (with this challenge) rather than 403 to anonymous requests.
+        return 'Bearer realm="api"'
+
+
+def request_organization(request: Request) -> Organization:
+    """The organization a request acts for, cached on the request.
+
+    Raises:
+      NotAuthenticated: no API key and no session.
+      PermissionDenied: a session user who is not staff, or not a member of the
+        organization named by X-Organization.
+      ValidationError: a staff user of several organizations named none.
+    """
+    cached: Organization | None = getattr(request, "_tbx_organization", None)
+    if cached is not None:
+        return cached
+    organization = _resolve(request)
+    request._tbx_organization = organization  # type: ignore[attr-defined]
+    return organization
+
+
+def _resolve(request: Request) -> Organization:
+    if isinstance(request.auth, ApiKey):
+        return request.auth.membership.organization
+    user: User | AnonymousUser = request.user
+    if not user.is_authenticated:
+        raise exceptions.NotAuthenticated(
+            "Authentication required; send 'Authorization: Bearer <api key>'."
+        )
+    if not user.is_staff:
+        raise exceptions.PermissionDenied(
+            "Session access to the API is for staff users; use an API key instead."
+        )
+    candidates = organizations_for_user(user=user)
+    slug = request.headers.get(ORGANIZATION_HEADER, "").strip()
+    if slug:
+        organization = candidates.filter(slug=slug).first()
+        if organization is None:
+            raise exceptions.PermissionDenied(
+                f"You are not a member of an organization {slug!r}; "
+                f"set {ORGANIZATION_HEADER} to one of your organizations' slugs."
+            )
+        return organization
+    memberships = list(candidates[:2])
+    if len(memberships) == 1:
+        return memberships[0]
+    if not memberships:
+        raise exceptions.PermissionDenied("You belong to no organization yet.")
+    raise exceptions.ValidationError(
+        {
+            ORGANIZATION_HEADER: [
+                f"You belong to several organizations; choose one with the "
+                f"{ORGANIZATION_HEADER}: <slug> header."
+            ]
+        }
+    )

@@ -1,0 +1,64 @@
+"""schemathesis fuzzes every operation of the live API against its own OpenAPI schema."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.api.conftest import make_tenant
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+#: No 5xx, and every status, content type, header and body as the schema documents.
+CHECKS = ",".join(
+    [
+        "not_a_server_error",
+        "status_code_conformance",
+        "content_type_conformance",
+        "response_headers_conformance",
+        "response_schema_conformance",
+    ]
+)
+
+
+def test_schemathesis_finds_no_server_errors_and_no_schema_violations(
+    broker: Any, start_web: Any, tmp_path: Path
+) -> None:
+    # A limit no fuzzing run reaches, so 429s do not hide the other answers.
+    tenant = make_tenant("fuzz-school", max_submissions_per_minute=1_000_000)
+    web = start_web(API_EVENTS_MAX_SECONDS="1")
+
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "st"),
+            "run",
+            f"{web.url}/api/v1/schema/",
+            "--header",
+            f"Authorization: Bearer {tenant.raw_key}",
+            "--checks",
+            CHECKS,
+            "--max-examples",
+            "30",
+            "--seed",
+            "20261126",
+            "--workers",
+            "1",
+            "--request-timeout",
+            "20",
+            "--generation-database",
+            "none",
+            "--no-color",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stdout[-20000:] + result.stderr[-5000:]
+    assert "passed" in result.stdout
