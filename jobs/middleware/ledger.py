@@ -13,6 +13,7 @@ from django.db import DatabaseError
 from dramatiq.middleware import Middleware, SkipMessage, TimeLimitExceeded
 
 from jobs.broker import worker_id
+from jobs.conf import jobs_settings
 from jobs.errors import SoftTimeLimitExceeded
 from jobs.logging import bind_log_context, unbind_log_context
 from jobs.models import AttemptOutcome, JobStatus
@@ -37,8 +38,10 @@ class Ledger(Middleware):
     """Records every delivery in the ledger and decides whether it runs.
 
     - before: claim the job (``running``, attempt +1, open a JobAttempt). A job
-      already finished is acknowledged without running; a pending cancel
-      cancels it; a message without a row gets one (a raw ``actor.send``).
+      already finished or running elsewhere is acknowledged without running
+      (a duplicate delivery); a pending cancel cancels it; a job whose worker
+      died too often is failed and its message dead-lettered (poison); a
+      message without a row gets one (a raw ``actor.send``).
     - after: close the attempt and move the job to ``succeeded``,
       ``retrying`` (Retries re-enqueued it), ``failed`` (Retries gave up and
       the message is dead-lettered) or ``cancelled`` (it stopped at a checkpoint).
@@ -70,6 +73,15 @@ class Ledger(Middleware):
             broker.enqueue(message.copy(), delay=DATABASE_DOWN_DELAY_MS)
             raise SkipMessage("ledger unreachable") from None
 
+        if decision.verdict is StartVerdict.POISON:
+            logger.error(
+                "Job %s failed as a poison message: its worker died %d or more times "
+                "while running it. Dead-lettering its message.",
+                job_id,
+                jobs_settings.poison_threshold,
+            )
+            message.fail()
+            raise SkipMessage("poison message")
         if decision.verdict is not StartVerdict.RUN:
             logger.info("Job %s is %s; acknowledging without running.", job_id, decision.verdict)
             raise SkipMessage(f"job {decision.verdict}")

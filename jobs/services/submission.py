@@ -14,7 +14,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from dramatiq import Message
 
-from jobs.broker import enqueue_messages
+from jobs.broker import enqueue_messages, ensure_broker_available
 from jobs.conf import jobs_settings
 from jobs.errors import InvalidPayload, InvalidSubmission, PayloadTooLarge
 from jobs.models import Job
@@ -77,7 +77,9 @@ def job_submit(
     """Submit one job. The message is sent when the caller's transaction commits.
 
     A rolled-back transaction sends nothing. Outside a transaction the message
-    is sent at once. With an ``idempotency_key`` already used in the same
+    is sent at once. If Redis does not answer, ``BrokerUnavailable`` is raised
+    and nothing is written; if it fails after the row is written, the row
+    stays ``queued`` and the outbox relay (``jobs.recovery``) sends it. With an ``idempotency_key`` already used in the same
     organization, the existing job is returned and nothing is sent.
     """
     request = JobRequest(
@@ -93,6 +95,7 @@ def job_submit(
         existing = _existing_by_key(organization, [request.idempotency_key])
         if request.idempotency_key in existing:
             return Submission(job=existing[request.idempotency_key], created=False)
+        ensure_broker_available()
         try:
             with transaction.atomic():
                 prepared.job.save(force_insert=True)
@@ -103,6 +106,7 @@ def job_submit(
                 return Submission(job=existing[request.idempotency_key], created=False)
             raise
     else:
+        ensure_broker_available()
         prepared.job.save(force_insert=True)
     _send_on_commit([prepared])
     return Submission(job=prepared.job, created=True)
@@ -131,6 +135,8 @@ def job_submit_many(
         )
     existing = _existing_by_key(organization, keys) if keys else {}
     fresh = [p for p in prepared if p.job.idempotency_key not in existing]
+    if fresh:
+        ensure_broker_available()
     try:
         with transaction.atomic():
             Job.objects.bulk_create([p.job for p in fresh])
