@@ -11,8 +11,8 @@ import json
 import logging
 import time
 import uuid
-from datetime import timedelta
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import dramatiq
