@@ -39,6 +39,7 @@ needs a single Redis (not Cluster). ACL: ``+@read +@write +@scripting
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -47,6 +48,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+import redis
 from django.utils import timezone
 
 from jobs.broker import enqueue_messages, get_broker
@@ -69,6 +71,9 @@ from jobs.services.recovery import (
 )
 
 logger = logging.getLogger(__name__)
+
+#: Set when a pass in this process failed on Redis; the next pass holds off judging heartbeats.
+_redis_failed = False
 
 _RELEASE_LOCK = """
 if redis.call("get", KEYS[1]) == ARGV[1] then
@@ -136,18 +141,25 @@ class RecoveryReport:
 
 def run_once(broker: JobsRedisBroker | None = None) -> RecoveryReport:
     """Run one recovery pass (see the module docstring). Raises Redis and database errors."""
+    global _redis_failed
     broker = broker or get_broker()
     lock_key = f"{broker.namespace}:__recovery__.lock"
     token = uuid.uuid4().hex
     lock_ms = max(30_000, 6 * jobs_settings.recovery_interval_ms)
-    if not broker.client.set(lock_key, token, nx=True, px=lock_ms):
+    try:
+        acquired = broker.client.set(lock_key, token, nx=True, px=lock_ms)
+    except redis.RedisError:
+        _redis_failed = True
+        raise
+    if not acquired:
         return RecoveryReport(skipped=True)
     try:
         report = RecoveryReport()
         now_ms = _now_ms()
         report.heartbeats_trusted, report.redis_data_lost, reconcile_before_ms = _state(
-            broker, now_ms
+            broker, now_ms, redis_was_down=_redis_failed
         )
+        _redis_failed = False
         if report.heartbeats_trusted:
             _recover_dead_workers(broker, now_ms, report)
         _relay(broker, report)
@@ -158,8 +170,12 @@ def run_once(broker: JobsRedisBroker | None = None) -> RecoveryReport:
         if report.did_something:
             logger.info("Recovery pass: %s.", report.summary())
         return report
+    except redis.RedisError:
+        _redis_failed = True
+        raise
     finally:
-        broker.client.eval(_RELEASE_LOCK, 1, lock_key, token)
+        with contextlib.suppress(redis.RedisError):
+            broker.client.eval(_RELEASE_LOCK, 1, lock_key, token)
 
 
 def recover_worker(
@@ -284,7 +300,9 @@ def _send(jobs: Iterable[Job], *, report: RecoveryReport | None = None) -> list[
     return [str(job.pk) for job in sendable]
 
 
-def _state(broker: JobsRedisBroker, now_ms: int) -> tuple[bool, bool, int | None]:
+def _state(
+    broker: JobsRedisBroker, now_ms: int, *, redis_was_down: bool
+) -> tuple[bool, bool, int | None]:
     """(heartbeats trusted, data loss detected now, reconcile-before timestamp)."""
     key = _state_key(broker)
     timeout_ms = jobs_settings.heartbeat_timeout_ms
@@ -304,8 +322,8 @@ def _state(broker: JobsRedisBroker, now_ms: int) -> tuple[bool, bool, int | None
             "hold_until_ms": now_ms + timeout_ms,
         }
         broker.client.hset(key, mapping=state)
-    elif now_ms - state.get("last_pass_ms", now_ms) > timeout_ms:
-        # No pass for a whole timeout: Redis or recovery was down, so heartbeats are stale
+    elif redis_was_down or now_ms - state.get("last_pass_ms", now_ms) > timeout_ms:
+        # Redis was unreachable, or no pass ran for a whole timeout: heartbeats may be stale
         # for everyone. Give live workers one timeout to beat again before judging them.
         state["hold_until_ms"] = now_ms + timeout_ms
         broker.client.hset(key, "hold_until_ms", state["hold_until_ms"])

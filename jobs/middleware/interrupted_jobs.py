@@ -47,7 +47,8 @@ class InterruptedJobs(Middleware):
             )
             return
         finally:
-            connection.close()
+            if not connection.in_atomic_block:
+                connection.close()
         if outcome.lost or outcome.requeued:
             logger.warning(
                 "Shutdown interrupted %d job(s); %d message(s) handed back to their queues.",

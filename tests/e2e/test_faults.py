@@ -214,4 +214,5 @@ def test_workers_survive_a_redis_restart_that_loses_every_message_and_no_job_is_
     runs = [counters.get(f"tests:runs:r{i}") for i in range(40)]
     assert all(r in (None, b"1") for r in runs), runs
     assert JobAttempt.objects.filter(outcome=AttemptOutcome.SUCCEEDED).count() == 42
-    assert _reload(delayed).started_at >= delayed.scheduled_for
+    started, scheduled = _reload(delayed).started_at, delayed.scheduled_for
+    assert started is not None and scheduled is not None and started >= scheduled

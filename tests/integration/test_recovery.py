@@ -51,6 +51,7 @@ def _other_worker(broker: JobsRedisBroker) -> JobsRedisBroker:
     other = JobsRedisBroker(url=_url(broker), namespace=broker.namespace)
     for queue in broker.get_declared_queues():
         other.declare_queue(queue)
+    other.actors = dict(broker.actors)  # the same job types, as in another worker process
     return other
 
 
@@ -312,3 +313,19 @@ def test_malformed_messages_are_dead_lettered_and_logged_once_while_neighbours_r
     dead_letter_logs = [r for r in caplog.records if "Dead-lettered message" in r.getMessage()]
     assert len(dead_letter_logs) == 3
     assert sum(garbage_id in r.getMessage() for r in dead_letter_logs) == 1
+
+
+def test_a_restarted_delay_queue_consumer_takes_back_the_delayed_messages_it_held(
+    broker: JobsRedisBroker,
+) -> None:
+    job = job_submit(job_type="tests.count", payload={"key": "held"}, delay=timedelta(hours=1)).job
+    process = _other_worker(broker)
+    # Its first consumer fetched the message, then lost its memory on a connection error.
+    assert len(process.fetch_pairs("default.DQ", 10)) == 1
+    assert broker.client.llen(f"{broker.namespace}:default.DQ") == 0
+
+    consumer = process.consume("default.DQ", prefetch=10, timeout=10)
+    message = next(consumer)
+
+    assert message is not None and message.message_id == str(job.pk)
+    assert message.options["eta"] > time.time() * 1000
