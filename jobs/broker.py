@@ -43,14 +43,19 @@ CONSUMED_QUEUES = tuple(q for q in QUEUES if q != "dead_letter")
 def build_broker() -> JobsRedisBroker:
     """A RedisBroker with our middleware, outermost first.
 
-    DB connections → tenant context → ledger → Dramatiq's limits and retries.
+    DB connections → heartbeat → interrupted jobs → tenant context → argument
+    validation → fairness → ledger → Dramatiq's limits and retries. Fairness
+    sits outside the ledger so a deferred message never touches its row; a
+    message with invalid arguments is dead-lettered before either.
     Dramatiq calls ``after_*`` hooks in reverse, so the ledger sees the
     decision Retries made (retry or dead-letter) before it records it.
     """
     from jobs.middleware.argument_validation import ArgumentValidation
+    from jobs.middleware.fairness import Fairness
     from jobs.middleware.heartbeat import WorkerHeartbeat, heartbeat_interval_ms
     from jobs.middleware.interrupted_jobs import InterruptedJobs
     from jobs.middleware.ledger import Ledger
+    from jobs.middleware.metrics import JobMetrics
     from jobs.middleware.soft_time_limit import SoftTimeLimit
     from jobs.middleware.tenant_context import TenantContext
 
@@ -60,7 +65,9 @@ def build_broker() -> JobsRedisBroker:
         InterruptedJobs(),
         TenantContext(),
         ArgumentValidation(),
+        Fairness(),
         Ledger(),
+        JobMetrics(),
         AgeLimit(max_age=jobs_settings.default_max_age_ms),
         TimeLimit(time_limit=jobs_settings.default_time_limit_ms, interval=100),
         SoftTimeLimit(soft_time_limit=jobs_settings.default_soft_time_limit_ms),

@@ -7,6 +7,8 @@ the environment; this accessor supplies the defaults when a setting is absent.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from typing import Any
 
 from django.conf import settings
@@ -90,12 +92,42 @@ class JobsSettings:
         return int(_get("JOBS_DEFAULT_MAX_AGE_MS", 7 * 86_400_000))
 
     @property
+    def fairness_cache_seconds(self) -> float:
+        return float(_get("JOBS_FAIRNESS_CACHE_SECONDS", 5))
+
+    @property
+    def fairness_defer_ms(self) -> int:
+        return int(_get("JOBS_FAIRNESS_DEFER_MS", 1_000))
+
+    @property
     def max_payload_bytes(self) -> int:
         return int(_get("JOBS_MAX_PAYLOAD_BYTES", 256 * 1024))
 
     @property
     def max_result_bytes(self) -> int:
         return int(_get("JOBS_MAX_RESULT_BYTES", 64 * 1024))
+
+    @property
+    def prometheus_port(self) -> int:
+        return int(_get("PROMETHEUS_PORT", 9540))
+
+    @property
+    def prometheus_host(self) -> str:
+        return str(_get("PROMETHEUS_HOST", "0.0.0.0"))  # noqa: S104
+
+    @property
+    def metrics_dir(self) -> str:
+        """The worker's multiprocess metrics directory (one per exporter port by default)."""
+        configured = str(_get("JOBS_METRICS_DIR", "") or "")
+        if configured:
+            return configured
+        return os.path.join(
+            tempfile.gettempdir(), f"toolboxai-worker-metrics-{self.prometheus_port}"
+        )
+
+    @property
+    def metrics_organization_ids(self) -> frozenset[int]:
+        return frozenset(int(v) for v in _get("JOBS_METRICS_ORGANIZATION_IDS", ()))
 
 
 jobs_settings = JobsSettings()

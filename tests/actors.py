@@ -76,6 +76,34 @@ def progress(*, steps: int, step_seconds: float) -> dict[str, Any]:
     return {"steps": steps}
 
 
+@job_type("tests.limited", queue="default", public=False, max_retries=0, rate_limit_per_minute=60)
+def limited(*, n: int) -> dict[str, Any]:
+    """A job type limited to 60 starts per minute across all workers."""
+    return {"n": n}
+
+
+@job_type("tests.drop_connection", queue="default", public=False, max_retries=0)
+def drop_connection() -> dict[str, Any]:
+    """Have Postgres terminate this worker thread's connection, as a failover would."""
+    import psycopg
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        pid = cursor.fetchone()[0]
+    db = connection.settings_dict
+    with psycopg.connect(
+        host=db["HOST"],
+        port=db["PORT"] or 5432,
+        user=db["USER"],
+        password=db["PASSWORD"],
+        dbname=db["NAME"],
+        autocommit=True,
+    ) as other:
+        other.execute("SELECT pg_terminate_backend(%s)", [pid])
+    return {"terminated": pid}
+
+
 @job_type("tests.crash_worker", queue="default", public=False, max_retries=3)
 def crash_worker() -> dict[str, Any]:
     """Kill the worker process running it (a poison pill); only where the test allows it."""

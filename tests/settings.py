@@ -16,3 +16,19 @@ from toolboxai.settings import *  # noqa: F403
 
 INSTALLED_APPS = [*INSTALLED_APPS, "tests"]  # noqa: F405
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+# django.tasks backends of tests/tasks.py: "retrying" retries once; "send_now"
+# sends without waiting for the surrounding transaction to commit.
+TASKS = {
+    **TASKS,  # noqa: F405
+    "retrying": {
+        "BACKEND": "jobs.backends.DramatiqBackend",
+        "QUEUES": [],
+        "OPTIONS": {"max_retries": 1},
+    },
+    "send_now": {
+        "BACKEND": "jobs.backends.DramatiqBackend",
+        "QUEUES": [],
+        "OPTIONS": {"enqueue_on_commit": False},
+    },
+}

@@ -62,10 +62,9 @@ def parse_database_url(url: str, *, base_dir: Path) -> dict[str, Any]:
     options = dict(parse_qsl(parts.query))
     if scheme == "sqlite":
         # sqlite:///relative/path.db (three slashes) or sqlite:////absolute/path.db (four).
+        # sqlite:///relative.db has path "/relative.db"; sqlite:////abs.db has "//abs.db".
         raw_path = unquote(parts.path)
         name = raw_path[1:] if raw_path.startswith("/") else raw_path
-        if url.startswith("sqlite:////"):
-            name = raw_path
         if not name:
             raise ImproperlyConfigured(
                 "DATABASE_URL for SQLite needs a file: sqlite:///state/db.sqlite3"

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import django_stubs_ext
+from django.core.exceptions import ImproperlyConfigured
 
 from toolboxai.env import (
     env_bool,
@@ -36,11 +37,14 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "django_prometheus",
     "tenants",
     "jobs",
 ]
 
 MIDDLEWARE = [
+    # First and last: request count and latency for /metrics (django-prometheus).
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -48,6 +52,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
 ROOT_URLCONF = "toolboxai.urls"
@@ -71,9 +76,13 @@ TEMPLATES = [
 
 DATABASES = {
     "default": parse_database_url(
-        env_str("DATABASE_URL", "sqlite:///.state/db.sqlite3"), base_dir=BASE_DIR
+        env_str("DATABASE_URL", f"sqlite:///{STATE_DIR / 'db.sqlite3'}"), base_dir=BASE_DIR
     )
 }
+# django-prometheus's wrappers of the same backends count queries and errors for /metrics.
+DATABASES["default"]["ENGINE"] = DATABASES["default"]["ENGINE"].replace(
+    "django.db.backends.", "django_prometheus.db.backends."
+)
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
 # Workers keep their connection between messages; the DB-connections
@@ -133,8 +142,39 @@ JOBS_DEFAULT_SOFT_TIME_LIMIT_MS = env_int("JOBS_DEFAULT_SOFT_TIME_LIMIT_MS", 240
 # Messages older than this (since enqueue) are dead-lettered without running.
 JOBS_DEFAULT_MAX_AGE_MS = env_int("JOBS_DEFAULT_MAX_AGE_MS", 7 * 86_400_000, minimum=1_000)
 
+# How long a worker caches an organization's active flag and concurrency cap.
+JOBS_FAIRNESS_CACHE_SECONDS = env_int("JOBS_FAIRNESS_CACHE_SECONDS", 5, minimum=0)
+# How long a job over its organization's concurrency cap waits before another try.
+JOBS_FAIRNESS_DEFER_MS = env_int("JOBS_FAIRNESS_DEFER_MS", 1_000, minimum=10)
+
 JOBS_MAX_PAYLOAD_BYTES = env_int("JOBS_MAX_PAYLOAD_BYTES", 256 * 1024, minimum=1)
 JOBS_MAX_RESULT_BYTES = env_int("JOBS_MAX_RESULT_BYTES", 64 * 1024, minimum=1)
+
+# --- django.tasks -----------------------------------------------------------
+# Every app's @task runs on our workers, as a ledger job (README, "Django tasks").
+TASKS = {
+    "default": {
+        "BACKEND": "jobs.backends.DramatiqBackend",
+        "QUEUES": [],  # [] allows every queue the workers consume
+        "OPTIONS": {"enqueue_on_commit": True, "max_retries": 0},
+    }
+}
+# --- Metrics ----------------------------------------------------------------
+# Port (and address) of the worker's Prometheus exporter, served by `rundramatiq`.
+PROMETHEUS_PORT = env_int("PROMETHEUS_PORT", 9540, minimum=0)
+PROMETHEUS_HOST = env_str("PROMETHEUS_HOST", "0.0.0.0")  # noqa: S104
+# Where the worker processes of one `rundramatiq` share their counters; emptied at start.
+# Empty: a directory under the system temp dir, one per PROMETHEUS_PORT.
+JOBS_METRICS_DIR = env_str("JOBS_METRICS_DIR", "")
+# Organization ids that get their own `organization` label on job metrics (others: "other").
+# Empty: job metrics have no organization label at all (cardinality).
+_metrics_org_ids = env_list("JOBS_METRICS_ORGANIZATION_IDS", [])
+if not all(v.isdigit() for v in _metrics_org_ids):
+    raise ImproperlyConfigured(
+        f"JOBS_METRICS_ORGANIZATION_IDS={','.join(_metrics_org_ids)!r} must be comma-separated "
+        "organization ids (numbers), e.g. 12,34."
+    )
+JOBS_METRICS_ORGANIZATION_IDS = [int(v) for v in _metrics_org_ids]
 
 # --- Logging ---------------------------------------------------------------
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
@@ -145,6 +185,8 @@ LOGGING = {
     "disable_existing_loggers": False,
     "filters": {
         "job_context": {"()": "jobs.logging.JobContextFilter"},
+        "deferred_skips": {"()": "jobs.logging.DeferredSkipFilter"},
+        "redact_secrets": {"()": "jobs.logging.RedactSecretsFilter"},
     },
     "formatters": {
         "text": {
@@ -160,7 +202,7 @@ LOGGING = {
         "console": {
             "class": "logging.StreamHandler",
             "formatter": LOG_FORMAT if LOG_FORMAT in {"text", "json"} else "text",
-            "filters": ["job_context"],
+            "filters": ["job_context", "deferred_skips", "redact_secrets"],
         },
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},

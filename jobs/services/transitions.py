@@ -15,12 +15,15 @@ from enum import StrEnum
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import F, Q
+from django.db.models import F, Max, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from jobs.conf import jobs_settings
-from jobs.models import AttemptOutcome, Job, JobAttempt, JobStatus
+from jobs.models import AttemptOutcome, Job, JobAttempt, JobEvent, JobEventKind, JobStatus
+
+#: Use the one-statement SQL of Postgres when available; the ORM path serves other databases.
+USE_POSTGRES_FAST_PATH = True
 
 #: A message for a job in one of these statuses is delivered to the job. A
 #: ``running`` job is not: a second message for it is a duplicate delivery.
@@ -57,8 +60,12 @@ WITH claimed AS (
      WHERE id = %(id)s
        AND status IN ('queued', 'retrying')
        AND cancel_requested_at IS NULL
-       AND (SELECT count(*) FROM jobs_jobattempt
-             WHERE job_id = %(id)s AND outcome = 'lost' AND error_type = %(lost)s) < %(poison)s
+       AND (SELECT count(*) FROM jobs_jobattempt a
+             WHERE a.job_id = %(id)s AND a.outcome = 'lost' AND a.error_type = %(lost)s
+               AND a.started_at > COALESCE(
+                   (SELECT max(e.created_at) FROM jobs_jobevent e
+                     WHERE e.job_id = %(id)s AND e.kind IN ('retried', 'replayed')),
+                   '-infinity'::timestamptz)) < %(poison)s
  RETURNING id, attempts
 ), lost AS (
     UPDATE jobs_jobattempt
@@ -75,6 +82,10 @@ SELECT attempts FROM claimed
 """
 
 
+def _fast_path() -> bool:
+    return USE_POSTGRES_FAST_PATH and connection.vendor == "postgresql"
+
+
 def job_attempt_start(*, job_id: str, worker_id: str) -> StartDecision:
     """Claim a delivery: mark the job running and open an attempt row.
 
@@ -85,7 +96,7 @@ def job_attempt_start(*, job_id: str, worker_id: str) -> StartDecision:
     """
     now = timezone.now()
     poison = jobs_settings.poison_threshold
-    if connection.vendor == "postgresql":
+    if _fast_path():
         with connection.cursor() as cursor:
             cursor.execute(
                 _PG_START,
@@ -156,9 +167,16 @@ def _why_not_started(job_id: str, now: datetime) -> StartDecision:
 
 
 def _lost_count(job_id: str) -> int:
-    return JobAttempt.objects.filter(
+    """Worker deaths while running the job since its last explicit retry or replay."""
+    lost = JobAttempt.objects.filter(
         job_id=job_id, outcome=AttemptOutcome.LOST, error_type=WORKER_LOST
-    ).count()
+    )
+    since = JobEvent.objects.filter(
+        job_id=job_id, kind__in=[JobEventKind.RETRIED, JobEventKind.REPLAYED]
+    ).aggregate(at=Max("created_at"))["at"]
+    if since is not None:
+        lost = lost.filter(started_at__gt=since)
+    return lost.count()
 
 
 @dataclass(frozen=True)
@@ -226,7 +244,7 @@ def job_attempt_finish(*, job_id: str, attempt: int, end: AttemptEnd) -> bool:
         "finished_at": now if terminal else None,
         "dead_lettered_at": now if end.status == JobStatus.FAILED else None,
     }
-    if connection.vendor == "postgresql":
+    if _fast_path():
         with connection.cursor() as cursor:
             cursor.execute(_PG_FINISH, params)
             row = cursor.fetchone()

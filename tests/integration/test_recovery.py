@@ -24,7 +24,7 @@ from jobs.errors import BrokerUnavailable
 from jobs.models import AttemptOutcome, Job, JobAttempt, JobStatus
 from jobs.recovery import run_once
 from jobs.redis_broker import JobsRedisBroker
-from jobs.services import job_attempt_start, job_message, job_submit
+from jobs.services import job_attempt_start, job_message, job_retry, job_submit
 from jobs.services.recovery import POISON, WORKER_LOST, job_attempts_mark_lost
 from jobs.services.transitions import StartVerdict
 from tests.actors import side_effects
@@ -329,3 +329,20 @@ def test_a_restarted_delay_queue_consumer_takes_back_the_delayed_messages_it_hel
 
     assert message is not None and message.message_id == str(job.pk)
     assert message.options["eta"] > time.time() * 1000
+
+
+def test_an_explicit_retry_gives_a_poison_job_a_fresh_budget_of_worker_deaths(
+    broker: JobsRedisBroker,
+) -> None:
+    job = job_submit(job_type="tests.count", payload={"key": "poison-retried"}).job
+    for n in range(3):
+        job_attempt_start(job_id=str(job.pk), worker_id=f"h:{n}:dead{n}")
+        job_attempts_mark_lost(
+            worker_ids=[f"h:{n}:dead{n}"], error_type=WORKER_LOST, error_message=""
+        )
+    assert job_attempt_start(job_id=str(job.pk), worker_id="h:8:x").verdict is StartVerdict.POISON
+
+    job_retry(job=_reload(job))
+
+    decision = job_attempt_start(job_id=str(job.pk), worker_id="h:9:y")
+    assert decision.verdict is StartVerdict.RUN and decision.attempt == 4
