@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/toolboxai
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: install browser run test test-fast lint format migrate clean compose-check
+.PHONY: install browser run test test-fast lint format migrate clean compose-check soak measure-recovery
 
 install: $(STAMP)
 
@@ -33,6 +33,16 @@ run: install
 test: install browser
 	@DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
 		$(PY) -m pytest $(PYTEST_ARGS)
+
+# The 2,000-job kill -9 soak alone (it also runs in `make test`).
+soak: install
+	@DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
+		$(PY) -m pytest -s -m soak $(PYTEST_ARGS)
+
+# Recovery time after kill -9 with production defaults (median of 3 runs; a few minutes).
+measure-recovery: install
+	@DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
+		$(PY) scripts/measure_recovery.py
 
 lint: install
 	$(VENV)/bin/ruff check .

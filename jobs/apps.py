@@ -9,6 +9,6 @@ class JobsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from jobs import broker
+        from jobs import broker, checks  # noqa: F401  (checks register on import)
 
         broker.setup()

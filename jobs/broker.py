@@ -15,6 +15,7 @@ from typing import Any
 
 import dramatiq
 import redis
+from django.utils import timezone
 from django_dramatiq.middleware import DbConnectionsMiddleware
 from dramatiq import Message
 from dramatiq.brokers.redis import RedisBroker
@@ -29,7 +30,9 @@ from dramatiq.middleware import (
 )
 
 from jobs.conf import jobs_settings
+from jobs.errors import BrokerUnavailable
 from jobs.queues import QUEUES, all_redis_queue_names
+from jobs.redis_broker import JobsRedisBroker
 from jobs.redis_client import connect_redis
 
 logger = logging.getLogger(__name__)
@@ -38,17 +41,20 @@ logger = logging.getLogger(__name__)
 CONSUMED_QUEUES = tuple(q for q in QUEUES if q != "dead_letter")
 
 
-def build_broker() -> RedisBroker:
+def build_broker() -> JobsRedisBroker:
     """A RedisBroker with our middleware, outermost first.
 
-    DB connections → heartbeat → tenant context → fairness → ledger → Dramatiq's
-    limits and retries. Fairness sits outside the ledger so a deferred message
-    never touches its row.
+    DB connections → heartbeat → interrupted jobs → tenant context → argument
+    validation → fairness → ledger → Dramatiq's limits and retries. Fairness
+    sits outside the ledger so a deferred message never touches its row; a
+    message with invalid arguments is dead-lettered before either.
     Dramatiq calls ``after_*`` hooks in reverse, so the ledger sees the
     decision Retries made (retry or dead-letter) before it records it.
     """
+    from jobs.middleware.argument_validation import ArgumentValidation
     from jobs.middleware.fairness import Fairness
     from jobs.middleware.heartbeat import WorkerHeartbeat, heartbeat_interval_ms
+    from jobs.middleware.interrupted_jobs import InterruptedJobs
     from jobs.middleware.ledger import Ledger
     from jobs.middleware.metrics import JobMetrics
     from jobs.middleware.soft_time_limit import SoftTimeLimit
@@ -57,7 +63,9 @@ def build_broker() -> RedisBroker:
     middleware = [
         DbConnectionsMiddleware(),
         WorkerHeartbeat(interval_ms=heartbeat_interval_ms()),
+        InterruptedJobs(),
         TenantContext(),
+        ArgumentValidation(),
         Fairness(),
         Ledger(),
         JobMetrics(),
@@ -73,7 +81,7 @@ def build_broker() -> RedisBroker:
             max_backoff=jobs_settings.default_max_backoff_ms,
         ),
     ]
-    broker = RedisBroker(
+    broker = JobsRedisBroker(
         client=build_redis_client(),
         namespace=jobs_settings.redis_namespace,
         heartbeat_timeout=jobs_settings.heartbeat_timeout_ms,
@@ -103,7 +111,7 @@ def build_redis_client() -> redis.Redis:
     )
 
 
-def setup() -> RedisBroker:
+def setup() -> JobsRedisBroker:
     """Build the broker, make it Dramatiq's global broker, and bind every job type to it."""
     from jobs import registry
 
@@ -114,10 +122,27 @@ def setup() -> RedisBroker:
     return broker
 
 
-def get_broker() -> RedisBroker:
+def get_broker() -> JobsRedisBroker:
     broker = dramatiq.get_broker()
-    assert isinstance(broker, RedisBroker), "jobs.broker.setup() has not run"
+    assert isinstance(broker, JobsRedisBroker), "jobs.broker.setup() has not run"
     return broker
+
+
+def ensure_broker_available() -> None:
+    """Raise :class:`BrokerUnavailable` if Redis does not answer a PING.
+
+    Submissions call this before writing anything, so a Redis outage refuses
+    the submission (the API answers 503) instead of accepting a job that would
+    wait for the recovery loop. If Redis fails after the check, the row is
+    committed anyway and the outbox relay sends it.
+    """
+    try:
+        get_broker().client.ping()
+    except redis.RedisError as exc:
+        raise BrokerUnavailable(
+            f"Redis (REDIS_URL) is unavailable ({type(exc).__name__}); nothing was created. "
+            "Retry in a few seconds."
+        ) from None
 
 
 _worker_ids: dict[int, str] = {}
@@ -137,7 +162,9 @@ def enqueue_messages(items: Sequence[tuple[Message[Any], int | None]]) -> None:
     """Send messages to Redis: one command for one message, one pipeline for many.
 
     A Redis failure is logged, not raised: the ledger rows are committed, and
-    the recovery loop re-sends queued rows that never reached Redis.
+    the recovery loop re-sends queued rows that never reached Redis. After a
+    successful send the rows' ``enqueued_at`` is set, which tells the outbox
+    relay to leave them alone.
     """
     if not items:
         return
@@ -146,8 +173,8 @@ def enqueue_messages(items: Sequence[tuple[Message[Any], int | None]]) -> None:
         if len(items) == 1:
             message, delay = items[0]
             broker.enqueue(message, delay=delay)
-            return
-        _enqueue_pipelined(broker, items)
+        else:
+            _enqueue_pipelined(broker, items)
     except redis.RedisError as exc:
         logger.warning(
             "Could not send %d message(s) to Redis (%s: %s); their jobs stay queued "
@@ -157,6 +184,20 @@ def enqueue_messages(items: Sequence[tuple[Message[Any], int | None]]) -> None:
             exc,
             items[0][0].message_id,
         )
+        return
+    _mark_enqueued([message.message_id for message, _ in items])
+
+
+def _mark_enqueued(job_ids: list[str]) -> None:
+    from django.db import DatabaseError
+
+    from jobs.services.recovery import jobs_mark_enqueued
+
+    try:
+        jobs_mark_enqueued(job_ids=job_ids, at=timezone.now())
+    except DatabaseError:
+        # The messages are in Redis; at worst the relay sends a duplicate, which the ledger skips.
+        logger.warning("Could not record that %d message(s) reached Redis.", len(job_ids))
 
 
 def _enqueue_pipelined(

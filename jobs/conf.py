@@ -73,7 +73,23 @@ class JobsSettings:
 
     @property
     def heartbeat_timeout_ms(self) -> int:
-        return int(_get("JOBS_HEARTBEAT_TIMEOUT_MS", 60_000))
+        return int(_get("JOBS_HEARTBEAT_TIMEOUT_MS", 30_000))
+
+    @property
+    def recovery_interval_ms(self) -> int:
+        return int(_get("JOBS_RECOVERY_INTERVAL_MS", 5_000))
+
+    @property
+    def recovery_batch_size(self) -> int:
+        return int(_get("JOBS_RECOVERY_BATCH_SIZE", 500))
+
+    @property
+    def outbox_grace_ms(self) -> int:
+        return int(_get("JOBS_OUTBOX_GRACE_MS", 10_000))
+
+    @property
+    def poison_threshold(self) -> int:
+        return int(_get("JOBS_POISON_THRESHOLD", 3))
 
     @property
     def dead_message_ttl_ms(self) -> int:

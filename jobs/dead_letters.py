@@ -301,6 +301,7 @@ def _replay_batch(chunk: list[str], user: User | None, via: str) -> list[str]:
             error_type="",
             error_message="",
             error_traceback="",
+            enqueued_at=None,  # until the new message reaches Redis (the outbox relay's cue)
         )
         jobs = list(Job.objects.filter(pk__in=ids))
         _audit(jobs, JobEventKind.REPLAYED, user=user, via=via)

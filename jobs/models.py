@@ -71,6 +71,9 @@ class Job(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
     dead_lettered_at = models.DateTimeField(null=True, blank=True)
+    #: When the job's latest message was handed to Redis (submission, retry, relay).
+    #: Null on a queued row means the send has not happened yet: the outbox relay sends it.
+    enqueued_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -106,6 +109,11 @@ class Job(models.Model):
             models.Index(fields=["status", "-created_at"], name="jobs_status_created"),
             models.Index(fields=["-created_at"], name="jobs_created"),
             models.Index(fields=["job_type", "-created_at"], name="jobs_type_created"),
+            models.Index(
+                fields=["created_at"],
+                condition=Q(status="queued", enqueued_at__isnull=True),
+                name="jobs_unsent",
+            ),
             # The admin's queue filter.
             models.Index(fields=["queue", "-created_at"], name="jobs_queue_created"),
             # The dashboard's throughput and failure rate per minute over 24 hours.

@@ -114,3 +114,48 @@ def stream_text(*, chunks: list[str], step_seconds: float = 0.1) -> dict[str, An
         job.publish_partial(chunk)
         job.progress(int(100 * number / len(chunks)), f"chunk {number}")
     return {"text": "".join(chunks)}
+
+
+@job_type("tests.crash_worker", queue="default", public=False, max_retries=3)
+def crash_worker() -> dict[str, Any]:
+    """Kill the worker process running it (a poison pill); only where the test allows it."""
+    import os
+    import signal
+
+    side_effects().incr("tests:crashes")
+    if os.environ.get("TESTS_ALLOW_CRASH") != "1":
+        raise RuntimeError(
+            "tests.crash_worker only crashes workers started with TESTS_ALLOW_CRASH=1"
+        )
+    os.kill(os.getpid(), signal.SIGKILL)
+    return {}
+
+
+_RECORD_ONCE = """
+if redis.call("set", KEYS[1], "1", "NX") then
+    redis.call("hincrby", KEYS[2], ARGV[1], 1)
+end
+redis.call("hincrby", KEYS[3], ARGV[1], 1)
+"""
+
+
+@job_type("tests.soak", queue="default", public=False, max_retries=3)
+def soak(*, key: str, sleep_seconds: float = 0) -> dict[str, Any]:
+    """Work briefly, then record its side effect idempotently (keyed by the job id).
+
+    ``tests:soak:effects`` counts effects (once per job, whatever the number of
+    runs); ``tests:soak:runs`` counts every run that got as far as recording.
+    """
+    job = current_job()
+    assert job is not None
+    if sleep_seconds:
+        time.sleep(sleep_seconds)
+    side_effects().eval(
+        _RECORD_ONCE,
+        3,
+        f"tests:soak:done:{job.job_id}",
+        "tests:soak:effects",
+        "tests:soak:runs",
+        key,
+    )
+    return {"key": key}

@@ -162,7 +162,17 @@ JOBS_WORKER_SHUTDOWN_TIMEOUT_MS = env_int("JOBS_WORKER_SHUTDOWN_TIMEOUT_MS", 30_
 # Redis key prefix of the broker, so several deployments can share one Redis.
 JOBS_REDIS_NAMESPACE = env_str("JOBS_REDIS_NAMESPACE", "dramatiq")
 # A worker whose heartbeat is older than this is dead; its messages are requeued.
-JOBS_HEARTBEAT_TIMEOUT_MS = env_int("JOBS_HEARTBEAT_TIMEOUT_MS", 60_000, minimum=1_000)
+# With the recovery interval this bounds recovery after a `kill -9` (about 35 s).
+JOBS_HEARTBEAT_TIMEOUT_MS = env_int("JOBS_HEARTBEAT_TIMEOUT_MS", 30_000, minimum=1_000)
+# --- Recovery (jobs/recovery.py, `manage.py recover`) ---
+# How often the recovery loop runs a pass.
+JOBS_RECOVERY_INTERVAL_MS = env_int("JOBS_RECOVERY_INTERVAL_MS", 5_000, minimum=50)
+# Most rows or workers one pass handles per step; the rest wait for the next pass.
+JOBS_RECOVERY_BATCH_SIZE = env_int("JOBS_RECOVERY_BATCH_SIZE", 500, minimum=1)
+# A queued row that has not reached Redis this long after it was created is re-sent.
+JOBS_OUTBOX_GRACE_MS = env_int("JOBS_OUTBOX_GRACE_MS", 10_000, minimum=0)
+# A job whose worker died this many times while running it fails as a poison message.
+JOBS_POISON_THRESHOLD = env_int("JOBS_POISON_THRESHOLD", 3, minimum=1)
 # How long Redis keeps dead-lettered messages (the ledger keeps them for good).
 JOBS_DEAD_MESSAGE_TTL_MS = env_int("JOBS_DEAD_MESSAGE_TTL_MS", 7 * 86_400_000, minimum=60_000)
 

@@ -14,6 +14,7 @@ from django.db import DatabaseError, connection
 from dramatiq.middleware import Middleware, SkipMessage, TimeLimitExceeded
 
 from jobs.broker import worker_id
+from jobs.conf import jobs_settings
 from jobs.errors import SoftTimeLimitExceeded
 from jobs.logging import bind_log_context, unbind_log_context
 from jobs.models import AttemptOutcome, JobStatus
@@ -41,8 +42,10 @@ class Ledger(Middleware):
     """Records every delivery in the ledger and decides whether it runs.
 
     - before: claim the job (``running``, attempt +1, open a JobAttempt). A job
-      already finished is acknowledged without running; a pending cancel
-      cancels it; a message without a row gets one (a raw ``actor.send``).
+      already finished or running elsewhere is acknowledged without running
+      (a duplicate delivery); a pending cancel cancels it; a job whose worker
+      died too often is failed and its message dead-lettered (poison); a
+      message without a row gets one (a raw ``actor.send``).
     - after: close the attempt and move the job to ``succeeded``,
       ``retrying`` (Retries re-enqueued it), ``failed`` (Retries gave up and
       the message is dead-lettered) or ``cancelled`` (it stopped at a checkpoint).
@@ -74,6 +77,24 @@ class Ledger(Middleware):
             broker.enqueue(message.copy(), delay=DATABASE_DOWN_DELAY_MS)
             raise SkipMessage("ledger unreachable") from None
 
+        if decision.verdict is StartVerdict.POISON:
+            logger.error(
+                "Job %s failed as a poison message: its worker died %d or more times "
+                "while running it. Dead-lettering its message.",
+                job_id,
+                jobs_settings.poison_threshold,
+            )
+            message.fail()
+            raise SkipMessage("poison message")
+        if decision.verdict is StartVerdict.RUNNING and _may_be_early_retry(message):
+            # Retries re-enqueues before this middleware records `retrying`; when
+            # that write is slow (a database hiccup), the retry can arrive while
+            # the row still says `running`. Wait for the write instead of dropping it.
+            deferrals = int(message.options.get("ledger_deferrals", 0))
+            delay = min(1_000 * 2**deferrals, 30_000)
+            logger.info("Job %s still looks running; its retry waits %d ms.", job_id, delay)
+            broker.enqueue(message.copy(options={"ledger_deferrals": deferrals + 1}), delay=delay)
+            raise SkipMessage("retry before its attempt was recorded")
         if decision.verdict is not StartVerdict.RUN:
             logger.info("Job %s is %s; acknowledging without running.", job_id, decision.verdict)
             raise SkipMessage(f"job {decision.verdict}")
@@ -139,6 +160,17 @@ class Ledger(Middleware):
         if state is not None:
             logger.warning("Job %s was skipped after it was claimed.", message.message_id)
             self.after_process_message(broker, message, exception=SkipMessage("skipped"))
+
+
+#: How often a retry that finds its job still ``running`` waits before it is dropped.
+MAX_LEDGER_DEFERRALS = 8
+
+
+def _may_be_early_retry(message: Any) -> bool:
+    return (
+        int(message.options.get("retries", 0)) > 0
+        and int(message.options.get("ledger_deferrals", 0)) < MAX_LEDGER_DEFERRALS
+    )
 
 
 def _finish_with_retries(ctx: JobContext, end: AttemptEnd) -> bool:

@@ -86,6 +86,7 @@ def job_retry(
             error_type="",
             error_message="",
             error_traceback="",
+            enqueued_at=None,  # until the new message reaches Redis (the outbox relay's cue)
         )
         job.refresh_from_db()
         if not changed:

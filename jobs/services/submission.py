@@ -14,7 +14,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from dramatiq import Message
 
-from jobs.broker import CONSUMED_QUEUES, enqueue_messages
+from jobs.broker import CONSUMED_QUEUES, enqueue_messages, ensure_broker_available
 from jobs.conf import jobs_settings
 from jobs.errors import InvalidPayload, InvalidSubmission, PayloadTooLarge
 from jobs.models import Job
@@ -82,8 +82,10 @@ def job_submit(
     """Submit one job. The message is sent when the caller's transaction commits.
 
     A rolled-back transaction sends nothing. Outside a transaction the message
-    is sent at once. With an ``idempotency_key`` already used in the same
-    organization, the existing job is returned and nothing is sent.
+    is sent at once. If Redis does not answer, ``BrokerUnavailable`` is raised
+    and nothing is written; if it fails after the row is written, the row
+    stays ``queued`` and the outbox relay (``jobs.recovery``) sends it. With
+    an ``idempotency_key`` already used in the same organization, the existing job is returned and nothing is sent.
     ``send_on_commit=False`` sends at once even inside a transaction: the
     worker then waits for the row's commit, and runs the job even if the
     transaction rolls back (``django.tasks`` backends offer this as an option).
@@ -102,6 +104,7 @@ def job_submit(
         existing = _existing_by_key(organization, [request.idempotency_key])
         if request.idempotency_key in existing:
             return Submission(job=existing[request.idempotency_key], created=False)
+        ensure_broker_available()
         submission_admit(organization=organization, count=1)
         try:
             with transaction.atomic():
@@ -113,6 +116,7 @@ def job_submit(
                 return Submission(job=existing[request.idempotency_key], created=False)
             raise
     else:
+        ensure_broker_available()
         submission_admit(organization=organization, count=1)
         prepared.job.save(force_insert=True)
     if send_on_commit:
@@ -145,6 +149,8 @@ def job_submit_many(
         )
     existing = _existing_by_key(organization, keys) if keys else {}
     fresh = [p for p in prepared if p.job.idempotency_key not in existing]
+    if fresh:
+        ensure_broker_available()
     submission_admit(organization=organization, count=len(fresh))
     try:
         with transaction.atomic():

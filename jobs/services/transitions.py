@@ -15,23 +15,33 @@ from enum import StrEnum
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import F, Q
+from django.db.models import F, Max, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from jobs.models import AttemptOutcome, Job, JobAttempt, JobStatus
+from jobs.conf import jobs_settings
+from jobs.models import AttemptOutcome, Job, JobAttempt, JobEvent, JobEventKind, JobStatus
 
 #: Use the one-statement SQL of Postgres when available; the ORM path serves other databases.
 USE_POSTGRES_FAST_PATH = True
 
-#: A message for a job in one of these statuses is delivered to the job.
-_STARTABLE = (JobStatus.QUEUED, JobStatus.RETRYING, JobStatus.RUNNING)
+#: A message for a job in one of these statuses is delivered to the job. A
+#: ``running`` job is not: a second message for it is a duplicate delivery.
+#: When its worker dies, the recovery loop moves it to ``retrying`` first.
+_STARTABLE = (JobStatus.QUEUED, JobStatus.RETRYING)
+
+#: ``error_type`` of an attempt whose worker died; these count towards the poison threshold.
+WORKER_LOST = "WorkerLost"
+#: ``error_type`` of a job failed because its worker died too often while running it.
+POISON = "PoisonMessage"
 
 
 class StartVerdict(StrEnum):
     RUN = "run"  # claimed: run the job
     FINISHED = "finished"  # already succeeded, failed or cancelled: acknowledge, do not run
     CANCELLED = "cancelled"  # a cancel was pending: now cancelled, do not run
+    RUNNING = "running"  # another attempt is running: a duplicate delivery, do not run
+    POISON = "poison"  # its worker died too often running it: now failed, dead-letter it
     MISSING = "missing"  # no ledger row
 
 
@@ -48,12 +58,19 @@ WITH claimed AS (
            attempts = attempts + 1,
            started_at = COALESCE(started_at, %(now)s)
      WHERE id = %(id)s
-       AND status IN ('queued', 'retrying', 'running')
+       AND status IN ('queued', 'retrying')
        AND cancel_requested_at IS NULL
+       AND (SELECT count(*) FROM jobs_jobattempt a
+             WHERE a.job_id = %(id)s AND a.outcome = 'lost' AND a.error_type = %(lost)s
+               AND a.started_at > COALESCE(
+                   (SELECT max(e.created_at) FROM jobs_jobevent e
+                     WHERE e.job_id = %(id)s AND e.kind IN ('retried', 'replayed')),
+                   '-infinity'::timestamptz)) < %(poison)s
  RETURNING id, attempts
 ), lost AS (
     UPDATE jobs_jobattempt
-       SET outcome = 'lost', finished_at = %(now)s
+       SET outcome = 'lost', finished_at = %(now)s, error_type = %(lost)s,
+           error_message = 'The attempt was still open when the job was claimed again.'
      WHERE job_id = %(id)s AND finished_at IS NULL
        AND EXISTS (SELECT 1 FROM claimed)
 ), opened AS (
@@ -72,17 +89,29 @@ def _fast_path() -> bool:
 def job_attempt_start(*, job_id: str, worker_id: str) -> StartDecision:
     """Claim a delivery: mark the job running and open an attempt row.
 
-    A job already finished is not run again (a duplicate delivery). A job
-    whose cancel was requested before it started becomes cancelled.
+    A job already finished or running is not run again (a duplicate
+    delivery). A job whose cancel was requested before it started becomes
+    cancelled. A job whose worker died ``JOBS_POISON_THRESHOLD`` times while
+    running it becomes failed (a poison message).
     """
     now = timezone.now()
+    poison = jobs_settings.poison_threshold
     if _fast_path():
         with connection.cursor() as cursor:
-            cursor.execute(_PG_START, {"id": job_id, "now": now, "worker_id": worker_id})
+            cursor.execute(
+                _PG_START,
+                {
+                    "id": job_id,
+                    "now": now,
+                    "worker_id": worker_id,
+                    "lost": WORKER_LOST,
+                    "poison": poison,
+                },
+            )
             row = cursor.fetchone()
         if row is not None:
             return StartDecision(StartVerdict.RUN, attempt=int(row[0]))
-    else:
+    elif _lost_count(job_id) < poison:
         with transaction.atomic():
             claimed = Job.objects.filter(
                 pk=job_id, status__in=_STARTABLE, cancel_requested_at__isnull=True
@@ -94,7 +123,7 @@ def job_attempt_start(*, job_id: str, worker_id: str) -> StartDecision:
             if claimed:
                 attempt = Job.objects.values_list("attempts", flat=True).get(pk=job_id)
                 JobAttempt.objects.filter(job_id=job_id, finished_at__isnull=True).update(
-                    outcome=AttemptOutcome.LOST, finished_at=now
+                    outcome=AttemptOutcome.LOST, finished_at=now, error_type=WORKER_LOST
                 )
                 JobAttempt.objects.create(
                     job_id=job_id, number=attempt, worker_id=worker_id, started_at=now
@@ -113,7 +142,41 @@ def _why_not_started(job_id: str, now: datetime) -> StartDecision:
             status=JobStatus.CANCELLED, finished_at=now
         )
         return StartDecision(StartVerdict.CANCELLED)
+    if status in _STARTABLE:
+        lost = _lost_count(job_id)
+        if lost >= jobs_settings.poison_threshold and Job.objects.filter(
+            pk=job_id, status__in=_STARTABLE
+        ).update(
+            status=JobStatus.FAILED,
+            error_type=POISON,
+            error_message=(
+                f"Poison message: the worker running this job died {lost} times "
+                f"(JOBS_POISON_THRESHOLD={jobs_settings.poison_threshold}); it is not "
+                "delivered again. Fix the cause, then retry the job explicitly."
+            ),
+            error_traceback="",
+            finished_at=now,
+            dead_lettered_at=now,
+        ):
+            return StartDecision(StartVerdict.POISON)
+        # Claimed by a concurrent delivery between the two statements.
+        status = Job.objects.values_list("status", flat=True).get(pk=job_id)
+    if status == JobStatus.RUNNING:
+        return StartDecision(StartVerdict.RUNNING)
     return StartDecision(StartVerdict.FINISHED)
+
+
+def _lost_count(job_id: str) -> int:
+    """Worker deaths while running the job since its last explicit retry or replay."""
+    lost = JobAttempt.objects.filter(
+        job_id=job_id, outcome=AttemptOutcome.LOST, error_type=WORKER_LOST
+    )
+    since = JobEvent.objects.filter(
+        job_id=job_id, kind__in=[JobEventKind.RETRIED, JobEventKind.REPLAYED]
+    ).aggregate(at=Max("created_at"))["at"]
+    if since is not None:
+        lost = lost.filter(started_at__gt=since)
+    return lost.count()
 
 
 @dataclass(frozen=True)
@@ -144,7 +207,8 @@ WITH job AS (
            error_message = %(error_message)s,
            error_traceback = %(error_traceback)s,
            finished_at = %(finished_at)s,
-           dead_lettered_at = %(dead_lettered_at)s
+           dead_lettered_at = %(dead_lettered_at)s,
+           enqueued_at = CASE WHEN %(status)s = 'retrying' THEN %(now)s ELSE enqueued_at END
      WHERE id = %(id)s AND status = 'running' AND attempts = %(attempt)s
  RETURNING id
 ), attempt AS (
@@ -194,6 +258,8 @@ def job_attempt_finish(*, job_id: str, attempt: int, end: AttemptEnd) -> bool:
             "finished_at": params["finished_at"],
             "dead_lettered_at": params["dead_lettered_at"],
         }
+        if end.status == JobStatus.RETRYING:
+            fields["enqueued_at"] = now
         if end.status == JobStatus.SUCCEEDED:
             fields["result"] = json.loads(end.result_json) if end.result_json else None
             fields["progress"] = 100

@@ -150,3 +150,34 @@ def start_web(tmp_path: Path) -> Iterator[Callable[..., WebServer]]:
     yield _start
     for process in started:
         process.stop()
+
+
+#: Settings that make failure detection fast in fault-injection tests.
+FAST_RECOVERY_ENV = {
+    "JOBS_HEARTBEAT_TIMEOUT_MS": "2000",
+    "JOBS_RECOVERY_INTERVAL_MS": "200",
+    "JOBS_OUTBOX_GRACE_MS": "500",
+    "JOBS_WORKER_SHUTDOWN_TIMEOUT_MS": "5000",
+    "dramatiq_restart_delay": "300",
+}
+
+
+@pytest.fixture
+def broker_on(broker: Any) -> Iterator[Callable[[str], Any]]:
+    """Point this process's global broker (submissions, ``get_broker``) at another Redis."""
+    from django.test import override_settings
+
+    from jobs.broker import setup
+
+    overrides: list[Any] = []
+
+    def _switch(url: str) -> Any:
+        override = override_settings(REDIS_URL=url)
+        override.enable()
+        overrides.append(override)
+        return setup()
+
+    yield _switch
+    for override in reversed(overrides):
+        override.disable()
+    setup()

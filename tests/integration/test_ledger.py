@@ -439,3 +439,31 @@ def test_the_end_of_an_attempt_is_recorded_after_the_database_connection_drops(
 
     assert job.status == JobStatus.SUCCEEDED
     assert job.result is not None and "terminated" in job.result
+
+
+def test_a_retry_that_arrives_before_its_failed_attempt_is_recorded_waits_for_it(
+    broker: Any, worker: Any, wait_for: Any
+) -> None:
+    from jobs.inspection import queue_stats
+
+    job = job_submit(job_type="tests.count", payload={"key": "early-retry"}).job
+    # Take the first message out of play and claim attempt 1 by hand, as a worker would.
+    broker.client.delete(f"{broker.namespace}:default", f"{broker.namespace}:default.msgs")
+    assert job_attempt_start(job_id=str(job.pk), worker_id="h:1:a").attempt == 1
+    retry = job_message(job).copy(options={"retries": 1})
+    enqueue_messages([(retry, None)])
+
+    # The worker sees the row still `running` and puts the retry back with a delay.
+    wait_for(lambda: {s.queue: s for s in queue_stats(broker)}["default"].delayed == 1)
+    assert side_effects().get("tests:runs:early-retry") is None
+    # The slow write of attempt 1 lands.
+    job_attempt_finish(
+        job_id=str(job.pk),
+        attempt=1,
+        end=AttemptEnd(status=JobStatus.RETRYING, outcome=AttemptOutcome.FAILED),
+    )
+
+    wait_for(lambda: _finished(job), timeout=20)
+    assert job.status == JobStatus.SUCCEEDED
+    assert job.attempts == 2
+    assert side_effects().get("tests:runs:early-retry") == b"1"

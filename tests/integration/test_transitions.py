@@ -16,6 +16,7 @@ from jobs.services import (
     job_submit,
     transitions,
 )
+from jobs.services.recovery import WORKER_LOST, job_attempts_mark_lost
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -68,7 +69,10 @@ def test_a_late_event_from_an_older_attempt_changes_only_its_attempt(
 ) -> None:
     job = job_submit(job_type="diagnostics.echo", payload={"message": "m"}).job
     job_attempt_start(job_id=str(job.pk), worker_id="h:1:a")
-    # The worker of attempt 1 vanished; a redelivery claims attempt 2.
+    # A second delivery while attempt 1 runs is a duplicate: it does not claim the job.
+    assert job_attempt_start(job_id=str(job.pk), worker_id="h:2:b").verdict is StartVerdict.RUNNING
+    # The worker of attempt 1 vanished; recovery marks it lost, and a redelivery claims attempt 2.
+    job_attempts_mark_lost(worker_ids=["h:1:a"], error_type=WORKER_LOST, error_message="")
     job_attempt_start(job_id=str(job.pk), worker_id="h:2:b")
 
     late = AttemptEnd(status=JobStatus.FAILED, outcome=AttemptOutcome.FAILED)

@@ -1,0 +1,77 @@
+"""Dead-letters a message whose arguments its job type refuses, before the ledger claims it."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from typing import Any
+
+import dramatiq
+from django.db import DatabaseError
+from dramatiq.middleware import Middleware, SkipMessage
+
+from jobs.errors import InvalidPayload, UnknownJobType
+
+logger = logging.getLogger(__name__)
+
+#: ``error_type`` recorded on a job whose message carried arguments it cannot run with.
+INVALID_ARGUMENTS = "InvalidArguments"
+
+
+class ArgumentValidation(Middleware):
+    """Checks a message's arguments against its job type; a bad one never runs.
+
+    Retrying a message whose arguments are wrong only fails again, so it is
+    dead-lettered at once (``message.fail()`` + ``SkipMessage``), its job is
+    failed with ``InvalidArguments``, and one error is logged. Messages of
+    actors that are not job types are left alone.
+    """
+
+    def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
+        from jobs.registry import get_job_type
+
+        try:
+            jt = get_job_type(message.actor_name)
+        except UnknownJobType:
+            return
+        problem = _problem(jt, message.args, message.kwargs)
+        if problem is None:
+            return
+        from jobs.services.recovery import job_dead_letter
+
+        logger.error(
+            "Dead-lettered message %s of %s: %s. It stays in the dead-letter set.",
+            message.message_id,
+            message.actor_name,
+            problem,
+        )
+        try:
+            job_dead_letter(
+                job_id=message.message_id,
+                error_type=INVALID_ARGUMENTS,
+                error_message=f"The message's arguments are invalid: {problem}.",
+            )
+        except DatabaseError:
+            logger.warning("Could not record the dead letter of job %s.", message.message_id)
+        message.fail()
+        raise SkipMessage("invalid arguments")
+
+
+def _problem(jt: Any, args: Any, kwargs: Any) -> str | None:
+    from jobs.services import validate_payload
+
+    if args:
+        return f"job types take keyword arguments only, got {len(args)} positional"
+    if not isinstance(kwargs, dict):
+        return f"the keyword arguments are a {type(kwargs).__name__}, not an object"
+    if jt.payload_serializer is not None:
+        try:
+            validate_payload(jt, kwargs)
+        except InvalidPayload as exc:
+            return str(exc)
+        return None
+    try:
+        inspect.signature(jt.fn).bind(**kwargs)
+    except TypeError as exc:
+        return str(exc)
+    return None

@@ -1,0 +1,362 @@
+"""The recovery loop: no job is lost when workers, processes or Redis fail.
+
+:func:`run_once` is one pass. ``manage.py recover`` runs it every
+``JOBS_RECOVERY_INTERVAL_MS``; the scheduler's leader may call it too. It is
+idempotent, bounded (at most ``JOBS_RECOVERY_BATCH_SIZE`` rows or workers per
+step) and safe to call from several processes at once: a short Redis lock
+lets one pass run at a time, and every write is conditional anyway.
+
+A pass, in order:
+
+1. **Redis state.** ``<ns>:__recovery__`` marks a Redis that still has our
+   data. If it is missing (first run, or Redis restarted without persistence,
+   was flushed or failed over), the messages of waiting jobs are gone: every
+   waiting row sent before that moment is re-sent (step 4), and heartbeats
+   are not trusted for one heartbeat timeout, so live workers can reconnect.
+   The same hold-off applies when no pass ran for a heartbeat timeout.
+2. **Dead workers.** A worker process is dead when both its Dramatiq
+   heartbeat (``<ns>:__heartbeats__``) and its registry entry
+   (``<ns>:__workers__``) are older than ``JOBS_HEARTBEAT_TIMEOUT_MS``, or
+   when the ledger has attempts open on a worker Redis does not know. Its
+   open attempts become ``lost`` and their jobs ``retrying``; then every
+   message it held, in every queue, band and delay queue, goes back to its
+   queue. A lost job whose message was not found is re-sent from the ledger.
+3. **Outbox relay.** A ``queued`` row that never reached Redis (a crash
+   between commit and send, or Redis failing at that moment) is sent once it
+   is ``JOBS_OUTBOX_GRACE_MS`` old. A ``retrying`` row whose retry should have
+   run long ago (its retry message was lost) is sent again.
+4. **Reconcile** after a data loss (step 1), in batches over several passes.
+5. **Dead letters** older than ``JOBS_DEAD_MESSAGE_TTL_MS`` leave Redis
+   (Dramatiq's random maintenance did that; the ledger keeps them for good).
+
+Redis commands used: ``EVALSHA``/``SCRIPT LOAD``, ``SET``/``DEL`` (lock),
+``HGET``/``HSET``/``HDEL``/``HGETALL``, ``ZRANGEBYSCORE``/``ZSCORE``/``ZREM``,
+``LLEN``, and the keys ``<ns>:*``; never ``KEYS`` or ``SCAN``. The scripts
+reach keys they compute from the namespace, like Dramatiq's own, so this
+needs a single Redis (not Cluster). ACL: ``+@read +@write +@scripting
++ping ~<ns>:*``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import redis
+from django.utils import timezone
+
+from jobs.broker import enqueue_messages, get_broker
+from jobs.conf import jobs_settings
+from jobs.errors import UnknownJobType
+from jobs.middleware.heartbeat import workers_key
+from jobs.models import Job, JobStatus
+from jobs.redis_broker import JobsRedisBroker
+from jobs.registry import all_job_types, get_job_type
+from jobs.services.recovery import (
+    WORKER_LOST,
+    job_attempts_mark_lost,
+    job_dead_letter,
+    jobs_sent_before,
+    jobs_stranded_retrying,
+    jobs_unsent,
+    open_attempt_workers,
+    open_attempt_workers_of,
+    relay_messages,
+)
+
+logger = logging.getLogger(__name__)
+
+#: Set when a pass in this process failed on Redis; the next pass holds off judging heartbeats.
+_redis_failed = False
+
+_RELEASE_LOCK = """
+if redis.call("get", KEYS[1]) == ARGV[1] then
+    return redis.call("del", KEYS[1])
+end
+return 0
+"""
+
+
+@dataclass
+class WorkerRecovery:
+    """What recovering one worker process did.
+
+    Parameters:
+      broker_id: the worker's Dramatiq broker id.
+      lost: jobs whose open attempt was closed as lost; each runs again.
+      cancelled: jobs whose pending cancel was applied instead.
+      requeued: messages moved from the worker's acks sets back to their queues.
+      resent: lost jobs whose message was gone from Redis, sent again from the ledger.
+    """
+
+    broker_id: str
+    lost: list[str] = field(default_factory=list)
+    cancelled: list[str] = field(default_factory=list)
+    requeued: int = 0
+    resent: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RecoveryReport:
+    """What one pass did. ``skipped`` means another process held the pass lock."""
+
+    skipped: bool = False
+    redis_data_lost: bool = False
+    heartbeats_trusted: bool = True
+    dead_workers: list[WorkerRecovery] = field(default_factory=list)
+    relayed: list[str] = field(default_factory=list)
+    reconciled: list[str] = field(default_factory=list)
+    undeliverable: list[str] = field(default_factory=list)
+    expired_dead_letters: int = 0
+
+    @property
+    def did_something(self) -> bool:
+        return bool(
+            self.redis_data_lost
+            or self.dead_workers
+            or self.relayed
+            or self.reconciled
+            or self.undeliverable
+            or self.expired_dead_letters
+        )
+
+    def summary(self) -> str:
+        lost = sum(len(w.lost) for w in self.dead_workers)
+        requeued = sum(w.requeued for w in self.dead_workers)
+        resent = sum(len(w.resent) for w in self.dead_workers)
+        return (
+            f"dead workers {len(self.dead_workers)}, lost attempts {lost}, "
+            f"requeued {requeued}, re-sent {resent}, relayed {len(self.relayed)}, "
+            f"reconciled {len(self.reconciled)}, undeliverable {len(self.undeliverable)}, "
+            f"expired dead letters {self.expired_dead_letters}"
+            + (", Redis data loss detected" if self.redis_data_lost else "")
+        )
+
+
+def run_once(broker: JobsRedisBroker | None = None) -> RecoveryReport:
+    """Run one recovery pass (see the module docstring). Raises Redis and database errors."""
+    global _redis_failed
+    broker = broker or get_broker()
+    lock_key = f"{broker.namespace}:__recovery__.lock"
+    token = uuid.uuid4().hex
+    lock_ms = max(30_000, 6 * jobs_settings.recovery_interval_ms)
+    try:
+        acquired = broker.client.set(lock_key, token, nx=True, px=lock_ms)
+    except redis.RedisError:
+        _redis_failed = True
+        raise
+    if not acquired:
+        return RecoveryReport(skipped=True)
+    try:
+        report = RecoveryReport()
+        now_ms = _now_ms()
+        report.heartbeats_trusted, report.redis_data_lost, reconcile_before_ms = _state(
+            broker, now_ms, redis_was_down=_redis_failed
+        )
+        _redis_failed = False
+        if report.heartbeats_trusted:
+            _recover_dead_workers(broker, now_ms, report)
+        _relay(broker, report)
+        if reconcile_before_ms is not None:
+            _reconcile(broker, reconcile_before_ms, report)
+        report.expired_dead_letters = _expire_dead_letters(broker, now_ms)
+        broker.client.hset(_state_key(broker), "last_pass_ms", _now_ms())
+        if report.did_something:
+            logger.info("Recovery pass: %s.", report.summary())
+        return report
+    except redis.RedisError:
+        _redis_failed = True
+        raise
+    finally:
+        with contextlib.suppress(redis.RedisError):
+            broker.client.eval(_RELEASE_LOCK, 1, lock_key, token)
+
+
+def recover_worker(
+    broker: JobsRedisBroker,
+    broker_id: str,
+    *,
+    error_type: str = WORKER_LOST,
+    error_message: str = "The worker process died while running this job; it runs again.",
+) -> WorkerRecovery:
+    """Close a worker's open attempts as lost and hand every message it held back.
+
+    Used for dead workers by :func:`run_once` and for a stopping worker's
+    unfinished jobs by the ``InterruptedJobs`` middleware.
+    """
+    outcome = WorkerRecovery(broker_id=broker_id)
+    # The ledger first: a message put back finds its job ``retrying``, claimable.
+    lost = job_attempts_mark_lost(
+        worker_ids=open_attempt_workers_of(broker_ids=[broker_id]),
+        error_type=error_type,
+        error_message=error_message,
+    )
+    outcome.lost, outcome.cancelled = lost.rerun, lost.cancelled
+    requeued = broker.requeue_worker(broker_id, broker.all_queue_names(), forget=True)
+    outcome.requeued = len(requeued)
+    broker.client.hdel(workers_key(broker.namespace), broker_id)
+    missing = sorted(set(outcome.lost) - set(requeued))
+    if missing:
+        outcome.resent = _send(Job.objects.filter(pk__in=missing, status=JobStatus.RETRYING))
+    return outcome
+
+
+def _recover_dead_workers(broker: JobsRedisBroker, now_ms: int, report: RecoveryReport) -> None:
+    timeout_ms = jobs_settings.heartbeat_timeout_ms
+    batch = jobs_settings.recovery_batch_size
+    cutoff_ms = now_ms - timeout_ms
+    heartbeats = f"{broker.namespace}:__heartbeats__"
+    candidates: list[str] = [
+        b.decode() if isinstance(b, bytes) else str(b)
+        for b in broker.client.zrangebyscore(heartbeats, "-inf", f"({cutoff_ms}", 0, batch)
+    ]
+    started_before = datetime.fromtimestamp(cutoff_ms / 1000, tz=UTC)
+    for worker in open_attempt_workers(started_before=started_before, limit=batch):
+        broker_id = worker.rsplit(":", 1)[-1]
+        if broker_id not in candidates:
+            candidates.append(broker_id)
+    if not candidates:
+        return
+    with broker.client.pipeline(transaction=False) as pipe:
+        for broker_id in candidates:
+            pipe.zscore(heartbeats, broker_id)
+            pipe.hget(workers_key(broker.namespace), broker_id)
+        seen = pipe.execute()
+    for i, broker_id in enumerate(candidates):
+        if broker_id == broker.broker_id:
+            continue
+        beat, entry = seen[2 * i], seen[2 * i + 1]
+        if beat is not None and float(beat) >= cutoff_ms:
+            continue
+        if entry is not None and _last_seen_ms(entry) >= cutoff_ms:
+            continue
+        outcome = recover_worker(broker, broker_id)
+        report.dead_workers.append(outcome)
+        logger.warning(
+            "Worker %s is dead (no heartbeat for %d ms): %d attempt(s) lost, %d message(s) "
+            "requeued, %d re-sent.",
+            broker_id,
+            timeout_ms,
+            len(outcome.lost),
+            outcome.requeued,
+            len(outcome.resent),
+        )
+
+
+def _relay(broker: JobsRedisBroker, report: RecoveryReport) -> None:
+    now = timezone.now()
+    batch = jobs_settings.recovery_batch_size
+    unsent = jobs_unsent(
+        created_before=now - timedelta(milliseconds=jobs_settings.outbox_grace_ms), limit=batch
+    )
+    report.relayed += _send(unsent, report=report)
+    longest_backoff_ms = max(
+        [jobs_settings.default_max_backoff_ms] + [jt.max_backoff_ms or 0 for jt in all_job_types()]
+    )
+    horizon = timedelta(
+        milliseconds=longest_backoff_ms
+        + jobs_settings.outbox_grace_ms
+        + jobs_settings.heartbeat_timeout_ms
+    )
+    stranded = jobs_stranded_retrying(enqueued_before=now - horizon, limit=batch)
+    report.relayed += _send(stranded, report=report)
+
+
+def _reconcile(broker: JobsRedisBroker, before_ms: int, report: RecoveryReport) -> None:
+    batch = jobs_settings.recovery_batch_size
+    before = datetime.fromtimestamp(before_ms / 1000, tz=UTC)
+    rows = jobs_sent_before(before=before, limit=batch)
+    report.reconciled += _send(rows, report=report)
+    if len(rows) < batch:
+        broker.client.hdel(_state_key(broker), "reconcile_before_ms")
+        logger.info("Reconciled the ledger with Redis after the data loss.")
+
+
+def _send(jobs: Iterable[Job], *, report: RecoveryReport | None = None) -> list[str]:
+    """Send ledger rows' messages; rows of job types no longer registered are failed."""
+    sendable: list[Job] = []
+    for job in jobs:
+        try:
+            get_job_type(job.job_type)
+        except UnknownJobType:
+            if job_dead_letter(
+                job_id=str(job.pk),
+                error_type="UnknownJobType",
+                error_message=f"No job type {job.job_type!r} is registered; it cannot run.",
+            ):
+                logger.error("Job %s names unknown job type %r; failed.", job.pk, job.job_type)
+                if report is not None:
+                    report.undeliverable.append(str(job.pk))
+            continue
+        sendable.append(job)
+    if sendable:
+        enqueue_messages(relay_messages(sendable))
+    return [str(job.pk) for job in sendable]
+
+
+def _state(
+    broker: JobsRedisBroker, now_ms: int, *, redis_was_down: bool
+) -> tuple[bool, bool, int | None]:
+    """(heartbeats trusted, data loss detected now, reconcile-before timestamp)."""
+    key = _state_key(broker)
+    timeout_ms = jobs_settings.heartbeat_timeout_ms
+    raw = broker.client.hgetall(key)
+    state = {k.decode(): int(v) for k, v in raw.items()} if raw else {}
+    data_lost = "epoch_ms" not in state
+    if data_lost:
+        logger.warning(
+            "Redis has no recovery marker (%s): this is the first pass against it, or it "
+            "lost its data (restart without persistence, flush, failover). Re-sending every "
+            "waiting job sent before now; duplicates are skipped by the ledger.",
+            key,
+        )
+        state = {
+            "epoch_ms": now_ms,
+            "reconcile_before_ms": now_ms,
+            "hold_until_ms": now_ms + timeout_ms,
+        }
+        broker.client.hset(key, mapping=state)
+    elif redis_was_down or now_ms - state.get("last_pass_ms", now_ms) > timeout_ms:
+        # Redis was unreachable, or no pass ran for a whole timeout: heartbeats may be stale
+        # for everyone. Give live workers one timeout to beat again before judging them.
+        state["hold_until_ms"] = now_ms + timeout_ms
+        broker.client.hset(key, "hold_until_ms", state["hold_until_ms"])
+    trusted = now_ms >= state.get("hold_until_ms", 0)
+    return trusted, data_lost, state.get("reconcile_before_ms")
+
+
+def _expire_dead_letters(broker: JobsRedisBroker, now_ms: int) -> int:
+    cutoff = now_ms - jobs_settings.dead_message_ttl_ms
+    batch = jobs_settings.recovery_batch_size
+    expired = 0
+    for queue in sorted(broker.get_declared_queues()):
+        xq = f"{broker.namespace}:{queue}.XQ"
+        ids = broker.client.zrangebyscore(xq, "-inf", cutoff, 0, batch)
+        if ids:
+            with broker.client.pipeline(transaction=False) as pipe:
+                pipe.zrem(xq, *ids)
+                pipe.hdel(f"{xq}.msgs", *ids)
+                pipe.execute()
+            expired += len(ids)
+    return expired
+
+
+def _state_key(broker: JobsRedisBroker) -> str:
+    return f"{broker.namespace}:__recovery__"
+
+
+def _last_seen_ms(entry: bytes) -> float:
+    try:
+        return float(json.loads(entry)["last_seen"]) * 1000
+    except (ValueError, KeyError, TypeError):
+        return 0.0
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

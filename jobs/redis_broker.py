@@ -1,0 +1,272 @@
+"""Dramatiq's RedisBroker, hardened: no message stays stuck in an acks set.
+
+Dramatiq 2.2's Redis consumer loses track of messages in three ways, each
+fixed here rather than in site-packages:
+
+- A message that cannot be decoded raises out of the consumer, which drops
+  every message prefetched with it; they stay in the worker's acks set until
+  the worker dies. :class:`JobsRedisConsumer` fetches ``(redis id, body)``
+  pairs, dead-letters an undecodable body or an unknown actor by its Redis
+  id, logs it once, and hands its neighbours on.
+- After a connection error the worker drops the delayed messages it held in
+  memory while they stay in its ``.DQ`` acks set. A delay-queue consumer
+  starting in a process puts back whatever that process still holds there.
+- Requeueing a dead worker's messages happens on a random 0.1 % of commands
+  (and uses ``KEYS``). The broker turns that off (``maintenance_chance=0``);
+  ``jobs.recovery`` requeues dead workers' messages on a fixed interval with
+  :meth:`JobsRedisBroker.requeue_worker`, naming every key it touches.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import redis
+from dramatiq import Message
+from dramatiq.broker import MessageProxy
+from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
+from dramatiq.common import compute_backoff, dq_name
+from dramatiq.errors import ActorNotFound, ConnectionClosed, DecodeError
+
+logger = logging.getLogger(__name__)
+
+#: Redis errors after which an operation is worth retrying once Redis is back.
+TRANSIENT_ERRORS = (redis.ConnectionError, redis.TimeoutError)
+
+# Fetch like Dramatiq's ``fetch`` command, but return (id, found, body) triples so
+# the consumer can ack or dead-letter a message whose body it cannot decode.
+_FETCH = """
+local ns, queue, worker, now, count = KEYS[1], ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+redis.call("zadd", ns .. ":__heartbeats__", now, worker)
+local acks = ns .. ":__acks__." .. worker .. "." .. queue
+local list = ns .. ":" .. queue
+local bodies = list .. ".msgs"
+local out = {}
+for i = 1, count do
+    local id = redis.call("lpop", list)
+    if not id then break end
+    redis.call("sadd", acks, id)
+    local body = redis.call("hget", bodies, id)
+    out[#out + 1] = id
+    if body then
+        out[#out + 1] = 1
+        out[#out + 1] = body
+    else
+        out[#out + 1] = 0
+        out[#out + 1] = ""
+    end
+end
+return out
+"""
+
+# Put every message a worker holds (its acks sets) back at the tail of its queue.
+# ARGV: worker id, forget (1: drop the worker's heartbeat), queue names...
+# Returns the Dramatiq message ids (job ids) put back; bodies that are not JSON
+# are put back too and reported as "?".
+_REQUEUE_WORKER = """
+local ns, worker, forget = KEYS[1], ARGV[1], ARGV[2]
+local out = {}
+for i = 3, #ARGV do
+    local queue = ARGV[i]
+    local acks = ns .. ":__acks__." .. worker .. "." .. queue
+    local list = ns .. ":" .. queue
+    local bodies = list .. ".msgs"
+    local ids = redis.call("smembers", acks)
+    for _, id in ipairs(ids) do
+        local body = redis.call("hget", bodies, id)
+        if body then
+            redis.call("rpush", list, id)
+            local ok, decoded = pcall(cjson.decode, body)
+            if ok and type(decoded) == "table" and type(decoded["message_id"]) == "string" then
+                out[#out + 1] = decoded["message_id"]
+            else
+                out[#out + 1] = "?"
+            end
+        end
+    end
+    if #ids > 0 then
+        redis.call("del", acks)
+    end
+end
+if forget == "1" then
+    redis.call("zrem", ns .. ":__heartbeats__", worker)
+end
+return out
+"""
+
+
+class JobsRedisBroker(RedisBroker):
+    """A RedisBroker whose consumers never strand a message, and without random maintenance.
+
+    Parameters: those of :class:`dramatiq.brokers.redis.RedisBroker`;
+    ``maintenance_chance`` defaults to 0 because ``jobs.recovery`` does it.
+    """
+
+    def __init__(self, *, maintenance_chance: int = 0, **kwargs: Any) -> None:
+        super().__init__(maintenance_chance=maintenance_chance, **kwargs)
+        self.scripts["jobs_fetch"] = self.client.register_script(_FETCH)
+        self.scripts["jobs_requeue_worker"] = self.client.register_script(_REQUEUE_WORKER)
+
+    @property
+    def consumer_class(self) -> type[JobsRedisConsumer]:
+        return JobsRedisConsumer
+
+    def fetch_pairs(self, queue_name: str, count: int) -> list[tuple[str, bytes | None]]:
+        """Pop up to ``count`` message ids of a queue into this worker's acks set, with bodies."""
+        raw = self.scripts["jobs_fetch"](
+            keys=[self.namespace],
+            args=[queue_name, self.broker_id, int(time.time() * 1000), count],
+        )
+        pairs: list[tuple[str, bytes | None]] = []
+        for i in range(0, len(raw), 3):
+            redis_id = raw[i].decode() if isinstance(raw[i], bytes) else str(raw[i])
+            pairs.append((redis_id, raw[i + 2] if int(raw[i + 1]) else None))
+        return pairs
+
+    def requeue_worker(
+        self, worker_broker_id: str, queue_names: Iterable[str], *, forget: bool
+    ) -> list[str]:
+        """Move every message ``worker_broker_id`` holds in these queues back to them.
+
+        Returns the job ids put back. With ``forget``, the worker's heartbeat
+        is removed too, so it is not examined again.
+        """
+        raw = self.scripts["jobs_requeue_worker"](
+            keys=[self.namespace],
+            args=[worker_broker_id, "1" if forget else "0", *queue_names],
+        )
+        return [item.decode() if isinstance(item, bytes) else str(item) for item in raw]
+
+    def all_queue_names(self) -> list[str]:
+        """Every declared queue and its delay queue."""
+        names = sorted(self.get_declared_queues())
+        return [*names, *(dq_name(name) for name in names)]
+
+
+class JobsRedisConsumer(_RedisConsumer):
+    """A Redis consumer that dead-letters what it cannot decode and keeps its neighbours.
+
+    Redis connection errors and timeouts are raised as ``ConnectionClosed``
+    from every operation, so Dramatiq's worker retries acks until Redis is
+    back and restarts the consumer instead of losing the thread.
+    """
+
+    broker: JobsRedisBroker
+
+    def __init__(self, broker: JobsRedisBroker, queue_name: str, prefetch: int, timeout: int):
+        super().__init__(broker, queue_name, prefetch, timeout)
+        self.pairs: list[tuple[str, bytes | None]] = []
+        # A new delay-queue consumer in a process that already had one (it was
+        # restarted after an error) takes back what the old one held in memory.
+        self._reclaim_pending = queue_name.endswith(".DQ")
+
+    @property
+    def outstanding_message_count(self) -> int:
+        return len(self.queued_message_ids) + len(self.pairs)
+
+    def ack(self, message: Any) -> None:
+        try:
+            super().ack(message)
+        except TRANSIENT_ERRORS as exc:
+            raise ConnectionClosed(exc) from None
+
+    def nack(self, message: Any) -> None:
+        try:
+            super().nack(message)
+        except TRANSIENT_ERRORS as exc:
+            raise ConnectionClosed(exc) from None
+
+    def requeue(self, messages: Iterable[Any]) -> None:
+        try:
+            super().requeue(list(messages))
+        except TRANSIENT_ERRORS as exc:
+            raise ConnectionClosed(exc) from None
+
+    def __next__(self) -> MessageProxy | None:
+        try:
+            if self._reclaim_pending:
+                self._reclaim_pending = False
+                reclaimed = self.broker.requeue_worker(
+                    self.broker.broker_id, [self.queue_name], forget=False
+                )
+                if reclaimed:
+                    logger.warning(
+                        "Put %d delayed message(s) of %s back after a consumer restart.",
+                        len(reclaimed),
+                        self.queue_name,
+                    )
+            while True:
+                if self.pairs:
+                    redis_id, body = self.pairs.pop(0)
+                    proxy = self._accept(redis_id, body)
+                    if proxy is not None:
+                        self.misses = 0
+                        return proxy
+                    continue
+                if self.outstanding_message_count < self.prefetch:
+                    self.pairs = self.broker.fetch_pairs(
+                        self.queue_name, self.prefetch - self.outstanding_message_count
+                    )
+                if not self.pairs:
+                    self.misses, backoff_ms = compute_backoff(self.misses, max_backoff=self.timeout)
+                    time.sleep(backoff_ms / 1000)
+                    return None
+        except TRANSIENT_ERRORS as exc:
+            raise ConnectionClosed(exc) from None
+
+    def _accept(self, redis_id: str, body: bytes | None) -> MessageProxy | None:
+        """The message to run, or None after dealing with one that cannot run."""
+        if body is None:
+            # Its body is gone (purged or already acked elsewhere): forget the id.
+            logger.warning(
+                "Message %s of %s has no body; dropping its id.", redis_id, self.queue_name
+            )
+            self.broker.do_ack(self.queue_name, redis_id)
+            return None
+        try:
+            message = Message.decode(body)
+        except DecodeError as exc:
+            self._dead_letter(redis_id, None, "MalformedMessage", f"not a Dramatiq message: {exc}")
+            return None
+        # The id it is stored under wins over whatever the body claims.
+        message.options["redis_message_id"] = redis_id
+        try:
+            self.broker.get_actor(message.actor_name)
+        except ActorNotFound:
+            self._dead_letter(
+                redis_id,
+                message.message_id,
+                "UnknownJobType",
+                f"no job type {message.actor_name!r} is registered in this worker",
+            )
+            return None
+        self.queued_message_ids.add(message.message_id)
+        return MessageProxy(message)
+
+    def _dead_letter(self, redis_id: str, job_id: str | None, error_type: str, reason: str) -> None:
+        self.broker.do_nack(self.queue_name, redis_id)
+        logger.error(
+            "Dead-lettered message %s (job %s) of queue %s: %s. It stays in %s.XQ; "
+            "the messages fetched with it run normally.",
+            redis_id,
+            job_id or "unknown",
+            self.queue_name,
+            reason,
+            self.queue_name.removesuffix(".DQ"),
+        )
+        if job_id is None:
+            return
+        from django.db import DatabaseError, connection
+
+        from jobs.services.recovery import job_dead_letter
+
+        try:
+            job_dead_letter(job_id=job_id, error_type=error_type, error_message=reason)
+        except DatabaseError:
+            logger.warning("Could not record the dead letter of job %s in the ledger.", job_id)
+        finally:
+            # Consumer threads use the database only here; do not keep a connection open.
+            connection.close()

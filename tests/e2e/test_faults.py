@@ -1,0 +1,226 @@
+"""Fault injection against real processes: kill -9, SIGTERM, Redis restarts, poison pills, crashes.
+
+Workers (``manage.py rundramatiq``) and the recovery loop (``manage.py
+recover``) run as subprocesses with a 2 s heartbeat timeout, so each test
+takes seconds, not minutes. Side effects are counted in Redis by the test
+job types (``tests/actors.py``), outside the ledger.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from jobs.broker import get_broker
+from jobs.models import AttemptOutcome, Job, JobAttempt, JobStatus
+from jobs.services import job_submit
+from jobs.services.recovery import POISON, WORKER_LOST, WORKER_SHUTDOWN
+from tests.actors import side_effects
+from tests.e2e.conftest import FAST_RECOVERY_ENV, ManagedProcess
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+
+def start_worker(start_command: Any, wait_for: Any, *, threads: int = 4, **env: str) -> Any:
+    worker = start_command(
+        "rundramatiq", "--processes", "1", "--threads", str(threads), **{**FAST_RECOVERY_ENV, **env}
+    )
+    wait_for(lambda: "Worker process is ready" in worker.output(), timeout=60)
+    return worker
+
+
+def start_recovery(start_command: Any, wait_for: Any) -> Any:
+    recovery = start_command("recover", **FAST_RECOVERY_ENV)
+    broker = get_broker()
+    wait_for(lambda: broker.client.exists(f"{broker.namespace}:__recovery__"), timeout=60)
+    return recovery
+
+
+def kill9(process: ManagedProcess) -> None:
+    """``kill -9`` the whole worker: the dramatiq parent and its worker processes."""
+    os.killpg(process.proc.pid, signal.SIGKILL)
+    process.proc.wait(timeout=30)
+
+
+def _reload(job: Job) -> Job:
+    job.refresh_from_db()
+    return job
+
+
+def _running(job: Job) -> bool:
+    return _reload(job).status == JobStatus.RUNNING
+
+
+def _outcomes(job: Job) -> list[tuple[str, str]]:
+    return list(
+        JobAttempt.objects.filter(job=job).order_by("number").values_list("outcome", "error_type")
+    )
+
+
+def test_a_job_whose_worker_is_killed_mid_run_succeeds_exactly_once(
+    broker: Any, start_command: Any, wait_for: Any
+) -> None:
+    start_recovery(start_command, wait_for)
+    worker = start_worker(start_command, wait_for)
+    job = job_submit(job_type="tests.count", payload={"key": "kill-mid", "sleep_seconds": 3}).job
+    wait_for(lambda: _running(job), timeout=30)
+
+    kill9(worker)
+    start_worker(start_command, wait_for)
+
+    wait_for(lambda: _reload(job).status == JobStatus.SUCCEEDED, timeout=60)
+    assert side_effects().get("tests:runs:kill-mid") == b"1"
+    assert _outcomes(job) == [(AttemptOutcome.LOST, WORKER_LOST), (AttemptOutcome.SUCCEEDED, "")]
+
+
+def test_every_message_a_killed_worker_had_prefetched_completes(
+    broker: Any, start_command: Any, wait_for: Any
+) -> None:
+    start_recovery(start_command, wait_for)
+    worker = start_worker(start_command, wait_for, threads=1)  # prefetches 2 per queue
+    jobs = [
+        job_submit(job_type="tests.count", payload={"key": f"pre{i}", "sleep_seconds": 1}).job
+        for i in range(6)
+    ]
+    acks = f"{broker.namespace}:__acks__.*"
+    wait_for(
+        lambda: (
+            any(_running(j) for j in jobs)
+            and sum(broker.client.scard(k) for k in broker.client.keys(acks)) >= 2
+        ),
+        timeout=30,
+    )
+
+    kill9(worker)
+    start_worker(start_command, wait_for, threads=2)
+
+    wait_for(
+        lambda: Job.objects.filter(pk__in=[j.pk for j in jobs], status="succeeded").count() == 6,
+        timeout=90,
+    )
+    assert [side_effects().get(f"tests:runs:pre{i}") for i in range(6)] == [b"1"] * 6
+
+
+def test_a_job_that_kills_its_worker_every_time_fails_as_poison_after_three_deaths(
+    broker: Any, start_command: Any, wait_for: Any
+) -> None:
+    start_recovery(start_command, wait_for)
+    job = job_submit(job_type="tests.crash_worker").job
+
+    for death in range(1, 4):
+        # Not start_worker(): the job may kill the process before it logs that it is ready.
+        crashing = start_command(
+            "rundramatiq",
+            "--processes",
+            "1",
+            "--threads",
+            "4",
+            **{**FAST_RECOVERY_ENV, "TESTS_ALLOW_CRASH": "1"},
+        )
+        wait_for(lambda w=crashing: w.proc.poll() is not None, timeout=60)
+        assert side_effects().get("tests:crashes") == str(death).encode()
+        # Recovery marks the attempt lost and puts the message back for the next worker.
+        wait_for(lambda: _reload(job).status == JobStatus.RETRYING, timeout=30)
+
+    survivor = start_worker(start_command, wait_for, TESTS_ALLOW_CRASH="1")
+    wait_for(lambda: _reload(job).status == JobStatus.FAILED, timeout=60)
+
+    assert job.error_type == POISON
+    assert side_effects().get("tests:crashes") == b"3", "not delivered a fourth time"
+    assert _outcomes(job) == [(AttemptOutcome.LOST, WORKER_LOST)] * 3
+    wait_for(lambda: broker.client.zcard(f"{broker.namespace}:default.XQ") == 1)
+    assert survivor.proc.poll() is None
+
+
+def test_sigterm_lets_jobs_in_flight_finish_and_reruns_the_ones_that_cannot(
+    broker: Any, start_command: Any, wait_for: Any
+) -> None:
+    worker = start_worker(start_command, wait_for, JOBS_WORKER_SHUTDOWN_TIMEOUT_MS="2000")
+    short = job_submit(job_type="tests.count", payload={"key": "short", "sleep_seconds": 1}).job
+    long = job_submit(job_type="tests.count", payload={"key": "long", "sleep_seconds": 6}).job
+    wait_for(lambda: _running(short) and _running(long), timeout=30)
+
+    assert worker.stop(signal.SIGTERM) == 0, worker.output()
+
+    assert _reload(short).status == JobStatus.SUCCEEDED
+    assert _reload(long).status == JobStatus.RETRYING
+    assert _outcomes(long) == [(AttemptOutcome.LOST, WORKER_SHUTDOWN)]
+    assert "Interrupted" in JobAttempt.objects.get(job=long).error_message
+    assert side_effects().get("tests:runs:long") is None
+
+    start_worker(start_command, wait_for)  # no recovery loop needed: the message was handed back
+    wait_for(lambda: _reload(long).status == JobStatus.SUCCEEDED, timeout=60)
+    assert side_effects().get("tests:runs:long") == b"1"
+    assert side_effects().get("tests:runs:short") == b"1"
+
+
+def test_a_crash_between_commit_and_send_is_repaired_by_the_outbox_relay(
+    broker: Any, start_command: Any, wait_for: Any
+) -> None:
+    code = (
+        "import os\n"
+        "from django.db import transaction\n"
+        "from jobs.services import job_submit\n"
+        "with transaction.atomic():\n"
+        "    transaction.on_commit(lambda: os._exit(17))  # dies after COMMIT, before the send\n"
+        "    print(job_submit(job_type='tests.count', payload={'key': 'outbox'}).job.pk, flush=True)\n"
+    )
+    submitter = start_command("shell", "-c", code)
+    wait_for(lambda: submitter.proc.poll() is not None, timeout=60)
+    assert submitter.proc.returncode == 17, submitter.output()
+    job = Job.objects.get()
+    assert str(job.pk) in submitter.output()
+    assert job.status == JobStatus.QUEUED and job.enqueued_at is None
+    assert broker.client.llen(f"{broker.namespace}:default") == 0, "nothing reached Redis"
+
+    start_recovery(start_command, wait_for)
+    start_worker(start_command, wait_for)
+
+    wait_for(lambda: _reload(job).status == JobStatus.SUCCEEDED, timeout=60)
+    assert side_effects().get("tests:runs:outbox") == b"1"
+
+
+def test_workers_survive_a_redis_restart_that_loses_every_message_and_no_job_is_lost(
+    broker: Any, broker_on: Any, redis_server: Any, start_command: Any, wait_for: Any
+) -> None:
+    server = redis_server()  # no persistence: a restart loses everything
+    private = broker_on(server.url)
+    counters = private.client
+    start_recovery(start_command, wait_for)
+    worker = start_worker(start_command, wait_for, threads=4)
+    jobs = [
+        job_submit(job_type="tests.count", payload={"key": f"r{i}", "sleep_seconds": 0.2}).job
+        for i in range(40)
+    ]
+    delayed = job_submit(
+        job_type="tests.count", payload={"key": "r-delayed"}, delay=timedelta(seconds=6)
+    ).job
+    wait_for(lambda: Job.objects.filter(status="succeeded").count() >= 8, timeout=60)
+    done_before = Job.objects.filter(status="succeeded").first()
+    assert done_before is not None
+    marker = f"tests:runs:{done_before.payload['key']}"
+    assert counters.get(marker) == b"1"
+
+    server.restart()
+
+    assert counters.get(marker) is None, "the restart lost every key"
+    everything = [*jobs, delayed]
+    wait_for(
+        lambda: (
+            Job.objects.filter(pk__in=[j.pk for j in everything], status="succeeded").count() == 41
+        ),
+        timeout=120,
+    )
+    assert worker.proc.poll() is None, "the worker survived the restart"
+    after = job_submit(job_type="tests.count", payload={"key": "r-after"}).job
+    wait_for(lambda: _reload(after).status == JobStatus.SUCCEEDED, timeout=60)
+    # Counters written before the restart were lost with it; none may exceed 1.
+    runs = [counters.get(f"tests:runs:r{i}") for i in range(40)]
+    assert all(r in (None, b"1") for r in runs), runs
+    assert JobAttempt.objects.filter(outcome=AttemptOutcome.SUCCEEDED).count() == 42
+    started, scheduled = _reload(delayed).started_at, delayed.scheduled_for
+    assert started is not None and scheduled is not None and started >= scheduled
