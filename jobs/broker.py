@@ -15,7 +15,6 @@ from typing import Any
 
 import dramatiq
 import redis
-from django_dramatiq.middleware import DbConnectionsMiddleware
 from dramatiq import Message
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import dq_name
@@ -46,6 +45,7 @@ def build_broker() -> RedisBroker:
     Dramatiq calls ``after_*`` hooks in reverse, so the ledger sees the
     decision Retries made (retry or dead-letter) before it records it.
     """
+    from jobs.middleware.db_connections import DbConnections
     from jobs.middleware.fairness import Fairness
     from jobs.middleware.heartbeat import WorkerHeartbeat, heartbeat_interval_ms
     from jobs.middleware.ledger import Ledger
@@ -53,7 +53,7 @@ def build_broker() -> RedisBroker:
     from jobs.middleware.tenant_context import TenantContext
 
     middleware = [
-        DbConnectionsMiddleware(),
+        DbConnections(),
         WorkerHeartbeat(interval_ms=heartbeat_interval_ms()),
         TenantContext(),
         Fairness(),
