@@ -41,7 +41,7 @@ class DbConnections(DbConnectionsMiddleware):
         for conn in db.connections.all(initialized_only=True):
             conn.close_if_unusable_or_obsolete()
             if trusted and conn.connection is not None and not conn.errors_occurred:
-                conn.health_check_done = True
+                conn.health_check_done = True  # type: ignore[attr-defined]
 
     def after_process_message(
         self,
