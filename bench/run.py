@@ -749,20 +749,20 @@ def _fmt(value: float | None, unit: str = "") -> str:
 
 def render_table(result: dict[str, Any]) -> str:
     summary, systems = result["summary"], result["config"]["systems"]
+    http_reasons = [r["http"]["reason"] for r in result["runs"] if r.get("http", {}).get("reason")]
+    http_reason = http_reasons[0] if http_reasons else "n/a (not run)"
     head = ["metric", "unit"] + [f"{s.upper()}: {NAMES[s]}" for s in systems]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for metric in METRICS:
         row = summary.get(metric.key, {})
-        if not row:
+        if not row and not (metric.key.startswith("http") and "b" in systems):
             continue
         cells = [metric.label, metric.unit]
         base = row.get("a", {}).get("median")
         for s in systems:
             cell = row.get(s)
             if cell is None:
-                reason = (
-                    "n/a (API not available)" if metric.key.startswith("http") and s == "b" else "—"
-                )
+                reason = http_reason if metric.key.startswith("http") and s == "b" else "-"
                 cells.append(reason)
                 continue
             text = f"{_fmt(cell['median'])} [{_fmt(cell['min'])}-{_fmt(cell['max'])}]"
