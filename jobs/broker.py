@@ -16,7 +16,6 @@ from typing import Any
 import dramatiq
 import redis
 from django.utils import timezone
-from django_dramatiq.middleware import DbConnectionsMiddleware
 from dramatiq import Message
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import dq_name
@@ -52,6 +51,7 @@ def build_broker() -> JobsRedisBroker:
     decision Retries made (retry or dead-letter) before it records it.
     """
     from jobs.middleware.argument_validation import ArgumentValidation
+    from jobs.middleware.db_connections import DbConnections
     from jobs.middleware.fairness import Fairness
     from jobs.middleware.heartbeat import WorkerHeartbeat, heartbeat_interval_ms
     from jobs.middleware.interrupted_jobs import InterruptedJobs
@@ -61,7 +61,7 @@ def build_broker() -> JobsRedisBroker:
     from jobs.middleware.tenant_context import TenantContext
 
     middleware = [
-        DbConnectionsMiddleware(),
+        DbConnections(),
         WorkerHeartbeat(interval_ms=heartbeat_interval_ms()),
         InterruptedJobs(),
         TenantContext(),

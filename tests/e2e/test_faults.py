@@ -119,6 +119,9 @@ def test_a_job_that_kills_its_worker_every_time_fails_as_poison_after_three_deat
             "1",
             "--threads",
             "4",
+            # Dramatiq waits this long for a worker that dies while booting.
+            "--worker-fork-timeout",
+            "500",
             **{**FAST_RECOVERY_ENV, "TESTS_ALLOW_CRASH": "1"},
         )
         wait_for(lambda w=crashing: w.proc.poll() is not None, timeout=60)

@@ -31,8 +31,19 @@ class Command(DjangoDramatiqCommand):
             threads=jobs_settings.worker_threads,
             worker_shutdown_timeout=jobs_settings.worker_shutdown_timeout_ms,
         )
+        parser.add_argument(
+            "--worker-fork-timeout",
+            type=int,
+            default=30_000,
+            help="How long (ms) to wait for worker processes to come online before starting "
+            "fork processes such as the metrics exporter. Dramatiq waits this long whenever "
+            "a worker dies while booting, so keep it short where jobs may crash workers.",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        self._fork_timeout = int(options.pop("worker_fork_timeout"))
+        if not 10 <= self._fork_timeout <= 1_800_000:
+            raise CommandError("--worker-fork-timeout must be from 10 to 1800000 ms.")
         queues = options.get("queues")
         if queues:
             unknown = sorted(set(queues) - set(CONSUMED_QUEUES))
@@ -56,4 +67,6 @@ class Command(DjangoDramatiqCommand):
 
     def discover_tasks_modules(self) -> list[str]:
         # jobs.worker sets Django up; JobsConfig.ready() then discovers and binds every actor.
-        return ["jobs.worker"]
+        # django-dramatiq's command has no flag for the fork timeout; the dramatiq CLI
+        # accepts options after its module arguments, so it travels with them.
+        return ["jobs.worker", "--worker-fork-timeout", str(self._fork_timeout)]
