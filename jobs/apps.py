@@ -9,6 +9,6 @@ class JobsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from jobs import broker
+        from jobs import admin_reports, broker  # noqa: F401  (admin_reports registers admins)
 
         broker.setup()

@@ -45,6 +45,8 @@ class JobType:
       time_limit_ms: hard limit of one attempt, in ms.
       soft_time_limit_ms: raises SoftTimeLimitExceeded inside the job, in ms.
       throws: exceptions that fail the job at once instead of retrying.
+      rate_limit_per_minute: global cap on runs per minute of this type, across all
+        workers; jobs over it are deferred (enforced by the fairness middleware).
     """
 
     name: str
@@ -59,6 +61,7 @@ class JobType:
     time_limit_ms: int | None = None
     soft_time_limit_ms: int | None = None
     throws: tuple[type[BaseException], ...] = ()
+    rate_limit_per_minute: int | None = None
     actor: dramatiq.Actor[Any, Any] | None = field(default=None, repr=False)
 
     def effective_max_retries(self) -> int:
@@ -95,6 +98,7 @@ def job_type(
     time_limit_ms: int | None = None,
     soft_time_limit_ms: int | None = None,
     throws: tuple[type[BaseException], ...] = (),
+    rate_limit_per_minute: int | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Declare a job type. The decorated function runs on the worker.
 
@@ -121,6 +125,7 @@ def job_type(
             time_limit_ms=time_limit_ms,
             soft_time_limit_ms=soft_time_limit_ms,
             throws=throws,
+            rate_limit_per_minute=rate_limit_per_minute,
         )
         return fn
 
