@@ -154,13 +154,20 @@ SENDGRID_HOST = env_str("SENDGRID_HOST", "https://api.sendgrid.com")
 EMAIL_FROM = env_str("EMAIL_FROM", "ToolBoxAI <no-reply@toolboxai.local>")
 EMAIL_RATE_LIMIT_PER_MINUTE = env_int("EMAIL_RATE_LIMIT_PER_MINUTE", 100, minimum=1)
 EMAIL_TIMEOUT_MS = env_int("EMAIL_TIMEOUT_MS", 30_000, minimum=1_000)
-EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
-EMAIL_HOST = env_str("SMTP_HOST", "localhost")
-EMAIL_PORT = env_int("SMTP_PORT", 25, minimum=1)
-EMAIL_HOST_USER = env_str("SMTP_USER", "")
-EMAIL_HOST_PASSWORD = env_str("SMTP_PASSWORD", "")
-EMAIL_USE_TLS = env_bool("SMTP_USE_TLS", False)
-EMAIL_TIMEOUT = EMAIL_TIMEOUT_MS // 1000
+# Django 6.1 configures email through MAILERS (the EMAIL_* settings are deprecated).
+MAILERS = {
+    "default": {
+        "BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+        "OPTIONS": {
+            "host": env_str("SMTP_HOST", "localhost"),
+            "port": env_int("SMTP_PORT", 25, minimum=1),
+            "username": env_str("SMTP_USER", ""),
+            "password": env_str("SMTP_PASSWORD", ""),
+            "use_tls": env_bool("SMTP_USE_TLS", False),
+            "timeout": EMAIL_TIMEOUT_MS / 1000,
+        },
+    }
+}
 DEFAULT_FROM_EMAIL = EMAIL_FROM
 
 # roblox.publish_message: Roblox Open Cloud Messaging Service.
@@ -198,5 +205,7 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.db.backends": {"level": "INFO"},
+        # Its DEBUG lines print request headers, the SendGrid API key included.
+        "python_http_client": {"level": "INFO"},
     },
 }

@@ -1,4 +1,4 @@
-"""Transactional email through Django's SMTP backend (SMTP_HOST, SMTP_PORT, ...)."""
+"""Transactional email through Django's SMTP backend: the ``default`` mailer (SMTP_* settings)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import smtplib
 from email.utils import make_msgid
 
 from django.conf import settings
-from django.core.mail import EmailMultiAlternatives, get_connection
+from django.core.mail import EmailMultiAlternatives
 from django.utils.html import strip_tags
 
 from jobs.conf import jobs_settings
@@ -16,7 +16,8 @@ from jobs.integrations import ProviderUnavailable, redact
 
 def send_mail(*, to_email: str, subject: str, html_content: str, job_id: str) -> str:
     """Send one email over SMTP; return the Message-ID it was sent with."""
-    password = str(getattr(settings, "EMAIL_HOST_PASSWORD", ""))
+    options = settings.MAILERS["default"].get("OPTIONS", {})
+    password = str(options.get("password") or "")
     domain = jobs_settings.email_from.rpartition("@")[2].rstrip(">") or None
     message_id = make_msgid(idstring=job_id.replace("-", ""), domain=domain)
     message = EmailMultiAlternatives(
@@ -25,11 +26,10 @@ def send_mail(*, to_email: str, subject: str, html_content: str, job_id: str) ->
         from_email=jobs_settings.email_from,
         to=[to_email],
         headers={"Message-ID": message_id, "X-ToolBoxAI-Job": job_id},
-        connection=get_connection("django.core.mail.backends.smtp.EmailBackend"),
     )
     message.attach_alternative(html_content, "text/html")
     try:
-        message.send(fail_silently=False)
+        message.send(using="default")
     except smtplib.SMTPRecipientsRefused as exc:
         raise PermanentJobError(
             f"The SMTP server refused the recipient {to_email!r}: "
@@ -47,7 +47,7 @@ def send_mail(*, to_email: str, subject: str, html_content: str, job_id: str) ->
         raise PermanentJobError(f"The SMTP server refused the email ({exc.smtp_code}): {text}") from None
     except (smtplib.SMTPException, OSError) as exc:
         raise ProviderUnavailable(
-            f"The SMTP server {settings.EMAIL_HOST}:{settings.EMAIL_PORT} is unreachable: "
+            f"The SMTP server {options.get('host')}:{options.get('port')} is unreachable: "
             f"{redact(str(exc), password)}"
         ) from None
     return message_id
