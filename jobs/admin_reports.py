@@ -21,7 +21,7 @@ class _ReadOnlyAdmin[M: DailyReport | ProviderDelivery](admin.ModelAdmin[M]):
         user = request.user
         if user.is_superuser:
             return qs
-        org_ids = Membership.objects.filter(user_id=user.pk).values("organization_id")
+        org_ids = Membership.objects.filter(user_id=user.pk or 0).values("organization_id")
         return qs.filter(**{f"{self.organization_lookup}__in": org_ids})
 
     def has_add_permission(self, request: HttpRequest) -> bool:

@@ -219,7 +219,9 @@ class DailyReport(models.Model):
     class Meta:
         ordering = ["-day", "organization"]
         constraints = [
-            models.UniqueConstraint(fields=["organization", "day"], name="jobs_dailyreport_org_day"),
+            models.UniqueConstraint(
+                fields=["organization", "day"], name="jobs_dailyreport_org_day"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -31,7 +31,7 @@ class OrganizationUsageAdmin(admin.ModelAdmin[OrganizationUsage]):
         qs = super().get_queryset(request).select_related("organization")
         if request.user.is_superuser:
             return qs
-        org_ids = Membership.objects.filter(user_id=request.user.pk).values("organization_id")
+        org_ids = Membership.objects.filter(user_id=request.user.pk or 0).values("organization_id")
         return qs.filter(organization_id__in=org_ids)
 
     @admin.display(description="% of quota")

@@ -120,7 +120,9 @@ class OrganizationUsage(models.Model):
         ordering = ["-month", "organization"]
         verbose_name_plural = "organization usage"
         constraints = [
-            models.UniqueConstraint(fields=["organization", "month"], name="tenants_usage_org_month"),
+            models.UniqueConstraint(
+                fields=["organization", "month"], name="tenants_usage_org_month"
+            ),
         ]
 
     def __str__(self) -> str:

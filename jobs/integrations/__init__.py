@@ -23,7 +23,7 @@ MAX_RETRY_AFTER_MS = 3_600_000
 _MAX_TEXT = 500
 
 
-class ProviderUnavailable(Exception):  # noqa: N818  (a condition, retried like any failure)
+class ProviderUnavailable(Exception):
     """Raised when a provider answers 5xx or cannot be reached; the job is retried with backoff."""
 
 

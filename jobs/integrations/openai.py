@@ -8,6 +8,7 @@ from typing import Any
 
 import openai
 from dramatiq import Retry
+from openai.types.chat import ChatCompletionMessageParam
 
 from jobs.conf import jobs_settings
 from jobs.errors import PermanentJobError
@@ -25,7 +26,7 @@ _PERMANENT_STATUSES = {400, 401, 403, 404, 422}
 
 
 def chat_completion_stream(
-    *, messages: list[dict[str, str]], on_delta: Callable[[str], None]
+    *, messages: list[ChatCompletionMessageParam], on_delta: Callable[[str], None]
 ) -> dict[str, Any]:
     """Stream one chat completion, calling ``on_delta`` with each piece of text.
 
@@ -54,7 +55,7 @@ def chat_completion_stream(
     try:
         stream = client.chat.completions.create(
             model=model,
-            messages=messages,  # type: ignore[arg-type]
+            messages=messages,
             stream=True,
             stream_options={"include_usage": True},
         )
@@ -97,7 +98,7 @@ def chat_completion_stream(
     }
 
 
-def lesson_messages(*, topic: str, grade_level: str) -> list[dict[str, str]]:
+def lesson_messages(*, topic: str, grade_level: str) -> list[ChatCompletionMessageParam]:
     return [
         {"role": "system", "content": SYSTEM_PROMPT},
         {"role": "user", "content": f"Create a lesson about {topic} for {grade_level}."},

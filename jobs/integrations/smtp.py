@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import smtplib
 from email.utils import make_msgid
+from typing import Any
 
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
@@ -16,7 +17,8 @@ from jobs.integrations import ProviderUnavailable, redact
 
 def send_mail(*, to_email: str, subject: str, html_content: str, job_id: str) -> str:
     """Send one email over SMTP; return the Message-ID it was sent with."""
-    options = settings.MAILERS["default"].get("OPTIONS", {})
+    mailer: dict[str, Any] = dict(settings.MAILERS["default"])
+    options: dict[str, Any] = dict(mailer.get("OPTIONS") or {})
     password = str(options.get("password") or "")
     domain = jobs_settings.email_from.rpartition("@")[2].rstrip(">") or None
     message_id = make_msgid(idstring=job_id.replace("-", ""), domain=domain)
@@ -43,8 +45,12 @@ def send_mail(*, to_email: str, subject: str, html_content: str, job_id: str) ->
     except smtplib.SMTPResponseException as exc:
         text = redact(str(exc.smtp_error), password)
         if 400 <= exc.smtp_code < 500:
-            raise ProviderUnavailable(f"The SMTP server deferred ({exc.smtp_code}): {text}") from None
-        raise PermanentJobError(f"The SMTP server refused the email ({exc.smtp_code}): {text}") from None
+            raise ProviderUnavailable(
+                f"The SMTP server deferred ({exc.smtp_code}): {text}"
+            ) from None
+        raise PermanentJobError(
+            f"The SMTP server refused the email ({exc.smtp_code}): {text}"
+        ) from None
     except (smtplib.SMTPException, OSError) as exc:
         raise ProviderUnavailable(
             f"The SMTP server {options.get('host')}:{options.get('port')} is unreachable: "

@@ -6,48 +6,86 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('jobs', '0002_job_events'),
-        ('tenants', '0002_memberships_and_api_keys'),
+        ("jobs", "0002_job_events"),
+        ("tenants", "0002_memberships_and_api_keys"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='DailyReport',
+            name="DailyReport",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('day', models.DateField()),
-                ('total_jobs', models.PositiveIntegerField(default=0)),
-                ('by_status', models.JSONField(blank=True, default=dict)),
-                ('by_type', models.JSONField(blank=True, default=dict)),
-                ('p50_duration_ms', models.PositiveBigIntegerField(blank=True, null=True)),
-                ('p95_duration_ms', models.PositiveBigIntegerField(blank=True, null=True)),
-                ('failure_rate', models.FloatField(blank=True, null=True)),
-                ('generated_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('organization', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='daily_reports', to='tenants.organization')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("day", models.DateField()),
+                ("total_jobs", models.PositiveIntegerField(default=0)),
+                ("by_status", models.JSONField(blank=True, default=dict)),
+                ("by_type", models.JSONField(blank=True, default=dict)),
+                ("p50_duration_ms", models.PositiveBigIntegerField(blank=True, null=True)),
+                ("p95_duration_ms", models.PositiveBigIntegerField(blank=True, null=True)),
+                ("failure_rate", models.FloatField(blank=True, null=True)),
+                ("generated_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "organization",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="daily_reports",
+                        to="tenants.organization",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-day', 'organization'],
-                'constraints': [models.UniqueConstraint(fields=('organization', 'day'), name='jobs_dailyreport_org_day')],
+                "ordering": ["-day", "organization"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("organization", "day"), name="jobs_dailyreport_org_day"
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='ProviderDelivery',
+            name="ProviderDelivery",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('channel', models.CharField(max_length=32)),
-                ('provider', models.CharField(blank=True, default='', max_length=32)),
-                ('status', models.CharField(choices=[('sending', 'Sending'), ('sent', 'Sent')], default='sending', max_length=16)),
-                ('provider_message_id', models.CharField(blank=True, default='', max_length=300)),
-                ('attempt', models.PositiveIntegerField(default=0)),
-                ('claimed_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('sent_at', models.DateTimeField(blank=True, null=True)),
-                ('job', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='deliveries', to='jobs.job')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("channel", models.CharField(max_length=32)),
+                ("provider", models.CharField(blank=True, default="", max_length=32)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[("sending", "Sending"), ("sent", "Sent")],
+                        default="sending",
+                        max_length=16,
+                    ),
+                ),
+                ("provider_message_id", models.CharField(blank=True, default="", max_length=300)),
+                ("attempt", models.PositiveIntegerField(default=0)),
+                ("claimed_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("sent_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "job",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="deliveries",
+                        to="jobs.job",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-claimed_at'],
-                'constraints': [models.UniqueConstraint(fields=('job', 'channel'), name='jobs_delivery_job_channel')],
+                "ordering": ["-claimed_at"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("job", "channel"), name="jobs_delivery_job_channel"
+                    )
+                ],
             },
         ),
     ]

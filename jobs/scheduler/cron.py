@@ -1,7 +1,7 @@
 """Cron expressions, evaluated in UTC.
 
 Parsing is periodiq's (:meth:`periodiq.CronSpec.parse`: ``m h dom mon dow``,
-ranges, lists, steps, ``sun``–``sat`` and ``@daily``-style names). Matching
+ranges, lists, steps, ``sun`` to ``sat`` and ``@daily``-style names). Matching
 and the next/previous tick are ours, because periodiq 0.14 gets them wrong:
 
 - its ``validate()`` compares the day of week against ``isoweekday()``
@@ -11,7 +11,8 @@ and the next/previous tick are ours, because periodiq 0.14 gets them wrong:
   moves on to a later hour or day, so ``*/5 2 * * *`` asked at 01:07 answers
   02:10 instead of 02:00.
 
-Here day-of-week ``7`` is folded onto ``0`` and compared with
+Here day-of-week ``7`` is folded onto ``0`` (a range ending on ``sun``, such
+as ``fri-sun``, ends on 7) and compared with
 ``(weekday() + 1) % 7`` (cron's numbering), and the next/previous tick are
 found field by field, resetting the smaller fields at each carry.
 """
@@ -127,6 +128,10 @@ def _parse(expression: str) -> CronSpec:
             f"Cron expression {expression!r} has {len(fields)} fields; use five: "
             "minute hour day-of-month month day-of-week (e.g. '0 2 * * *')."
         )
+    if len(fields) == 5:
+        # periodiq maps sun to 0, so "sat-sun" would be the empty range 6-0: end on 7 instead.
+        fields[4] = fields[4].lower().replace("-sun", "-7")
+        expression = " ".join(fields)
     try:
         spec = CronSpec.parse(expression)
     except (KeyError, ValueError, IndexError) as exc:

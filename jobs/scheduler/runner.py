@@ -122,7 +122,9 @@ class Scheduler:
         self.leader_tasks = list(leader_tasks if leader_tasks is not None else all_leader_tasks())
         self.clock = clock
         self.poll_s = (poll_ms if poll_ms is not None else jobs_settings.scheduler_poll_ms) / 1000
-        self.grace_ms = grace_ms if grace_ms is not None else jobs_settings.scheduler_missed_run_grace_ms
+        self.grace_ms = (
+            grace_ms if grace_ms is not None else jobs_settings.scheduler_missed_run_grace_ms
+        )
         self.started_at = clock()
         self.is_leader = False
         self._renewed_at = 0.0
@@ -280,7 +282,11 @@ class Scheduler:
             try:
                 task.fn()
             except Exception:
-                logger.exception("Leader task %s failed; it runs again in %.0f s.", task.name, task.interval_seconds)
+                logger.exception(
+                    "Leader task %s failed; it runs again in %.0f s.",
+                    task.name,
+                    task.interval_seconds,
+                )
             finally:
                 close_old_connections()
             # A slow task must not let the lock lapse.

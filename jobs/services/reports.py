@@ -34,15 +34,15 @@ def daily_report_generate(*, day: date) -> list[DailyReport]:
     """
     start = datetime.combine(day, time.min, tzinfo=UTC)
     end = start + timedelta(days=1)
-    jobs = Job.objects.filter(
-        organization__isnull=False, created_at__gte=start, created_at__lt=end
-    )
+    jobs = Job.objects.filter(organization__isnull=False, created_at__gte=start, created_at__lt=end)
     by_status: dict[int, dict[str, int]] = defaultdict(dict)
-    for row in jobs.values("organization_id", "status").annotate(n=Count("id")).order_by():
-        by_status[row["organization_id"]][row["status"]] = row["n"]
+    counts = jobs.values_list("organization_id", "status").annotate(n=Count("id")).order_by()
+    for org_id, status, n in counts:
+        by_status[org_id][status] = n
     by_type: dict[int, dict[str, int]] = defaultdict(dict)
-    for row in jobs.values("organization_id", "job_type").annotate(n=Count("id")).order_by():
-        by_type[row["organization_id"]][row["job_type"]] = row["n"]
+    type_counts = jobs.values_list("organization_id", "job_type").annotate(n=Count("id")).order_by()
+    for org_id, name, n in type_counts:
+        by_type[org_id][name] = n
     durations = _percentiles(start, end)
 
     now = timezone.now()
@@ -76,9 +76,7 @@ def _percentiles(start: datetime, end: datetime) -> dict[int, tuple[int | None, 
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute(_PG_DURATIONS, {"start": start, "end": end})
-            return {
-                int(org_id): (_ms(p50), _ms(p95)) for org_id, p50, p95 in cursor.fetchall()
-            }
+            return {int(org_id): (_ms(p50), _ms(p95)) for org_id, p50, p95 in cursor.fetchall()}
     # Portable path (SQLite in development): the same interpolated percentiles in Python.
     samples: dict[int, list[float]] = defaultdict(list)
     rows = Job.objects.filter(

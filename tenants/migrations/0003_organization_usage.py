@@ -5,28 +5,54 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('tenants', '0002_memberships_and_api_keys'),
+        ("tenants", "0002_memberships_and_api_keys"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='OrganizationUsage',
+            name="OrganizationUsage",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('month', models.DateField()),
-                ('jobs_submitted', models.PositiveIntegerField(default=0)),
-                ('quota', models.PositiveIntegerField(blank=True, null=True)),
-                ('flag', models.CharField(choices=[('none', 'Under 80 %'), ('80', '80 % of quota'), ('100', 'Quota reached')], default='none', max_length=8)),
-                ('flagged_at', models.DateTimeField(blank=True, null=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('organization', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='usage', to='tenants.organization')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("month", models.DateField()),
+                ("jobs_submitted", models.PositiveIntegerField(default=0)),
+                ("quota", models.PositiveIntegerField(blank=True, null=True)),
+                (
+                    "flag",
+                    models.CharField(
+                        choices=[
+                            ("none", "Under 80 %"),
+                            ("80", "80 % of quota"),
+                            ("100", "Quota reached"),
+                        ],
+                        default="none",
+                        max_length=8,
+                    ),
+                ),
+                ("flagged_at", models.DateTimeField(blank=True, null=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "organization",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="usage",
+                        to="tenants.organization",
+                    ),
+                ),
             ],
             options={
-                'verbose_name_plural': 'organization usage',
-                'ordering': ['-month', 'organization'],
-                'constraints': [models.UniqueConstraint(fields=('organization', 'month'), name='tenants_usage_org_month')],
+                "verbose_name_plural": "organization usage",
+                "ordering": ["-month", "organization"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("organization", "month"), name="tenants_usage_org_month"
+                    )
+                ],
             },
         ),
     ]

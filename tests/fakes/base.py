@@ -7,7 +7,7 @@ import threading
 from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 
 
 @dataclass
@@ -71,10 +71,10 @@ class FakeHTTPServer:
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        port = self._server.server_address[1]
+        return f"http://127.0.0.1:{port}"
 
-    def start(self) -> FakeHTTPServer:
+    def start(self) -> Self:
         self._thread.start()
         return self
 
@@ -83,7 +83,12 @@ class FakeHTTPServer:
         self._server.server_close()
 
     def fail_next(
-        self, status: int, *, body: Any = None, headers: dict[str, str] | None = None, times: int = 1
+        self,
+        status: int,
+        *,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        times: int = 1,
     ) -> None:
         for _ in range(times):
             self._planned.append(PlannedError(status, body, dict(headers or {})))

@@ -39,7 +39,9 @@ class FakeOpenAI(FakeHTTPServer):
             self.send_json(
                 handler,
                 401,
-                openai_error("Incorrect API key provided.", "invalid_request_error", "invalid_api_key"),
+                openai_error(
+                    "Incorrect API key provided.", "invalid_request_error", "invalid_api_key"
+                ),
             )
             return
         body = request.json()

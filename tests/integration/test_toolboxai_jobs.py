@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
+from jobs.broker import enqueue_messages
 from jobs.errors import InvalidPayload
 from jobs.events import channel_name
 from jobs.models import DeliveryStatus, Job, JobStatus, ProviderDelivery
 from jobs.registry import get_job_type
 from jobs.services import job_message, job_submit
-from jobs.broker import enqueue_messages
 from tests.fakes.fixtures import OPENAI_TEST_KEY, ROBLOX_TEST_KEY, SENDGRID_TEST_KEY
 from tests.fakes.openai_server import openai_error
 from tests.fakes.sendgrid_server import sendgrid_error
@@ -46,6 +46,11 @@ def _assert_secret_absent(secret: str, caplog: pytest.LogCaptureFixture, job: Jo
     assert secret not in stored
 
 
+def _result(job: Job) -> dict[str, Any]:
+    assert isinstance(job.result, dict), job.result
+    return job.result
+
+
 def _attempt_gap_seconds(job: Job) -> float:
     first, second = job.attempt_set.order_by("number")[:2]
     assert first.finished_at is not None
@@ -68,11 +73,11 @@ def test_a_lesson_streams_each_chunk_to_the_event_stream_and_stores_content_and_
     wait_for(lambda: _finished(job), timeout=30)
 
     assert job.status == JobStatus.SUCCEEDED, job.error_message
-    assert job.result["content"] == openai_server.reply
-    assert job.result["model"] == "fake-gpt"
-    assert job.result["finish_reason"] == "stop"
-    assert job.result["usage"]["completion_tokens"] == len(openai_server.chunks())
-    assert job.result["usage"]["total_tokens"] > job.result["usage"]["completion_tokens"]
+    assert _result(job)["content"] == openai_server.reply
+    assert _result(job)["model"] == "fake-gpt"
+    assert _result(job)["finish_reason"] == "stop"
+    assert _result(job)["usage"]["completion_tokens"] == len(openai_server.chunks())
+    assert _result(job)["usage"]["total_tokens"] > _result(job)["usage"]["completion_tokens"]
     request = openai_server.requests[0].json()
     assert request["stream"] is True
     assert request["model"] == "fake-gpt"
@@ -202,8 +207,8 @@ def test_an_email_goes_through_smtp_when_no_sendgrid_key_is_set(
     [(recipients, message)] = smtp_server.messages
     assert recipients == ["parent@home.example"]
     assert message["Subject"] == "Report card"
-    assert message["Message-ID"] == job.result["message_id"]
-    assert job.result["provider"] == "smtp"
+    assert message["Message-ID"] == _result(job)["message_id"]
+    assert _result(job)["provider"] == "smtp"
     html = [p for p in message.walk() if p.get_content_type() == "text/html"]
     assert html and "<h1>Well done</h1>" in html[0].get_payload(decode=True).decode()
 
@@ -217,7 +222,7 @@ def test_a_redelivered_email_job_is_not_sent_twice(
     ).job
     wait_for(lambda: _finished(job), timeout=30)
     assert len(sendgrid_server.mails()) == 1
-    first_message_id = job.result["message_id"]
+    first_message_id = _result(job)["message_id"]
 
     # The worker died after SendGrid accepted the mail but before the ledger recorded
     # success; Redis delivers the message again.
@@ -272,7 +277,9 @@ def test_sendgrid_429_defers_and_retries_and_400_fails_without_leaking_the_key(
     worker: Any, wait_for: Any, sendgrid_server: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    sendgrid_server.fail_next(429, body=sendgrid_error("too many requests"), headers={"Retry-After": "1"})
+    sendgrid_server.fail_next(
+        429, body=sendgrid_error("too many requests"), headers={"Retry-After": "1"}
+    )
     limited = job_submit(
         job_type="email.send_transactional",
         payload={"to_email": "e@f.example", "subject": "Later", "html_content": "<p>2</p>"},
@@ -359,7 +366,10 @@ def test_the_daily_report_job_writes_one_report_per_organization_of_the_day(
     from jobs.models import DailyReport
     from tests.factories import OrganizationFactory
 
-    org_a, org_b = OrganizationFactory(slug="report-a"), OrganizationFactory(slug="report-b")
+    org_a, org_b = (
+        OrganizationFactory.create(slug="report-a"),
+        OrganizationFactory.create(slug="report-b"),
+    )
     day = datetime(2026, 3, 8, tzinfo=UTC)  # a Sunday
     start = day + timedelta(hours=10)
     rows = []
@@ -376,14 +386,20 @@ def test_the_daily_report_job_writes_one_report_per_organization_of_the_day(
             )
         )
     rows.append(
-        Job(organization=org_a, job_type="email.send_transactional", queue="email", created_at=start)
+        Job(
+            organization=org_a, job_type="email.send_transactional", queue="email", created_at=start
+        )
     )
     rows.append(
         Job(organization=org_b, job_type="diagnostics.echo", queue="default", created_at=start)
     )
     rows.append(  # the next day: not in the report
-        Job(organization=org_b, job_type="diagnostics.echo", queue="default",
-            created_at=day + timedelta(days=1, minutes=1))
+        Job(
+            organization=org_b,
+            job_type="diagnostics.echo",
+            queue="default",
+            created_at=day + timedelta(days=1, minutes=1),
+        )
     )
     Job.objects.bulk_create(rows)
 
@@ -441,10 +457,10 @@ def test_the_usage_job_records_monthly_usage_and_flags_80_and_100_percent(
     from tenants.models import OrganizationUsage, UsageFlag
     from tests.factories import OrganizationFactory
 
-    calm = OrganizationFactory(slug="calm", monthly_job_quota=100)
-    busy = OrganizationFactory(slug="busy", monthly_job_quota=10)
-    over = OrganizationFactory(slug="over", monthly_job_quota=3)
-    free = OrganizationFactory(slug="free", monthly_job_quota=None)
+    calm = OrganizationFactory.create(slug="calm", monthly_job_quota=100)
+    busy = OrganizationFactory.create(slug="busy", monthly_job_quota=10)
+    over = OrganizationFactory.create(slug="over", monthly_job_quota=3)
+    free = OrganizationFactory.create(slug="free", monthly_job_quota=None)
     now = datetime.now(UTC)
     for org, count in [(calm, 5), (busy, 8), (over, 3), (free, 50)]:
         Job.objects.bulk_create(
@@ -458,8 +474,8 @@ def test_the_usage_job_records_monthly_usage_and_flags_80_and_100_percent(
     wait_for(lambda: _finished(job), timeout=30)
 
     assert job.status == JobStatus.SUCCEEDED, job.error_message
-    assert job.result["at_80_percent"] == ["busy"]
-    assert job.result["at_100_percent"] == ["over"]
+    assert _result(job)["at_80_percent"] == ["busy"]
+    assert _result(job)["at_100_percent"] == ["over"]
     month = now.date().replace(day=1)
     usage = {u.organization.slug: u for u in OrganizationUsage.objects.filter(month=month)}
     assert {slug: (u.jobs_submitted, u.flag) for slug, u in usage.items()} == {

@@ -60,9 +60,7 @@ class Command(BaseCommand):
             len(scheduler.leader_tasks),
         )
         for schedule in scheduler.schedules:
-            logger.info(
-                "  %-28s %-14s -> %s", schedule.name, schedule.cron, schedule.job_type
-            )
+            logger.info("  %-28s %-14s -> %s", schedule.name, schedule.cron, schedule.job_type)
         holder = scheduler.lock.holder()
         if holder is not None:
             logger.info("Standing by: %s holds the leader lock.", holder.identity)
@@ -87,18 +85,35 @@ class Command(BaseCommand):
                 else "never"
             )
             table.append(
-                (row.name, row.cron, row.job_type, row.queue, f"{row.next_run:%Y-%m-%d %H:%M}", last)
+                (
+                    row.name,
+                    row.cron,
+                    row.job_type,
+                    row.queue,
+                    f"{row.next_run:%Y-%m-%d %H:%M}",
+                    last,
+                )
             )
         widths = [max(len(r[i]) for r in table) for i in range(len(header))]
         for r in table:
-            write("  " + "  ".join(cell.ljust(width) for cell, width in zip(r, widths, strict=True)).rstrip())
+            write(
+                "  "
+                + "  ".join(
+                    cell.ljust(width) for cell, width in zip(r, widths, strict=True)
+                ).rstrip()
+            )
         if not rows:
             write("  (no schedules declared)")
         tasks = all_leader_tasks()
         if tasks:
-            write("Leader tasks: " + ", ".join(f"{t.name} (every {t.interval_seconds:g} s)" for t in tasks))
+            write(
+                "Leader tasks: "
+                + ", ".join(f"{t.name} (every {t.interval_seconds:g} s)" for t in tasks)
+            )
         holder = scheduler_leader()
         if holder is None:
             write("Leader: none (no scheduler is running)")
         else:
-            write(f"Leader: {holder.identity} (lock expires in {holder.ttl_ms / 1000:.1f} s unless renewed)")
+            write(
+                f"Leader: {holder.identity} (lock expires in {holder.ttl_ms / 1000:.1f} s unless renewed)"
+            )
