@@ -135,9 +135,7 @@ def main() -> int:
             ),
         )
     )
-    procs.append(
-        ("scheduler", subprocess.Popen([PY, "manage.py", "periodiq"], cwd=ROOT, env=env))
-    )
+    procs.append(("scheduler", subprocess.Popen([PY, "manage.py", "periodiq"], cwd=ROOT, env=env)))
 
     base = f"http://127.0.0.1:{web_port}"
     print(
