@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from types import FrameType
 from typing import Any
 
+import redis
 from django.core.management.base import BaseCommand, CommandError
 
 from jobs.errors import JobsError
@@ -110,7 +111,11 @@ class Command(BaseCommand):
                 "Leader tasks: "
                 + ", ".join(f"{t.name} (every {t.interval_seconds:g} s)" for t in tasks)
             )
-        holder = scheduler_leader()
+        try:
+            holder = scheduler_leader()
+        except redis.RedisError as exc:
+            write(f"Leader: unknown (Redis is unreachable: {exc})")
+            return
         if holder is None:
             write("Leader: none (no scheduler is running)")
         else:
