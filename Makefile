@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/toolboxai
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: install run test test-fast lint format migrate clean
+.PHONY: install browser run test test-fast lint format migrate clean compose-check
 
 install: $(STAMP)
 
@@ -21,10 +21,16 @@ $(STAMP): pyproject.toml
 	@$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,run]'
 	@touch $(STAMP)
 
+# The admin browser test drives Debian's chromium through Playwright (no downloaded browser).
+browser:
+	@command -v chromium >/dev/null || { \
+		echo "Installing Debian's chromium for the admin browser test"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
 run: install
 	@$(PY) scripts/dev.py
 
-test: install
+test: install browser
 	@DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
 		$(PY) -m pytest $(PYTEST_ARGS)
 
@@ -34,6 +40,25 @@ lint: install
 	$(VENV)/bin/mypy .
 	$(PY) manage.py check
 	$(PY) manage.py makemigrations --check --dry-run
+	@$(MAKE) --no-print-directory compose-check
+
+# Parses docker-compose.yml with Debian's docker-compose (no Docker engine needed), with
+# .env.example as the .env: once with the secrets filled in (must pass), once without
+# (must refuse, naming the secret). Installs docker-compose when it is missing.
+COMPOSE_SECRETS := DJANGO_SECRET_KEY=compose-check POSTGRES_PASSWORD=compose-check REDIS_PASSWORD=compose-check
+compose-check:
+	@command -v docker-compose >/dev/null 2>&1 || { \
+		echo "Installing Debian's docker-compose (to validate docker-compose.yml)"; \
+		apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null; }
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+		cp docker-compose.yml "$$tmp/" && cp .env.example "$$tmp/.env" && cd "$$tmp" && \
+		env $(COMPOSE_SECRETS) docker-compose -f docker-compose.yml config -q && \
+		if docker-compose -f docker-compose.yml config -q 2>err.txt \
+			|| ! grep -q "Set [A-Z_]* in .env" err.txt; then \
+			echo "docker-compose.yml must refuse to start while a secret of .env.example is empty." >&2; \
+			cat err.txt >&2; exit 1; \
+		fi
+	@echo "docker-compose.yml: valid ($$(docker-compose version --short))"
 
 format: install
 	$(VENV)/bin/ruff format .

@@ -30,6 +30,7 @@ from dramatiq.middleware import (
 
 from jobs.conf import jobs_settings
 from jobs.queues import QUEUES, all_redis_queue_names
+from jobs.redis_client import connect_redis
 
 logger = logging.getLogger(__name__)
 
@@ -40,12 +41,16 @@ CONSUMED_QUEUES = tuple(q for q in QUEUES if q != "dead_letter")
 def build_broker() -> RedisBroker:
     """A RedisBroker with our middleware, outermost first.
 
-    DB connections → tenant context → ledger → Dramatiq's limits and retries.
+    DB connections → heartbeat → tenant context → fairness → ledger → Dramatiq's
+    limits and retries. Fairness sits outside the ledger so a deferred message
+    never touches its row.
     Dramatiq calls ``after_*`` hooks in reverse, so the ledger sees the
     decision Retries made (retry or dead-letter) before it records it.
     """
+    from jobs.middleware.fairness import Fairness
     from jobs.middleware.heartbeat import WorkerHeartbeat, heartbeat_interval_ms
     from jobs.middleware.ledger import Ledger
+    from jobs.middleware.metrics import JobMetrics
     from jobs.middleware.soft_time_limit import SoftTimeLimit
     from jobs.middleware.tenant_context import TenantContext
 
@@ -53,7 +58,9 @@ def build_broker() -> RedisBroker:
         DbConnectionsMiddleware(),
         WorkerHeartbeat(interval_ms=heartbeat_interval_ms()),
         TenantContext(),
+        Fairness(),
         Ledger(),
+        JobMetrics(),
         AgeLimit(max_age=jobs_settings.default_max_age_ms),
         TimeLimit(time_limit=jobs_settings.default_time_limit_ms, interval=100),
         SoftTimeLimit(soft_time_limit=jobs_settings.default_soft_time_limit_ms),
@@ -67,16 +74,33 @@ def build_broker() -> RedisBroker:
         ),
     ]
     broker = RedisBroker(
-        url=jobs_settings.redis_url,
+        client=build_redis_client(),
         namespace=jobs_settings.redis_namespace,
         heartbeat_timeout=jobs_settings.heartbeat_timeout_ms,
         dead_message_ttl=jobs_settings.dead_message_ttl_ms,
         middleware=middleware,
-        health_check_interval=30,
     )
     for queue_name in all_redis_queue_names(CONSUMED_QUEUES):
         broker.declare_queue(queue_name)
     return broker
+
+
+def build_redis_client() -> redis.Redis:
+    """The broker's Redis client: REDIS_URL (password, TLS) or the master Redis Sentinel names.
+
+    Every other Redis user in the code takes ``get_broker().client``, so this
+    is the one place connections are configured.
+    """
+    return connect_redis(
+        url=jobs_settings.redis_url,
+        tls_ca_file=jobs_settings.redis_tls_ca_file,
+        tls_cert_file=jobs_settings.redis_tls_cert_file,
+        tls_key_file=jobs_settings.redis_tls_key_file,
+        sentinels=jobs_settings.redis_sentinels,
+        sentinel_master=jobs_settings.redis_sentinel_master,
+        sentinel_username=jobs_settings.redis_sentinel_username,
+        sentinel_password=jobs_settings.redis_sentinel_password,
+    )
 
 
 def setup() -> RedisBroker:

@@ -7,6 +7,8 @@ the environment; this accessor supplies the defaults when a setting is absent.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from typing import Any
 
 from django.conf import settings
@@ -20,6 +22,34 @@ class JobsSettings:
     @property
     def redis_url(self) -> str:
         return str(_get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+
+    @property
+    def redis_tls_ca_file(self) -> str:
+        return str(_get("REDIS_TLS_CA_FILE", "") or "")
+
+    @property
+    def redis_tls_cert_file(self) -> str:
+        return str(_get("REDIS_TLS_CERT_FILE", "") or "")
+
+    @property
+    def redis_tls_key_file(self) -> str:
+        return str(_get("REDIS_TLS_KEY_FILE", "") or "")
+
+    @property
+    def redis_sentinels(self) -> list[tuple[str, int]]:
+        return [(str(host), int(port)) for host, port in _get("REDIS_SENTINELS", [])]
+
+    @property
+    def redis_sentinel_master(self) -> str:
+        return str(_get("REDIS_SENTINEL_MASTER", "mymaster"))
+
+    @property
+    def redis_sentinel_username(self) -> str:
+        return str(_get("REDIS_SENTINEL_USERNAME", "") or "")
+
+    @property
+    def redis_sentinel_password(self) -> str:
+        return str(_get("REDIS_SENTINEL_PASSWORD", "") or "")
 
     @property
     def redis_namespace(self) -> str:
@@ -72,6 +102,14 @@ class JobsSettings:
     @property
     def default_max_age_ms(self) -> int:
         return int(_get("JOBS_DEFAULT_MAX_AGE_MS", 7 * 86_400_000))
+
+    @property
+    def fairness_cache_seconds(self) -> float:
+        return float(_get("JOBS_FAIRNESS_CACHE_SECONDS", 5))
+
+    @property
+    def fairness_defer_ms(self) -> int:
+        return int(_get("JOBS_FAIRNESS_DEFER_MS", 1_000))
 
     @property
     def max_payload_bytes(self) -> int:
@@ -154,6 +192,42 @@ class JobsSettings:
     @property
     def roblox_timeout_ms(self) -> int:
         return int(_get("ROBLOX_TIMEOUT_MS", 30_000))
+
+    @property
+    def prometheus_port(self) -> int:
+        return int(_get("PROMETHEUS_PORT", 9540))
+
+    @property
+    def prometheus_host(self) -> str:
+        return str(_get("PROMETHEUS_HOST", "0.0.0.0"))  # noqa: S104
+
+    @property
+    def metrics_dir(self) -> str:
+        """The worker's multiprocess metrics directory (one per exporter port by default)."""
+        configured = str(_get("JOBS_METRICS_DIR", "") or "")
+        if configured:
+            return configured
+        return os.path.join(
+            tempfile.gettempdir(), f"toolboxai-worker-metrics-{self.prometheus_port}"
+        )
+
+    @property
+    def metrics_organization_ids(self) -> frozenset[int]:
+        return frozenset(int(v) for v in _get("JOBS_METRICS_ORGANIZATION_IDS", ()))
+
+    @property
+    def redact_keys(self) -> tuple[str, ...]:
+        """Extra words that mark a key as secret (see ``jobs.redaction``)."""
+        return tuple(str(word) for word in _get("JOBS_REDACT_KEYS", ()))
+
+    @property
+    def admin_exact_count_limit(self) -> int:
+        """Above this many estimated rows the admin list shows an estimate, not a COUNT(*)."""
+        return int(_get("JOBS_ADMIN_EXACT_COUNT_LIMIT", 10_000))
+
+    @property
+    def dashboard_refresh_seconds(self) -> int:
+        return int(_get("JOBS_DASHBOARD_REFRESH_SECONDS", 15))
 
 
 jobs_settings = JobsSettings()

@@ -45,8 +45,9 @@ class JobType:
       time_limit_ms: hard limit of one attempt, in ms.
       soft_time_limit_ms: raises SoftTimeLimitExceeded inside the job, in ms.
       throws: exceptions that fail the job at once instead of retrying.
-      rate_limit_per_minute: global cap on runs per minute of this type, across all
-        workers; jobs over it are deferred (enforced by the fairness middleware).
+      rate_limit_per_minute: starts of this type per minute across all workers (an int,
+        or a callable read at run time, e.g. from a setting); over it, jobs are deferred
+        without using a retry. None means unlimited.
     """
 
     name: str
@@ -61,8 +62,12 @@ class JobType:
     time_limit_ms: int | None = None
     soft_time_limit_ms: int | None = None
     throws: tuple[type[BaseException], ...] = ()
-    rate_limit_per_minute: int | None = None
+    rate_limit_per_minute: int | Callable[[], int | None] | None = None
     actor: dramatiq.Actor[Any, Any] | None = field(default=None, repr=False)
+
+    def effective_rate_limit_per_minute(self) -> int | None:
+        limit = self.rate_limit_per_minute
+        return limit() if callable(limit) else limit
 
     def effective_max_retries(self) -> int:
         return (
@@ -98,7 +103,7 @@ def job_type(
     time_limit_ms: int | None = None,
     soft_time_limit_ms: int | None = None,
     throws: tuple[type[BaseException], ...] = (),
-    rate_limit_per_minute: int | None = None,
+    rate_limit_per_minute: int | Callable[[], int | None] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Declare a job type. The decorated function runs on the worker.
 

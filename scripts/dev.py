@@ -143,8 +143,10 @@ def main() -> int:
         "  toolboxai jobs is running\n"
         f"    Admin:     {base}/admin/\n"
         f"    Login:     {login['username']} / {login['password']}\n"
+        f"    API key:   {login.get('api_key', '(delete .state/dev-login.json to issue one)')}"
+        f"  (organization {login.get('organization', 'demo')})\n"
         f"    Redis:     {env['REDIS_URL']}\n"
-        f"    Database:  {env.get('DATABASE_URL', 'sqlite:///.state/db.sqlite3')}\n"
+        f"    Database:  {env.get('DATABASE_URL', f'sqlite:///{STATE / "db.sqlite3"}')}\n"
         "    Scheduler: manage.py periodiq (list schedules: .venv/bin/python manage.py periodiq --list)\n"
         f"  Submit a job:  REDIS_URL={env['REDIS_URL']} .venv/bin/python manage.py shell -c "
         '"from jobs.services import job_submit; '
@@ -156,26 +158,38 @@ def main() -> int:
 
 
 def ensure_dev_login(env: dict[str, str]) -> dict[str, str]:
-    """Create the development superuser on first start and remember its password."""
+    """On first start: a staff superuser, a demo organization it owns, and an API key.
+
+    The password and key are kept in .state/dev-login.json (mode 0600) so later
+    starts print the same login.
+    """
     path = STATE / "dev-login.json"
     if path.exists():
         return dict(json.loads(path.read_text()))
-    login = {"username": "admin", "password": secrets.token_urlsafe(12)}
+    password = secrets.token_urlsafe(12)
     code = (
         "from django.contrib.auth import get_user_model\n"
+        "from tenants.models import Organization, Membership, Role\n"
+        "from tenants.services import api_key_create\n"
         "U = get_user_model()\n"
         "u, _ = U.objects.get_or_create(username='admin', defaults={'email': 'admin@example.com'})\n"
         "u.is_staff = u.is_superuser = True\n"
-        f"u.set_password({login['password']!r})\n"
+        f"u.set_password({password!r})\n"
         "u.save()\n"
+        "org, _ = Organization.objects.get_or_create(slug='demo', defaults={'name': 'Demo School'})\n"
+        "m, _ = Membership.objects.get_or_create(user=u, organization=org, defaults={'role': Role.OWNER})\n"
+        "print(api_key_create(membership=m, name='make run').raw)\n"
     )
-    subprocess.run(
+    result = subprocess.run(
         [PY, "manage.py", "shell", "-c", code],
         cwd=ROOT,
         env=env,
         check=True,
-        stdout=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
     )
+    api_key = result.stdout.strip().splitlines()[-1]
+    login = {"username": "admin", "password": password, "organization": "demo", "api_key": api_key}
     path.write_text(json.dumps(login))
     path.chmod(0o600)
     return login

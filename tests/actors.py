@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from django.conf import settings
 from redis import Redis
 
+from jobs.broker import get_broker
 from jobs.errors import SoftTimeLimitExceeded
 from jobs.registry import job_type
 from jobs.runtime import current_job
@@ -17,7 +17,7 @@ from tenants.context import get_organization_id
 
 def side_effects() -> Redis:
     """A counter store outside the ledger, to check how often a job really ran."""
-    return Redis.from_url(settings.REDIS_URL)
+    return get_broker().client
 
 
 @job_type("tests.count", queue="default", public=False, max_retries=0)
@@ -85,3 +85,31 @@ periodic(
     payload={"key": "every-minute"},
     description="Test schedule: every minute.",
 )
+
+
+@job_type("tests.limited", queue="default", public=False, max_retries=0, rate_limit_per_minute=60)
+def limited(*, n: int) -> dict[str, Any]:
+    """A job type limited to 60 starts per minute across all workers."""
+    return {"n": n}
+
+
+@job_type("tests.drop_connection", queue="default", public=False, max_retries=0)
+def drop_connection() -> dict[str, Any]:
+    """Have Postgres terminate this worker thread's connection, as a failover would."""
+    import psycopg
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        pid = cursor.fetchone()[0]
+    db = connection.settings_dict
+    with psycopg.connect(
+        host=db["HOST"],
+        port=db["PORT"] or 5432,
+        user=db["USER"],
+        password=db["PASSWORD"],
+        dbname=db["NAME"],
+        autocommit=True,
+    ) as other:
+        other.execute("SELECT pg_terminate_backend(%s)", [pid])
+    return {"terminated": pid}

@@ -23,7 +23,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     """Stop at once, with a fix, when Postgres or Redis is missing: those tests must not skip."""
     problems = []
     try:
-        redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=3).ping()
+        get_broker().client.ping()
     except redis.RedisError as exc:
         problems.append(f"Redis at {settings.REDIS_URL} is unreachable ({exc}).")
     db = settings.DATABASES["default"]

@@ -55,6 +55,21 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
+def env_host_ports(name: str) -> list[tuple[str, int]]:
+    """``host:port,host:port`` (IPv6 as ``[::1]:26379``) as a list of pairs; empty when unset."""
+    pairs: list[tuple[str, int]] = []
+    for item in env_list(name, []):
+        host, sep, port = item.rpartition(":")
+        host = host.strip("[]")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ImproperlyConfigured(
+                f"{name} has {item!r}, which is not host:port. "
+                f"Use a comma-separated list such as {name}=sentinel-1:26379,sentinel-2:26379."
+            )
+        pairs.append((host, int(port)))
+    return pairs
+
+
 def parse_database_url(url: str, *, base_dir: Path) -> dict[str, Any]:
     """Turn ``postgres://user:pass@host:port/name`` or ``sqlite:///path`` into DATABASES['default']."""
     parts = urlsplit(url)
@@ -62,10 +77,9 @@ def parse_database_url(url: str, *, base_dir: Path) -> dict[str, Any]:
     options = dict(parse_qsl(parts.query))
     if scheme == "sqlite":
         # sqlite:///relative/path.db (three slashes) or sqlite:////absolute/path.db (four).
+        # sqlite:///relative.db has path "/relative.db"; sqlite:////abs.db has "//abs.db".
         raw_path = unquote(parts.path)
         name = raw_path[1:] if raw_path.startswith("/") else raw_path
-        if url.startswith("sqlite:////"):
-            name = raw_path
         if not name:
             raise ImproperlyConfigured(
                 "DATABASE_URL for SQLite needs a file: sqlite:///state/db.sqlite3"

@@ -10,9 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import django_stubs_ext
+from django.core.exceptions import ImproperlyConfigured
 
 from toolboxai.env import (
     env_bool,
+    env_host_ports,
     env_int,
     env_list,
     env_str,
@@ -27,7 +29,27 @@ STATE_DIR = Path(env_str("TOOLBOXAI_STATE_DIR", str(BASE_DIR / ".state")))
 INSECURE_DEFAULT_SECRET_KEY = "django-insecure-toolboxai-development-only-key-change-me"  # noqa: S105
 SECRET_KEY = env_str("DJANGO_SECRET_KEY", INSECURE_DEFAULT_SECRET_KEY)
 DEBUG = env_bool("DJANGO_DEBUG", True)
+if not DEBUG and SECRET_KEY.strip() in {"", INSECURE_DEFAULT_SECRET_KEY}:
+    raise ImproperlyConfigured(
+        "DJANGO_SECRET_KEY is not set, and production (DJANGO_DEBUG=0) refuses the built-in "
+        "development key. Set DJANGO_SECRET_KEY to a long random value, e.g. the output of "
+        "`python -c 'import secrets; print(secrets.token_urlsafe(50))'`."
+    )
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+
+# --- HTTPS (on by default in production; see README "Deployment") ----------
+# Behind a TLS-terminating proxy, trust its X-Forwarded-Proto header so Django
+# knows the request was HTTPS; never enable this without such a proxy.
+if env_bool("DJANGO_SECURE_PROXY_SSL_HEADER", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", not DEBUG)
+# Container healthchecks and metrics scrapes speak plain HTTP from inside the network.
+SECURE_REDIRECT_EXEMPT = [r"^healthz/?$", r"^metrics/?$"]
+SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 0 if DEBUG else 31_536_000, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", not DEBUG)
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", not DEBUG)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", not DEBUG)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -36,18 +58,24 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "django_prometheus",
     "tenants",
     "jobs",
 ]
 
 MIDDLEWARE = [
+    # First and last: request count and latency for /metrics (django-prometheus).
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Serves STATIC_ROOT (collected at image build) without a separate file server.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
 ROOT_URLCONF = "toolboxai.urls"
@@ -71,9 +99,13 @@ TEMPLATES = [
 
 DATABASES = {
     "default": parse_database_url(
-        env_str("DATABASE_URL", "sqlite:///.state/db.sqlite3"), base_dir=BASE_DIR
+        env_str("DATABASE_URL", f"sqlite:///{STATE_DIR / 'db.sqlite3'}"), base_dir=BASE_DIR
     )
 }
+# django-prometheus's wrappers of the same backends count queries and errors for /metrics.
+DATABASES["default"]["ENGINE"] = DATABASES["default"]["ENGINE"].replace(
+    "django.db.backends.", "django_prometheus.db.backends."
+)
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
 # Workers keep their connection between messages; the DB-connections
@@ -96,9 +128,26 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = Path(env_str("DJANGO_STATIC_ROOT", str(STATE_DIR / "static")))
+# WhiteNoise warns about a missing STATIC_ROOT; the image collects into it at build,
+# and a checkout gets an empty one until `collectstatic` runs.
+if not STATIC_ROOT.is_dir():
+    STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 
 # --- Redis and Dramatiq -----------------------------------------------------
+# redis://[:password@]host:port/db, or rediss://... for TLS (certificates always verified).
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
+# TLS material for rediss:// (and TLS Sentinels): the CA that signed the server's
+# certificate (empty: the system's CAs), and an optional client certificate and key.
+REDIS_TLS_CA_FILE = env_str("REDIS_TLS_CA_FILE", "")
+REDIS_TLS_CERT_FILE = env_str("REDIS_TLS_CERT_FILE", "")
+REDIS_TLS_KEY_FILE = env_str("REDIS_TLS_KEY_FILE", "")
+# Redis Sentinel: "host:port,host:port". When set, the master comes from the
+# Sentinels, and REDIS_URL supplies only the password, database number and scheme.
+REDIS_SENTINELS = env_host_ports("REDIS_SENTINELS")
+REDIS_SENTINEL_MASTER = env_str("REDIS_SENTINEL_MASTER", "mymaster")
+# Password (and ACL user) of the Sentinels themselves, when they require one.
+REDIS_SENTINEL_USERNAME = env_str("REDIS_SENTINEL_USERNAME", "")
+REDIS_SENTINEL_PASSWORD = env_str("REDIS_SENTINEL_PASSWORD", "")
 
 # Worker pool size for `manage.py rundramatiq` (flags override these).
 JOBS_WORKER_PROCESSES = env_int("JOBS_WORKER_PROCESSES", 2, minimum=1)
@@ -122,6 +171,11 @@ JOBS_DEFAULT_TIME_LIMIT_MS = env_int("JOBS_DEFAULT_TIME_LIMIT_MS", 300_000, mini
 JOBS_DEFAULT_SOFT_TIME_LIMIT_MS = env_int("JOBS_DEFAULT_SOFT_TIME_LIMIT_MS", 240_000, minimum=1)
 # Messages older than this (since enqueue) are dead-lettered without running.
 JOBS_DEFAULT_MAX_AGE_MS = env_int("JOBS_DEFAULT_MAX_AGE_MS", 7 * 86_400_000, minimum=1_000)
+
+# How long a worker caches an organization's active flag and concurrency cap.
+JOBS_FAIRNESS_CACHE_SECONDS = env_int("JOBS_FAIRNESS_CACHE_SECONDS", 5, minimum=0)
+# How long a job over its organization's concurrency cap waits before another try.
+JOBS_FAIRNESS_DEFER_MS = env_int("JOBS_FAIRNESS_DEFER_MS", 1_000, minimum=10)
 
 JOBS_MAX_PAYLOAD_BYTES = env_int("JOBS_MAX_PAYLOAD_BYTES", 256 * 1024, minimum=1)
 JOBS_MAX_RESULT_BYTES = env_int("JOBS_MAX_RESULT_BYTES", 64 * 1024, minimum=1)
@@ -174,6 +228,40 @@ DEFAULT_FROM_EMAIL = EMAIL_FROM
 ROBLOX_API_KEY = env_str("ROBLOX_API_KEY", "")
 ROBLOX_BASE_URL = env_str("ROBLOX_BASE_URL", "https://apis.roblox.com")
 ROBLOX_TIMEOUT_MS = env_int("ROBLOX_TIMEOUT_MS", 30_000, minimum=1_000)
+# --- Admin ------------------------------------------------------------------
+# Extra words that mark a payload/result key as secret (password, secret, token,
+# api_key, authorization, ... are always redacted).
+JOBS_REDACT_KEYS = env_list("JOBS_REDACT_KEYS", [])
+# Above this many (estimated) rows the job list shows Postgres's estimate, not COUNT(*).
+JOBS_ADMIN_EXACT_COUNT_LIMIT = env_int("JOBS_ADMIN_EXACT_COUNT_LIMIT", 10_000, minimum=0)
+# How often the admin dashboard reloads itself.
+JOBS_DASHBOARD_REFRESH_SECONDS = env_int("JOBS_DASHBOARD_REFRESH_SECONDS", 15, minimum=2)
+
+# --- django.tasks -----------------------------------------------------------
+# Every app's @task runs on our workers, as a ledger job (README, "Django tasks").
+TASKS = {
+    "default": {
+        "BACKEND": "jobs.backends.DramatiqBackend",
+        "QUEUES": [],  # [] allows every queue the workers consume
+        "OPTIONS": {"enqueue_on_commit": True, "max_retries": 0},
+    }
+}
+# --- Metrics ----------------------------------------------------------------
+# Port (and address) of the worker's Prometheus exporter, served by `rundramatiq`.
+PROMETHEUS_PORT = env_int("PROMETHEUS_PORT", 9540, minimum=0)
+PROMETHEUS_HOST = env_str("PROMETHEUS_HOST", "0.0.0.0")  # noqa: S104
+# Where the worker processes of one `rundramatiq` share their counters; emptied at start.
+# Empty: a directory under the system temp dir, one per PROMETHEUS_PORT.
+JOBS_METRICS_DIR = env_str("JOBS_METRICS_DIR", "")
+# Organization ids that get their own `organization` label on job metrics (others: "other").
+# Empty: job metrics have no organization label at all (cardinality).
+_metrics_org_ids = env_list("JOBS_METRICS_ORGANIZATION_IDS", [])
+if not all(v.isdigit() for v in _metrics_org_ids):
+    raise ImproperlyConfigured(
+        f"JOBS_METRICS_ORGANIZATION_IDS={','.join(_metrics_org_ids)!r} must be comma-separated "
+        "organization ids (numbers), e.g. 12,34."
+    )
+JOBS_METRICS_ORGANIZATION_IDS = [int(v) for v in _metrics_org_ids]
 
 # --- Logging ---------------------------------------------------------------
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
@@ -184,6 +272,8 @@ LOGGING = {
     "disable_existing_loggers": False,
     "filters": {
         "job_context": {"()": "jobs.logging.JobContextFilter"},
+        "deferred_skips": {"()": "jobs.logging.DeferredSkipFilter"},
+        "redact_secrets": {"()": "jobs.logging.RedactSecretsFilter"},
     },
     "formatters": {
         "text": {
@@ -199,7 +289,7 @@ LOGGING = {
         "console": {
             "class": "logging.StreamHandler",
             "formatter": LOG_FORMAT if LOG_FORMAT in {"text", "json"} else "text",
-            "filters": ["job_context"],
+            "filters": ["job_context", "deferred_skips", "redact_secrets"],
         },
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},

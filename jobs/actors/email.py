@@ -29,7 +29,8 @@ class EmailPayload(PayloadSerializer):
     max_backoff_ms=300_000,
     time_limit_ms=60_000,
     soft_time_limit_ms=45_000,
-    rate_limit_per_minute=jobs_settings.email_rate_limit_per_minute,
+    # Read at run time, so a changed EMAIL_RATE_LIMIT_PER_MINUTE applies without a redeploy.
+    rate_limit_per_minute=lambda: jobs_settings.email_rate_limit_per_minute,
 )
 def send_transactional(*, to_email: str, subject: str, html_content: str) -> dict[str, Any]:
     """Send the email unless an earlier delivery of this job already did."""

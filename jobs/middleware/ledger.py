@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import traceback
 from contextvars import Token
 from typing import Any
 
 import dramatiq
-from django.db import DatabaseError
+from django.db import DatabaseError, connection
 from dramatiq.middleware import Middleware, SkipMessage, TimeLimitExceeded
 
 from jobs.broker import worker_id
@@ -31,6 +32,9 @@ logger = logging.getLogger(__name__)
 DATABASE_DOWN_DELAY_MS = 5_000
 
 _MAX_ERROR_MESSAGE = 4_000
+
+#: Pauses between tries to record an attempt's end while the database is unreachable.
+FINISH_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0)
 
 
 class Ledger(Middleware):
@@ -81,7 +85,12 @@ class Ledger(Middleware):
             attempt=decision.attempt,
             retries=int(message.options.get("retries", 0)),
         )
-        self._local.state = (ctx, set_current_job(ctx), bind_log_context(attempt=decision.attempt))
+        self._local.state = (
+            ctx,
+            set_current_job(ctx),
+            bind_log_context(attempt=decision.attempt),
+            time.monotonic(),
+        )
         logger.info("Job %s started (attempt %d).", job_id, decision.attempt)
 
     def after_process_message(
@@ -92,24 +101,33 @@ class Ledger(Middleware):
         result: Any = None,
         exception: BaseException | None = None,
     ) -> None:
-        state: tuple[JobContext, Token[Any], Token[Any]] | None = getattr(
+        state: tuple[JobContext, Token[Any], Token[Any], float] | None = getattr(
             self._local, "state", None
         )
         if state is None:
             return
         self._local.state = None
-        ctx, job_token, log_token = state
+        ctx, job_token, log_token, started = state
         try:
             end = _attempt_end(ctx, message, exception)
-            changed = job_attempt_finish(job_id=ctx.job_id, attempt=ctx.attempt, end=end)
+            changed = _finish_with_retries(ctx, end)
+            timing = {"duration_seconds": round(time.monotonic() - started, 3)}
             if changed:
-                logger.info("Job %s %s after attempt %d.", ctx.job_id, end.status, ctx.attempt)
+                logger.info(
+                    "Job %s %s after attempt %d (%.3f s).",
+                    ctx.job_id,
+                    end.status,
+                    ctx.attempt,
+                    timing["duration_seconds"],
+                    extra=timing,
+                )
             else:
                 logger.info(
                     "Attempt %d of job %s ended (%s); the job had already moved on.",
                     ctx.attempt,
                     ctx.job_id,
                     end.outcome,
+                    extra=timing,
                 )
         finally:
             reset_current_job(job_token)
@@ -121,6 +139,28 @@ class Ledger(Middleware):
         if state is not None:
             logger.warning("Job %s was skipped after it was claimed.", message.message_id)
             self.after_process_message(broker, message, exception=SkipMessage("skipped"))
+
+
+def _finish_with_retries(ctx: JobContext, end: AttemptEnd) -> bool:
+    """Record the end of an attempt, riding out a short database outage.
+
+    The message has already been acknowledged or re-enqueued, so giving up
+    would leave the row ``running``; a few reconnecting tries over about
+    fifteen seconds cover a failover or a restart.
+    """
+    for delay in FINISH_RETRY_DELAYS:
+        try:
+            return job_attempt_finish(job_id=ctx.job_id, attempt=ctx.attempt, end=end)
+        except DatabaseError as exc:
+            logger.warning(
+                "Could not record the end of job %s (%s); trying again in %.1f s.",
+                ctx.job_id,
+                exc,
+                delay,
+            )
+            connection.close()
+            time.sleep(delay)
+    return job_attempt_finish(job_id=ctx.job_id, attempt=ctx.attempt, end=end)
 
 
 def _attempt_end(ctx: JobContext, message: Any, exception: BaseException | None) -> AttemptEnd:

@@ -52,7 +52,13 @@ def job_cancel(*, job: Job, user: User | None = None, via: str = "system") -> Jo
         else JobEventKind.CANCEL_REQUESTED
     )
     _audit(job, kind, user=user, via=via)
-    logger.info("Cancel requested for job %s (now %s).", job.pk, job.status)
+    logger.info(
+        "Cancel requested for job %s (now %s) via %s.",
+        job.pk,
+        job.status,
+        via,
+        extra=_log_fields(job),
+    )
     return job
 
 
@@ -89,8 +95,28 @@ def job_retry(
         _audit(job, kind, user=user, via=via)
         message = job_message(job)
         transaction.on_commit(lambda: enqueue_messages([(message, None)]))
-    logger.info("Job %s queued again by an explicit retry.", job.pk)
+    logger.info(
+        "Job %s queued again by an explicit %s via %s.", job.pk, kind, via, extra=_log_fields(job)
+    )
     return job
+
+
+def job_cancel_for_inactive_organization(*, job_id: str) -> bool:
+    """Cancel a job that has not started because its organization was deactivated."""
+    now = timezone.now()
+    return bool(
+        Job.objects.filter(pk=job_id, status__in=_CANCELLABLE_AT_ONCE).update(
+            status=JobStatus.CANCELLED,
+            cancel_requested_at=now,
+            finished_at=now,
+            error_type="OrganizationInactive",
+            error_message="Cancelled because the organization is inactive.",
+        )
+    )
+
+
+def _log_fields(job: Job) -> dict[str, object]:
+    return {"job_id": str(job.pk), "organization_id": job.organization_id, "actor": job.job_type}
 
 
 def _audit(job: Job, kind: JobEventKind, *, user: User | None, via: str, **detail: object) -> None:

@@ -14,12 +14,13 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from dramatiq import Message
 
-from jobs.broker import enqueue_messages
+from jobs.broker import CONSUMED_QUEUES, enqueue_messages
 from jobs.conf import jobs_settings
 from jobs.errors import InvalidPayload, InvalidSubmission, PayloadTooLarge
 from jobs.models import Job
 from jobs.queues import DEFAULT_PRIORITY, MAX_PRIORITY, MIN_PRIORITY, redis_queue_name
 from jobs.registry import JobType, get_job_type
+from jobs.services.fairness import submission_admit
 from tenants.models import Organization
 
 logger = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ class JobRequest:
       idempotency_key: a second submission with the same key returns the first job.
       delay: how long to wait before the job may run (0 to 7 days).
       max_retries: overrides the job type's retry budget.
+      queue: overrides the job type's home queue (one of the consumed queues).
     """
 
     job_type: str
@@ -47,6 +49,7 @@ class JobRequest:
     idempotency_key: str | None = None
     delay: timedelta | None = None
     max_retries: int | None = None
+    queue: str | None = None
 
 
 @dataclass(frozen=True)
@@ -73,12 +76,17 @@ def job_submit(
     idempotency_key: str | None = None,
     delay: timedelta | None = None,
     max_retries: int | None = None,
+    queue: str | None = None,
+    send_on_commit: bool = True,
 ) -> Submission:
     """Submit one job. The message is sent when the caller's transaction commits.
 
     A rolled-back transaction sends nothing. Outside a transaction the message
     is sent at once. With an ``idempotency_key`` already used in the same
     organization, the existing job is returned and nothing is sent.
+    ``send_on_commit=False`` sends at once even inside a transaction: the
+    worker then waits for the row's commit, and runs the job even if the
+    transaction rolls back (``django.tasks`` backends offer this as an option).
     """
     request = JobRequest(
         job_type=job_type,
@@ -87,12 +95,14 @@ def job_submit(
         idempotency_key=idempotency_key,
         delay=delay,
         max_retries=max_retries,
+        queue=queue,
     )
     prepared = _prepare(request, organization=organization)
     if request.idempotency_key is not None:
         existing = _existing_by_key(organization, [request.idempotency_key])
         if request.idempotency_key in existing:
             return Submission(job=existing[request.idempotency_key], created=False)
+        submission_admit(organization=organization, count=1)
         try:
             with transaction.atomic():
                 prepared.job.save(force_insert=True)
@@ -103,8 +113,12 @@ def job_submit(
                 return Submission(job=existing[request.idempotency_key], created=False)
             raise
     else:
+        submission_admit(organization=organization, count=1)
         prepared.job.save(force_insert=True)
-    _send_on_commit([prepared])
+    if send_on_commit:
+        _send_on_commit([prepared])
+    else:
+        enqueue_messages([(prepared.message, prepared.delay_ms)])
     return Submission(job=prepared.job, created=True)
 
 
@@ -131,6 +145,7 @@ def job_submit_many(
         )
     existing = _existing_by_key(organization, keys) if keys else {}
     fresh = [p for p in prepared if p.job.idempotency_key not in existing]
+    submission_admit(organization=organization, count=len(fresh))
     try:
         with transaction.atomic():
             Job.objects.bulk_create([p.job for p in fresh])
@@ -147,6 +162,7 @@ def job_submit_many(
                 idempotency_key=r.idempotency_key,
                 delay=r.delay,
                 max_retries=r.max_retries,
+                queue=r.queue,
             )
             for r in requests
         ]
@@ -249,6 +265,13 @@ def _prepare(request: JobRequest, *, organization: Organization | None) -> _Prep
             f"max_retries {request.max_retries!r} is out of range; use 0 to 100.",
             field="max_retries",
         )
+    queue = jt.queue if request.queue is None else request.queue
+    if request.queue is not None and queue not in CONSUMED_QUEUES:
+        raise InvalidSubmission(
+            f"queue {queue!r} is not a queue workers consume; use one of "
+            f"{', '.join(CONSUMED_QUEUES)}.",
+            field="queue",
+        )
     payload = validate_payload(jt, request.payload)
 
     now = timezone.now()
@@ -256,7 +279,7 @@ def _prepare(request: JobRequest, *, organization: Organization | None) -> _Prep
     job = Job(
         organization=organization,
         job_type=jt.name,
-        queue=jt.queue,
+        queue=queue,
         priority=priority,
         payload=payload,
         max_retries=(
@@ -282,5 +305,19 @@ def _existing_by_key(organization: Organization | None, keys: Sequence[str]) -> 
 def _send_on_commit(prepared: Sequence[_Prepared]) -> None:
     if not prepared:
         return
+    for p in prepared:
+        # The job id as a field, so one job's lines are found from submission to its last attempt.
+        logger.info(
+            "Job %s submitted (%s, queue %s, priority %d).",
+            p.job.pk,
+            p.job.job_type,
+            p.message.queue_name,
+            p.job.priority,
+            extra={
+                "job_id": str(p.job.pk),
+                "organization_id": p.job.organization_id,
+                "actor": p.job.job_type,
+            },
+        )
     items = [(p.message, p.delay_ms) for p in prepared]
     transaction.on_commit(lambda: enqueue_messages(items))

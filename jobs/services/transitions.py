@@ -21,6 +21,9 @@ from django.utils import timezone
 
 from jobs.models import AttemptOutcome, Job, JobAttempt, JobStatus
 
+#: Use the one-statement SQL of Postgres when available; the ORM path serves other databases.
+USE_POSTGRES_FAST_PATH = True
+
 #: A message for a job in one of these statuses is delivered to the job.
 _STARTABLE = (JobStatus.QUEUED, JobStatus.RETRYING, JobStatus.RUNNING)
 
@@ -62,6 +65,10 @@ SELECT attempts FROM claimed
 """
 
 
+def _fast_path() -> bool:
+    return USE_POSTGRES_FAST_PATH and connection.vendor == "postgresql"
+
+
 def job_attempt_start(*, job_id: str, worker_id: str) -> StartDecision:
     """Claim a delivery: mark the job running and open an attempt row.
 
@@ -69,7 +76,7 @@ def job_attempt_start(*, job_id: str, worker_id: str) -> StartDecision:
     whose cancel was requested before it started becomes cancelled.
     """
     now = timezone.now()
-    if connection.vendor == "postgresql":
+    if _fast_path():
         with connection.cursor() as cursor:
             cursor.execute(_PG_START, {"id": job_id, "now": now, "worker_id": worker_id})
             row = cursor.fetchone()
@@ -173,7 +180,7 @@ def job_attempt_finish(*, job_id: str, attempt: int, end: AttemptEnd) -> bool:
         "finished_at": now if terminal else None,
         "dead_lettered_at": now if end.status == JobStatus.FAILED else None,
     }
-    if connection.vendor == "postgresql":
+    if _fast_path():
         with connection.cursor() as cursor:
             cursor.execute(_PG_FINISH, params)
             row = cursor.fetchone()

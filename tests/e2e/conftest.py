@@ -31,6 +31,8 @@ def subprocess_env(**extra: str) -> dict[str, str]:
         REDIS_URL=settings.REDIS_URL,
         PYTHONUNBUFFERED="1",
         JOBS_WORKER_POLL_MS="20",
+        # No worker metrics exporter unless a test asks for one (on a free port).
+        PROMETHEUS_PORT="0",
     )
     env.update(extra)
     return env

@@ -428,3 +428,14 @@ def test_cancels_and_retries_leave_an_audit_trail(broker: Any) -> None:
 
     kinds = list(job.events.order_by("created_at").values_list("kind", "via"))
     assert kinds == [("cancelled", "cli"), ("retried", "admin")]
+
+
+def test_the_end_of_an_attempt_is_recorded_after_the_database_connection_drops(
+    worker: Any, wait_for: Any
+) -> None:
+    job = job_submit(job_type="tests.drop_connection").job
+
+    wait_for(lambda: _finished(job), timeout=20)
+
+    assert job.status == JobStatus.SUCCEEDED
+    assert job.result is not None and "terminated" in job.result

@@ -2,7 +2,8 @@
 
 Built on django-dramatiq's command (flags, autoreload, exec of ``dramatiq``),
 with our defaults: processes and threads from JOBS_WORKER_*, every queue's
-priority bands, and the broker built by ``jobs.apps`` rather than at import.
+priority bands, the broker built by ``jobs.apps`` rather than at import, and
+the Prometheus exporter on PROMETHEUS_PORT (``jobs.exporter``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from django_dramatiq.management.commands.rundramatiq import Command as DjangoDra
 
 from jobs.broker import CONSUMED_QUEUES
 from jobs.conf import jobs_settings
+from jobs.exporter import prepare_metrics_dir
 from jobs.queues import all_redis_queue_names
 
 
@@ -44,6 +46,12 @@ class Command(DjangoDramatiqCommand):
             raise CommandError("--processes and --threads must be at least 1.")
         # Dramatiq reads its consumer poll ceiling from the environment at import.
         os.environ.setdefault("dramatiq_worker_timeout", str(jobs_settings.worker_poll_ms))
+        if jobs_settings.prometheus_port:
+            # Every worker process writes its metrics here; one fork process serves their sum.
+            metrics_dir = jobs_settings.metrics_dir
+            prepare_metrics_dir(metrics_dir)
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+            options["forks"] = [*(options.get("forks") or []), "jobs.exporter:serve"]
         super().handle(*args, **options)
 
     def discover_tasks_modules(self) -> list[str]:

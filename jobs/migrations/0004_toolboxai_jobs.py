@@ -7,7 +7,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("jobs", "0002_job_events"),
+        ("jobs", "0003_admin_monitoring"),
         ("tenants", "0002_memberships_and_api_keys"),
     ]
 

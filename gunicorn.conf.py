@@ -1,0 +1,32 @@
+"""Gunicorn settings for the web service, read from the working directory (/app in the image).
+
+The command stays the one in docker-compose.yml::
+
+    gunicorn toolboxai.asgi:application -k uvicorn_worker.UvicornWorker --bind 0.0.0.0:8000
+
+Gunicorn itself reads ``WEB_CONCURRENCY`` (worker processes), ``FORWARDED_ALLOW_IPS``
+(proxies whose X-Forwarded-* headers are trusted) and ``GUNICORN_CMD_ARGS``.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Heartbeat files of the workers: RAM, so a read-only or slow root filesystem never stalls them.
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None  # noqa: S108
+# No control socket: nothing uses it, and it would need a writable $HOME.
+control_socket_disable = True
+# SIGTERM: let requests in flight finish (event streams are closed by the proxy or client).
+graceful_timeout = 30
+# Idle keep-alive to the proxy in front.
+keepalive = 5
+# Access log lines to stdout, next to the application's JSON logs.
+accesslog = "-"
+
+
+def child_exit(server: object, worker: object) -> None:
+    """Drop a dead worker's live gauges from the shared metrics (prometheus_client multiprocess)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)  # type: ignore[attr-defined]

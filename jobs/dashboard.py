@@ -1,0 +1,180 @@
+"""Reads behind the admin dashboard: throughput, failure rate, backlog, latest failures.
+
+Every function takes ``organizations`` (``None`` = every job, system jobs
+included). Queue depths and workers come from :mod:`jobs.inspection`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db.models import Count, Q, QuerySet
+from django.db.models.functions import TruncMinute
+from django.utils import timezone
+
+from jobs.models import ACTIVE_STATUSES, Job, JobStatus
+from tenants.models import Organization
+
+
+def scoped_jobs(*, organizations: QuerySet[Organization] | None) -> QuerySet[Job]:
+    jobs = Job.objects.all()
+    if organizations is not None:
+        jobs = jobs.filter(organization__in=organizations)
+    return jobs
+
+
+@dataclass(frozen=True)
+class MinuteCount:
+    """Jobs that finished in one minute: all of them, and the failed ones."""
+
+    minute: datetime
+    finished: int
+    failed: int
+
+    @property
+    def failure_rate(self) -> float | None:
+        return self.failed / self.finished if self.finished else None
+
+
+def throughput_per_minute(
+    *,
+    organizations: QuerySet[Organization] | None,
+    hours: int = 24,
+    now: datetime | None = None,
+) -> list[MinuteCount]:
+    """One entry per minute of the last ``hours`` hours, oldest first, zeros included.
+
+    "Finished" counts succeeded and failed jobs (cancelled ones are left out).
+    Uses the ``jobs_finished_status`` index.
+    """
+    end = (now or timezone.now()).replace(second=0, microsecond=0) + timedelta(minutes=1)
+    start = end - timedelta(hours=hours)
+    rows = (
+        scoped_jobs(organizations=organizations)
+        .filter(
+            finished_at__gte=start,
+            finished_at__lt=end,
+            status__in=(JobStatus.SUCCEEDED, JobStatus.FAILED),
+        )
+        .annotate(minute=TruncMinute("finished_at"))
+        .values("minute")
+        .annotate(finished=Count("id"), failed=Count("id", filter=Q(status=JobStatus.FAILED)))
+        .order_by()
+    )
+    found = {row["minute"]: row for row in rows}
+    series = []
+    for i in range(hours * 60):
+        minute = start + timedelta(minutes=i)
+        row = found.get(minute)
+        series.append(
+            MinuteCount(
+                minute=minute,
+                finished=row["finished"] if row else 0,
+                failed=row["failed"] if row else 0,
+            )
+        )
+    return series
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """Unfinished jobs of one organization (``organization`` None: system jobs)."""
+
+    organization: str | None
+    queued: int
+    running: int
+    retrying: int
+
+    @property
+    def total(self) -> int:
+        return self.queued + self.running + self.retrying
+
+
+def backlog_per_organization(*, organizations: QuerySet[Organization] | None) -> list[Backlog]:
+    """Queued, running and retrying jobs per organization, biggest backlog first."""
+    rows = (
+        scoped_jobs(organizations=organizations)
+        .filter(status__in=ACTIVE_STATUSES)
+        .values("organization__slug")
+        .annotate(
+            queued=Count("id", filter=Q(status=JobStatus.QUEUED)),
+            running=Count("id", filter=Q(status=JobStatus.RUNNING)),
+            retrying=Count("id", filter=Q(status=JobStatus.RETRYING)),
+        )
+        .order_by()
+    )
+    backlog = [
+        Backlog(
+            organization=row["organization__slug"],
+            queued=row["queued"],
+            running=row["running"],
+            retrying=row["retrying"],
+        )
+        for row in rows
+    ]
+    return sorted(backlog, key=lambda b: (-b.total, b.organization or ""))
+
+
+def recent_failures(*, organizations: QuerySet[Organization] | None, limit: int = 10) -> list[Job]:
+    """The latest failed jobs (uses the ``jobs_status_created`` index)."""
+    return list(
+        scoped_jobs(organizations=organizations)
+        .filter(status=JobStatus.FAILED)
+        .select_related("organization")
+        .order_by("-created_at")[:limit]
+    )
+
+
+# --- Scheduler hook ----------------------------------------------------------
+# LEAD: wire the scheduler here at merge. The dashboard calls `schedules()`;
+# it imports SCHEDULES_PROVIDER ("module:function") if that module exists and
+# shows what the function returns (an iterable of ScheduleRow, or of objects /
+# dicts with the same fields). Until the scheduler lands this returns [] and the
+# dashboard says "No schedules yet" (tested).
+SCHEDULES_PROVIDER = "jobs.scheduling:dashboard_schedules"
+
+
+@dataclass(frozen=True)
+class ScheduleRow:
+    """One periodic schedule as the dashboard shows it."""
+
+    name: str
+    job_type: str
+    schedule: str
+    next_run: datetime | None
+    last_run: datetime | None
+
+
+def schedules(provider: str | None = None) -> list[ScheduleRow]:
+    """The scheduler's schedules with their next and last runs; [] while there is no scheduler."""
+    module_name, _, function_name = (provider or SCHEDULES_PROVIDER).partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and module_name.startswith(exc.name):
+            return []
+        raise
+    function: Callable[[], Iterable[Any]] | None = getattr(module, function_name, None)
+    if function is None:
+        return []
+    return [_schedule_row(item) for item in function()]
+
+
+def _schedule_row(item: Any) -> ScheduleRow:
+    if isinstance(item, ScheduleRow):
+        return item
+
+    def pick(name: str) -> Any:
+        return item.get(name) if isinstance(item, dict) else getattr(item, name, None)
+
+    return ScheduleRow(
+        name=str(pick("name") or ""),
+        job_type=str(pick("job_type") or ""),
+        schedule=str(pick("schedule") or ""),
+        next_run=pick("next_run"),
+        last_run=pick("last_run"),
+    )

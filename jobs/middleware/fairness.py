@@ -1,0 +1,111 @@
+"""Keeps one organization from starving the others, and job types within their start rates."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from typing import Any
+
+import dramatiq
+from django.db import DatabaseError
+from dramatiq.middleware import Middleware, SkipMessage
+
+from jobs.conf import jobs_settings
+from jobs.errors import UnknownJobType
+from jobs.metrics import record_deferral
+from jobs.registry import get_job_type
+from jobs.services.control import job_cancel_for_inactive_organization
+from jobs.services.fairness import (
+    concurrency_acquire,
+    concurrency_release,
+    organization_limits,
+    type_rate_take,
+)
+
+logger = logging.getLogger(__name__)
+
+#: Extra lease time beyond the actor's hard limit before a held slot frees itself.
+LEASE_MARGIN_MS = 60_000
+
+
+class Fairness(Middleware):
+    """Defers a message whose organization is at its concurrency cap, or whose job type is
+    over its start rate; cancels the jobs of inactive organizations.
+
+    A deferred message is sent again with a short delay and the original is
+    acknowledged: it uses no retry, is never marked failed, and its ledger row
+    stays ``queued`` (this middleware runs outside the ledger). Over-cap jobs
+    wait ``JOBS_FAIRNESS_DEFER_MS`` (with jitter); rate-limited ones wait until
+    their next token.
+    """
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
+        self._local.slot = None
+        organization_id = message.options.get("organization_id")
+        if organization_id is not None:
+            try:
+                limits = organization_limits(organization_id=organization_id)
+            except DatabaseError:
+                limits = None  # the ledger middleware defers when the database is down
+            if limits is not None and not limits.is_active:
+                job_cancel_for_inactive_organization(job_id=message.message_id)
+                logger.info("Job %s cancelled: its organization is inactive.", message.message_id)
+                raise SkipMessage("organization inactive")
+            if limits is not None:
+                actor = broker.get_actor(message.actor_name)
+                lease = int(actor.options.get("time_limit", jobs_settings.default_time_limit_ms))
+                if not concurrency_acquire(
+                    organization_id=organization_id,
+                    job_id=message.message_id,
+                    limit=limits.max_concurrent_jobs,
+                    lease_ms=lease + LEASE_MARGIN_MS,
+                ):
+                    delay = jobs_settings.fairness_defer_ms
+                    self._defer(
+                        broker, message, int(delay * random.uniform(0.75, 1.25)), "org_concurrency"
+                    )
+                self._local.slot = (organization_id, message.message_id)
+
+        per_minute = self._type_rate(message.actor_name)
+        if per_minute:
+            wait_ms = type_rate_take(job_type=message.actor_name, per_minute=per_minute)
+            if wait_ms:
+                self._release()
+                self._defer(broker, message, wait_ms, "type_rate_limit")
+
+    def after_process_message(
+        self,
+        broker: dramatiq.Broker,
+        message: Any,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        self._release()
+
+    def after_skip_message(self, broker: dramatiq.Broker, message: Any) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        slot = getattr(self._local, "slot", None)
+        if slot is not None:
+            self._local.slot = None
+            concurrency_release(organization_id=slot[0], job_id=slot[1])
+
+    @staticmethod
+    def _type_rate(actor_name: str) -> int | None:
+        try:
+            return get_job_type(actor_name).effective_rate_limit_per_minute()
+        except UnknownJobType:  # a raw actor without a registered type has no limit
+            return None
+
+    @staticmethod
+    def _defer(broker: dramatiq.Broker, message: Any, delay_ms: int, reason: str) -> None:
+        broker.enqueue(message.copy(), delay=max(1, delay_ms))
+        record_deferral(reason, organization_id=message.options.get("organization_id"))
+        logger.debug("Job %s deferred %d ms (%s).", message.message_id, delay_ms, reason)
+        raise SkipMessage(f"deferred: {reason}")

@@ -1,0 +1,115 @@
+"""The forward-only transitions, on both the Postgres fast path and the portable ORM path."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from jobs.models import AttemptOutcome, JobStatus
+from jobs.services import (
+    AttemptEnd,
+    StartVerdict,
+    job_attempt_finish,
+    job_attempt_start,
+    job_cancel,
+    job_submit,
+    transitions,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture(params=["postgres-sql", "orm"])
+def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setattr(transitions, "USE_POSTGRES_FAST_PATH", request.param == "postgres-sql")
+    return str(request.param)
+
+
+def test_a_job_moves_through_start_retry_and_success(broker: object, path: str) -> None:
+    job = job_submit(job_type="diagnostics.echo", payload={"message": "m"}).job
+
+    first = job_attempt_start(job_id=str(job.pk), worker_id="h:1:a")
+    assert first.verdict is StartVerdict.RUN and first.attempt == 1
+    retrying = AttemptEnd(
+        status=JobStatus.RETRYING,
+        outcome=AttemptOutcome.FAILED,
+        error_type="Boom",
+        error_message="boom",
+    )
+    assert job_attempt_finish(job_id=str(job.pk), attempt=1, end=retrying)
+    job.refresh_from_db()
+    assert (job.status, job.error_type) == (JobStatus.RETRYING, "Boom")
+
+    second = job_attempt_start(job_id=str(job.pk), worker_id="h:1:a")
+    assert second.attempt == 2
+    done = AttemptEnd(
+        status=JobStatus.SUCCEEDED,
+        outcome=AttemptOutcome.SUCCEEDED,
+        result_json=json.dumps({"ok": True}),
+    )
+    assert job_attempt_finish(job_id=str(job.pk), attempt=2, end=done)
+
+    job.refresh_from_db()
+    assert (job.status, job.attempts, job.result, job.progress) == (
+        JobStatus.SUCCEEDED,
+        2,
+        {"ok": True},
+        100,
+    )
+    assert list(job.attempt_set.values_list("number", "outcome")) == [
+        (1, "failed"),
+        (2, "succeeded"),
+    ]
+
+
+def test_a_late_event_from_an_older_attempt_changes_only_its_attempt(
+    broker: object, path: str
+) -> None:
+    job = job_submit(job_type="diagnostics.echo", payload={"message": "m"}).job
+    job_attempt_start(job_id=str(job.pk), worker_id="h:1:a")
+    # The worker of attempt 1 vanished; a redelivery claims attempt 2.
+    job_attempt_start(job_id=str(job.pk), worker_id="h:2:b")
+
+    late = AttemptEnd(status=JobStatus.FAILED, outcome=AttemptOutcome.FAILED)
+    assert not job_attempt_finish(job_id=str(job.pk), attempt=1, end=late)
+
+    job.refresh_from_db()
+    assert (job.status, job.attempts) == (JobStatus.RUNNING, 2)
+    assert list(job.attempt_set.values_list("number", "outcome")) == [(1, "lost"), (2, "")]
+
+
+def test_a_finished_job_is_not_claimed_again(broker: object, path: str) -> None:
+    job = job_submit(job_type="diagnostics.echo", payload={"message": "m"}).job
+    job_attempt_start(job_id=str(job.pk), worker_id="h:1:a")
+    job_attempt_finish(
+        job_id=str(job.pk),
+        attempt=1,
+        end=AttemptEnd(status=JobStatus.SUCCEEDED, outcome=AttemptOutcome.SUCCEEDED),
+    )
+
+    assert job_attempt_start(job_id=str(job.pk), worker_id="h:1:a").verdict is StartVerdict.FINISHED
+    job.refresh_from_db()
+    assert job.attempts == 1
+
+
+def test_a_pending_cancel_cancels_instead_of_starting(broker: object, path: str) -> None:
+    job = job_submit(job_type="diagnostics.echo", payload={"message": "m"}).job
+    job_attempt_start(job_id=str(job.pk), worker_id="h:1:a")
+    job_cancel(job=job)  # running: only a request
+    job_attempt_finish(
+        job_id=str(job.pk),
+        attempt=1,
+        end=AttemptEnd(status=JobStatus.RETRYING, outcome=AttemptOutcome.FAILED),
+    )
+
+    decision = job_attempt_start(job_id=str(job.pk), worker_id="h:1:a")
+
+    assert decision.verdict is StartVerdict.CANCELLED
+    job.refresh_from_db()
+    assert job.status == JobStatus.CANCELLED
+
+
+def test_a_message_without_a_row_is_reported_missing(broker: object, path: str) -> None:
+    decision = job_attempt_start(job_id="00000000-0000-0000-0000-000000000001", worker_id="h:1:a")
+    assert decision.verdict is StartVerdict.MISSING
