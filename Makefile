@@ -32,7 +32,7 @@ run: install
 
 test: install browser
 	@DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
-		$(PY) -m pytest $(PYTEST_ARGS)
+		$(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
 
 # The 2,000-job kill -9 soak alone (it also runs in `make test`).
 soak: install

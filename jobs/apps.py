@@ -9,6 +9,7 @@ class JobsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from jobs import broker, checks  # noqa: F401  (checks register on import)
+        # checks and admin_reports register themselves on import.
+        from jobs import admin_reports, broker, checks  # noqa: F401
 
         broker.setup()

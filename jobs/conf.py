@@ -135,6 +135,80 @@ class JobsSettings:
     def max_result_bytes(self) -> int:
         return int(_get("JOBS_MAX_RESULT_BYTES", 64 * 1024))
 
+    # --- Scheduler -------------------------------------------------------------
+    @property
+    def scheduler_lock_ttl_ms(self) -> int:
+        return int(_get("JOBS_SCHEDULER_LOCK_TTL_MS", 30_000))
+
+    @property
+    def scheduler_poll_ms(self) -> int:
+        return int(_get("JOBS_SCHEDULER_POLL_MS", 500))
+
+    @property
+    def scheduler_missed_run_grace_ms(self) -> int:
+        return int(_get("JOBS_SCHEDULER_MISSED_RUN_GRACE_MS", 3_600_000))
+
+    # --- ToolBoxAI job types ---------------------------------------------------
+    @property
+    def retention_days(self) -> int:
+        return int(_get("JOBS_RETENTION_DAYS", 30))
+
+    @property
+    def failed_retention_days(self) -> int:
+        return int(_get("JOBS_FAILED_RETENTION_DAYS", 90))
+
+    @property
+    def cleanup_batch_size(self) -> int:
+        return int(_get("JOBS_CLEANUP_BATCH_SIZE", 1_000))
+
+    @property
+    def openai_api_key(self) -> str:
+        return str(_get("OPENAI_API_KEY", ""))
+
+    @property
+    def openai_model(self) -> str:
+        return str(_get("OPENAI_MODEL", "gpt-4o-mini"))
+
+    @property
+    def openai_base_url(self) -> str:
+        return str(_get("OPENAI_BASE_URL", "https://api.openai.com/v1"))
+
+    @property
+    def openai_timeout_ms(self) -> int:
+        return int(_get("OPENAI_TIMEOUT_MS", 120_000))
+
+    @property
+    def sendgrid_api_key(self) -> str:
+        return str(_get("SENDGRID_API_KEY", ""))
+
+    @property
+    def sendgrid_host(self) -> str:
+        return str(_get("SENDGRID_HOST", "https://api.sendgrid.com"))
+
+    @property
+    def email_from(self) -> str:
+        return str(_get("EMAIL_FROM", "ToolBoxAI <no-reply@toolboxai.local>"))
+
+    @property
+    def email_rate_limit_per_minute(self) -> int:
+        return int(_get("EMAIL_RATE_LIMIT_PER_MINUTE", 100))
+
+    @property
+    def email_timeout_ms(self) -> int:
+        return int(_get("EMAIL_TIMEOUT_MS", 30_000))
+
+    @property
+    def roblox_api_key(self) -> str:
+        return str(_get("ROBLOX_API_KEY", ""))
+
+    @property
+    def roblox_base_url(self) -> str:
+        return str(_get("ROBLOX_BASE_URL", "https://apis.roblox.com"))
+
+    @property
+    def roblox_timeout_ms(self) -> int:
+        return int(_get("ROBLOX_TIMEOUT_MS", 30_000))
+
     @property
     def prometheus_port(self) -> int:
         return int(_get("PROMETHEUS_PORT", 9540))

@@ -6,11 +6,8 @@ included). Queue depths and workers come from :mod:`jobs.inspection`.
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from django.db.models import Count, Q, QuerySet
 from django.db.models.functions import TruncMinute
@@ -129,13 +126,7 @@ def recent_failures(*, organizations: QuerySet[Organization] | None, limit: int 
     )
 
 
-# --- Scheduler hook ----------------------------------------------------------
-# LEAD: wire the scheduler here at merge. The dashboard calls `schedules()`;
-# it imports SCHEDULES_PROVIDER ("module:function") if that module exists and
-# shows what the function returns (an iterable of ScheduleRow, or of objects /
-# dicts with the same fields). Until the scheduler lands this returns [] and the
-# dashboard says "No schedules yet" (tested).
-SCHEDULES_PROVIDER = "jobs.scheduling:dashboard_schedules"
+# --- Schedules ---------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -147,34 +138,21 @@ class ScheduleRow:
     schedule: str
     next_run: datetime | None
     last_run: datetime | None
+    last_status: str | None = None
 
 
-def schedules(provider: str | None = None) -> list[ScheduleRow]:
-    """The scheduler's schedules with their next and last runs; [] while there is no scheduler."""
-    module_name, _, function_name = (provider or SCHEDULES_PROVIDER).partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name is not None and module_name.startswith(exc.name):
-            return []
-        raise
-    function: Callable[[], Iterable[Any]] | None = getattr(module, function_name, None)
-    if function is None:
-        return []
-    return [_schedule_row(item) for item in function()]
+def schedules() -> list[ScheduleRow]:
+    """The scheduler's schedules (system jobs) with their next and last runs."""
+    from jobs.scheduler import schedules_overview
 
-
-def _schedule_row(item: Any) -> ScheduleRow:
-    if isinstance(item, ScheduleRow):
-        return item
-
-    def pick(name: str) -> Any:
-        return item.get(name) if isinstance(item, dict) else getattr(item, name, None)
-
-    return ScheduleRow(
-        name=str(pick("name") or ""),
-        job_type=str(pick("job_type") or ""),
-        schedule=str(pick("schedule") or ""),
-        next_run=pick("next_run"),
-        last_run=pick("last_run"),
-    )
+    return [
+        ScheduleRow(
+            name=row.name,
+            job_type=row.job_type,
+            schedule=row.cron,
+            next_run=row.next_run,
+            last_run=row.last_tick,
+            last_status=row.last_status,
+        )
+        for row in schedules_overview()
+    ]

@@ -124,6 +124,12 @@ class OrganizationInactive(SubmissionRefused):
     code = "organization_inactive"
 
 
+class InvalidSchedule(JobsError):
+    """Raised when a periodic schedule's cron expression or options are invalid."""
+
+    code = "invalid_schedule"
+
+
 class BrokerUnavailable(JobsError):
     """Raised when Redis cannot be reached and nothing was created; retry later."""
 

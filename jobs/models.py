@@ -213,3 +213,76 @@ class JobEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.job_id} via {self.via}"
+
+
+class DailyReport(models.Model):
+    """One organization's job activity over one UTC day (``analytics.generate_daily_report``).
+
+    Parameters:
+      day: the UTC calendar day covered (jobs created from 00:00 to 24:00 UTC).
+      by_status / by_type: job counts, ``{"succeeded": 12, ...}`` and ``{"email.send_transactional": 3}``.
+      p50_duration_ms / p95_duration_ms: run time (start to finish) of the finished jobs, in ms.
+      failure_rate: failed / (succeeded + failed), 0-1; null when none finished.
+    """
+
+    organization = models.ForeignKey(
+        "tenants.Organization", on_delete=models.CASCADE, related_name="daily_reports"
+    )
+    day = models.DateField()
+    total_jobs = models.PositiveIntegerField(default=0)
+    by_status = models.JSONField(default=dict, blank=True)
+    by_type = models.JSONField(default=dict, blank=True)
+    p50_duration_ms = models.PositiveBigIntegerField(null=True, blank=True)
+    p95_duration_ms = models.PositiveBigIntegerField(null=True, blank=True)
+    failure_rate = models.FloatField(null=True, blank=True)
+    generated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-day", "organization"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "day"], name="jobs_dailyreport_org_day"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.organization_id} on {self.day}"
+
+
+class DeliveryStatus(models.TextChoices):
+    SENDING = "sending", "Sending"  # claimed by an attempt; the provider call is in flight
+    SENT = "sent", "Sent"  # the provider accepted it; never send again
+
+
+class ProviderDelivery(models.Model):
+    """A side effect a job made at an outside provider (an email, a Roblox message).
+
+    Claimed before the provider call and completed with the provider's message
+    id after it, so a redelivered job finds it and does not send twice.
+
+    Parameters:
+      channel: ``email`` or ``roblox``.
+      provider: ``sendgrid``, ``smtp`` or ``roblox``.
+      provider_message_id: the id the provider returned (SendGrid ``X-Message-Id``,
+        the SMTP ``Message-ID``); empty when the provider returns none.
+    """
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="deliveries")
+    channel = models.CharField(max_length=32)
+    provider = models.CharField(max_length=32, blank=True, default="")
+    status = models.CharField(
+        max_length=16, choices=DeliveryStatus.choices, default=DeliveryStatus.SENDING
+    )
+    provider_message_id = models.CharField(max_length=300, blank=True, default="")
+    attempt = models.PositiveIntegerField(default=0)
+    claimed_at = models.DateTimeField(default=timezone.now)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-claimed_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["job", "channel"], name="jobs_delivery_job_channel"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.channel} of {self.job_id} ({self.status})"

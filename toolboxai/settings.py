@@ -193,6 +193,54 @@ JOBS_FAIRNESS_DEFER_MS = env_int("JOBS_FAIRNESS_DEFER_MS", 1_000, minimum=10)
 JOBS_MAX_PAYLOAD_BYTES = env_int("JOBS_MAX_PAYLOAD_BYTES", 256 * 1024, minimum=1)
 JOBS_MAX_RESULT_BYTES = env_int("JOBS_MAX_RESULT_BYTES", 64 * 1024, minimum=1)
 
+# --- Scheduler (manage.py periodiq) ------------------------------------------
+# Leader lock: one scheduler at a time holds it; another takes over when it expires.
+JOBS_SCHEDULER_LOCK_TTL_MS = env_int("JOBS_SCHEDULER_LOCK_TTL_MS", 30_000, minimum=1_000)
+# How often a scheduler wakes up (leader: due ticks; standby: try the lock).
+JOBS_SCHEDULER_POLL_MS = env_int("JOBS_SCHEDULER_POLL_MS", 500, minimum=10)
+# After downtime, the most recent missed tick still runs if it is at most this late.
+JOBS_SCHEDULER_MISSED_RUN_GRACE_MS = env_int(
+    "JOBS_SCHEDULER_MISSED_RUN_GRACE_MS", 3_600_000, minimum=0
+)
+
+# --- ToolBoxAI job types -------------------------------------------------------
+# Retention of job history (cleanup.remove_old_jobs), in days.
+JOBS_RETENTION_DAYS = env_int("JOBS_RETENTION_DAYS", 30, minimum=1)
+JOBS_FAILED_RETENTION_DAYS = env_int("JOBS_FAILED_RETENTION_DAYS", 90, minimum=1)
+JOBS_CLEANUP_BATCH_SIZE = env_int("JOBS_CLEANUP_BATCH_SIZE", 1_000, minimum=1)
+
+# content.generate_lesson: any OpenAI-compatible chat completions server.
+OPENAI_API_KEY = env_str("OPENAI_API_KEY", "")
+OPENAI_MODEL = env_str("OPENAI_MODEL", "gpt-4o-mini")
+OPENAI_BASE_URL = env_str("OPENAI_BASE_URL", "https://api.openai.com/v1")
+OPENAI_TIMEOUT_MS = env_int("OPENAI_TIMEOUT_MS", 120_000, minimum=1_000)
+
+# email.send_transactional: SendGrid when SENDGRID_API_KEY is set, else SMTP.
+SENDGRID_API_KEY = env_str("SENDGRID_API_KEY", "")
+SENDGRID_HOST = env_str("SENDGRID_HOST", "https://api.sendgrid.com")
+EMAIL_FROM = env_str("EMAIL_FROM", "ToolBoxAI <no-reply@toolboxai.local>")
+EMAIL_RATE_LIMIT_PER_MINUTE = env_int("EMAIL_RATE_LIMIT_PER_MINUTE", 100, minimum=1)
+EMAIL_TIMEOUT_MS = env_int("EMAIL_TIMEOUT_MS", 30_000, minimum=1_000)
+# Django 6.1 configures email through MAILERS (the EMAIL_* settings are deprecated).
+MAILERS = {
+    "default": {
+        "BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+        "OPTIONS": {
+            "host": env_str("SMTP_HOST", "localhost"),
+            "port": env_int("SMTP_PORT", 25, minimum=1),
+            "username": env_str("SMTP_USER", ""),
+            "password": env_str("SMTP_PASSWORD", ""),
+            "use_tls": env_bool("SMTP_USE_TLS", False),
+            "timeout": EMAIL_TIMEOUT_MS / 1000,
+        },
+    }
+}
+DEFAULT_FROM_EMAIL = EMAIL_FROM
+
+# roblox.publish_message: Roblox Open Cloud Messaging Service.
+ROBLOX_API_KEY = env_str("ROBLOX_API_KEY", "")
+ROBLOX_BASE_URL = env_str("ROBLOX_BASE_URL", "https://apis.roblox.com")
+ROBLOX_TIMEOUT_MS = env_int("ROBLOX_TIMEOUT_MS", 30_000, minimum=1_000)
 # --- Admin ------------------------------------------------------------------
 # Extra words that mark a payload/result key as secret (password, secret, token,
 # api_key, authorization, ... are always redacted).
@@ -311,5 +359,7 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.db.backends": {"level": "INFO"},
+        # Its DEBUG lines print request headers, the SendGrid API key included.
+        "python_http_client": {"level": "INFO"},
     },
 }

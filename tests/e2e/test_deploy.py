@@ -11,6 +11,7 @@ command is the web server's bind address (a free loopback port, not 0.0.0.0:8000
 from __future__ import annotations
 
 import http.client
+import json
 import secrets
 import subprocess
 import sys
@@ -36,16 +37,13 @@ COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 BIN = Path(sys.executable).parent
 
 #: Application services this test starts, in order.
-STARTED = ["web", "worker", "worker-high-priority"]
-#: Application services not started yet, with the reason. TODO(lead): once the scheduler
-#: branch (``manage.py periodiq``) is merged, move "scheduler" to STARTED and drop it here.
-NOT_STARTED_YET = {"scheduler": "manage.py periodiq arrives with the scheduler branch"}
-#: TODO(lead): "/healthz" once the API branch is merged (it is the compose healthcheck).
-WEB_PROBE_PATH = "/admin/login/"
+STARTED = ["web", "worker", "worker-high-priority", "scheduler"]
+#: Application services not started yet, with the reason.
+NOT_STARTED_YET: dict[str, str] = {}
+#: The web service's compose healthcheck path.
+WEB_PROBE_PATH = "/healthz"
 #: Services whose compose healthcheck command is run against the started processes.
-#: TODO(lead): add "web" (needs /healthz, API branch) and "worker", "worker-high-priority"
-#: (need `manage.py jobs ping`, observability branch) after merge.
-HEALTHCHECKED = ["scheduler"]
+HEALTHCHECKED = ["web", "worker", "worker-high-priority", "scheduler"]
 
 
 def compose_command(service: str) -> list[str]:
@@ -259,18 +257,35 @@ def test_the_compose_commands_run_a_job_with_production_settings_and_a_password_
             )
 
         wait_until(both_workers_registered, timeout=90, what="both workers registering in Redis")
-
-        # TODO(lead): submit with POST /api/... over HTTP once the API branch is merged.
-        submitted = run_manage(
-            env,
-            "shell",
-            "--no-imports",
-            "-c",
-            "from jobs.services import job_submit; "
-            "print(job_submit(job_type='diagnostics.echo', payload={'message': 'deployed'}).job.id)",
+        wait_until(
+            lambda: "is now the leader" in processes["scheduler"].output(),
+            timeout=90,
+            what="the scheduler taking the leader lock",
         )
-        assert submitted.returncode == 0, submitted.stderr
-        job_id = submitted.stdout.strip().splitlines()[-1]
+
+        # A tenant and its API key, with the management commands, then a job over HTTP.
+        created = run_manage(env, "createorganization", "deployed", "--owner", "ops")
+        assert created.returncode == 0, created.stderr
+        issued = run_manage(env, "createapikey", "ops", "--organization", "deployed")
+        assert issued.returncode == 0, issued.stderr
+        api_key = issued.stdout.strip().splitlines()[-1]
+        conn = http.client.HTTPConnection("127.0.0.1", web_port, timeout=10)
+        conn.request(
+            "POST",
+            "/api/v1/jobs/",
+            body=json.dumps({"type": "diagnostics.echo", "payload": {"message": "deployed"}}),
+            headers={
+                "Host": "localhost",
+                "X-Forwarded-Proto": "https",
+                "Authorization": f"Bearer {api_key}",
+                "Content-Type": "application/json",
+            },
+        )
+        response = conn.getresponse()
+        body = response.read()
+        conn.close()
+        assert response.status == 201, body
+        job_id = json.loads(body)["id"]
 
         wait_until(
             lambda: Job.objects.filter(pk=job_id, status=JobStatus.SUCCEEDED).exists(),

@@ -77,6 +77,25 @@ def test_a_job_whose_worker_is_killed_mid_run_succeeds_exactly_once(
     assert _outcomes(job) == [(AttemptOutcome.LOST, WORKER_LOST), (AttemptOutcome.SUCCEEDED, "")]
 
 
+def test_the_schedulers_leader_runs_the_recovery_loop(
+    broker: Any, start_command: Any, wait_for: Any
+) -> None:
+    # No `manage.py recover`: only the scheduler, as docker-compose and `make run` deploy it.
+    scheduler = start_command("periodiq", **FAST_RECOVERY_ENV)
+    wait_for(lambda: broker.client.exists(f"{broker.namespace}:__recovery__"), timeout=60)
+    worker = start_worker(start_command, wait_for)
+    job = job_submit(job_type="tests.count", payload={"key": "kill-led", "sleep_seconds": 3}).job
+    wait_for(lambda: _running(job), timeout=30)
+
+    kill9(worker)
+    start_worker(start_command, wait_for)
+
+    wait_for(lambda: _reload(job).status == JobStatus.SUCCEEDED, timeout=60)
+    assert side_effects().get("tests:runs:kill-led") == b"1"
+    assert _outcomes(job) == [(AttemptOutcome.LOST, WORKER_LOST), (AttemptOutcome.SUCCEEDED, "")]
+    assert scheduler.proc.poll() is None, scheduler.output()
+
+
 def test_every_message_a_killed_worker_had_prefetched_completes(
     broker: Any, start_command: Any, wait_for: Any
 ) -> None:

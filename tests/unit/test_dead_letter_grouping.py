@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from jobs.admin.charts import throughput_chart
 from jobs.dashboard import MinuteCount, schedules
 from jobs.dead_letters import group_key, normalise_error_message
@@ -51,7 +53,12 @@ def test_the_chart_stacks_failed_on_succeeded_and_draws_the_failure_rate() -> No
     assert chart.ticks[0] == (0, "00:00")
 
 
-def test_the_dashboard_schedules_hook_is_empty_until_a_scheduler_exists() -> None:
-    assert schedules() == []
-    assert schedules("jobs.no_such_module:anything") == []
-    assert schedules("jobs.dashboard:no_such_function") == []
+@pytest.mark.django_db
+def test_the_dashboard_lists_the_spec_schedules_with_their_next_runs() -> None:
+    rows = {row.job_type: row for row in schedules()}
+
+    assert rows["analytics.generate_daily_report"].schedule == "0 2 * * *"
+    assert rows["cleanup.remove_old_jobs"].schedule == "0 3 * * *"
+    assert rows["tenant.check_usage_limits"].schedule == "*/30 * * * *"
+    assert all(row.next_run is not None for row in rows.values())
+    assert rows["cleanup.remove_old_jobs"].last_run is None

@@ -181,3 +181,46 @@ def test_nul_characters_postgres_cannot_store_answer_400_not_500(tenant_a: Tenan
     )
     assert "task_data" in refused["fields"]
     assert Job.objects.count() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_submission_after_the_rate_limit_gets_429_with_retry_after(broker: Any) -> None:
+    from tests.integration.api.conftest import make_tenant
+
+    fast = make_tenant("fast", max_submissions_per_minute=3)
+    other = make_tenant("other", max_submissions_per_minute=3)
+    body = {"type": "diagnostics.echo", "payload": {"message": "m"}}
+    for _ in range(3):
+        assert fast.client.post("/api/v1/jobs/", body, format="json").status_code == 201
+
+    refused = fast.client.post("/api/v1/jobs/", body, format="json")
+
+    _assert_error(refused, 429, "rate_limited")
+    assert 1 <= int(refused.headers["Retry-After"]) <= 20
+    assert other.client.post("/api/v1/jobs/", body, format="json").status_code == 201
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_submission_over_the_monthly_quota_gets_quota_exceeded(broker: Any) -> None:
+    from tests.integration.api.conftest import make_tenant
+
+    capped = make_tenant("capped", monthly_job_quota=1)
+    body = {"type": "diagnostics.echo", "payload": {"message": "m"}}
+    assert capped.client.post("/api/v1/jobs/", body, format="json").status_code == 201
+
+    refused = capped.client.post("/api/v1/jobs/", body, format="json")
+
+    _assert_error(refused, 429, "quota_exceeded")
+    assert int(refused.headers["Retry-After"]) > 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_inactive_organization_gets_403_when_it_submits(broker: Any) -> None:
+    from tests.integration.api.conftest import make_tenant
+
+    dormant = make_tenant("dormant", is_active=False)
+    body = {"type": "diagnostics.echo", "payload": {"message": "m"}}
+
+    _assert_error(
+        dormant.client.post("/api/v1/jobs/", body, format="json"), 403, "organization_inactive"
+    )
