@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -178,12 +179,20 @@ class Services:
         }
 
 
+#: A per-run secret: production settings refuse to start with the default key.
+BENCH_SECRET_KEY = secrets.token_urlsafe(40)
+
+
 def child_env(cfg: Config, **extra: str) -> dict[str, str]:
     env = {
         **os.environ,
         "DATABASE_URL": cfg.database_url,
         "REDIS_URL": cfg.redis_url,
         "DJANGO_DEBUG": "0",
+        # Production settings, as deployed, minus HTTPS: the bench speaks plain HTTP on loopback.
+        "DJANGO_SECRET_KEY": os.environ.get("DJANGO_SECRET_KEY") or BENCH_SECRET_KEY,
+        "DJANGO_SECURE_SSL_REDIRECT": "0",
+        "DJANGO_SECURE_COOKIES": "0",
         "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
         "PYTHONPATH": str(ROOT),
         "PYTHONUNBUFFERED": "1",

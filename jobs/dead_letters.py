@@ -39,6 +39,7 @@ from jobs.broker import CONSUMED_QUEUES, enqueue_messages, get_broker
 from jobs.errors import JobNotFound
 from jobs.models import Job, JobEvent, JobEventKind, JobStatus
 from jobs.queues import band_queue_names
+from jobs.services.control import REQUEUED_FIELDS
 from jobs.services.submission import job_message
 from tenants.models import Organization
 
@@ -290,19 +291,7 @@ def _replay_batch(chunk: list[str], user: User | None, via: str) -> list[str]:
         ids = _claim(chunk)
         if not ids:
             return []
-        Job.objects.filter(pk__in=ids).update(
-            status=JobStatus.QUEUED,
-            cancel_requested_at=None,
-            finished_at=None,
-            dead_lettered_at=None,
-            result=None,
-            progress=0,
-            progress_message="",
-            error_type="",
-            error_message="",
-            error_traceback="",
-            enqueued_at=None,  # until the new message reaches Redis (the outbox relay's cue)
-        )
+        Job.objects.filter(pk__in=ids).update(**REQUEUED_FIELDS)
         jobs = list(Job.objects.filter(pk__in=ids))
         _audit(jobs, JobEventKind.REPLAYED, user=user, via=via)
         messages = [(job_message(job), None) for job in jobs]

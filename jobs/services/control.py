@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from django.contrib.auth.models import User
 from django.db import transaction
@@ -20,6 +21,22 @@ logger = logging.getLogger(__name__)
 
 _CANCELLABLE_AT_ONCE = (JobStatus.QUEUED, JobStatus.RETRYING)
 _RETRYABLE = (JobStatus.FAILED, JobStatus.CANCELLED)
+
+#: What an explicit retry or a replay resets: the job is queued again as if new
+#: (its attempts and audit trail stay).
+REQUEUED_FIELDS: dict[str, Any] = {
+    "status": JobStatus.QUEUED,
+    "cancel_requested_at": None,
+    "finished_at": None,
+    "dead_lettered_at": None,
+    "result": None,
+    "progress": 0,
+    "progress_message": "",
+    "error_type": "",
+    "error_message": "",
+    "error_traceback": "",
+    "enqueued_at": None,  # until the new message reaches Redis (the outbox relay's cue)
+}
 
 
 def job_cancel(*, job: Job, user: User | None = None, via: str = "system") -> Job:
@@ -75,19 +92,7 @@ def job_retry(
       InvalidTransition: the job is not failed or cancelled.
     """
     with transaction.atomic():
-        changed = Job.objects.filter(pk=job.pk, status__in=_RETRYABLE).update(
-            status=JobStatus.QUEUED,
-            cancel_requested_at=None,
-            finished_at=None,
-            dead_lettered_at=None,
-            result=None,
-            progress=0,
-            progress_message="",
-            error_type="",
-            error_message="",
-            error_traceback="",
-            enqueued_at=None,  # until the new message reaches Redis (the outbox relay's cue)
-        )
+        changed = Job.objects.filter(pk=job.pk, status__in=_RETRYABLE).update(**REQUEUED_FIELDS)
         job.refresh_from_db()
         if not changed:
             raise InvalidTransition(
