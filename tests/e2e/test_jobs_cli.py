@@ -14,7 +14,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from jobs.inspection import queue_stats
+from jobs.inspection import queue_stats, workers
 from jobs.models import Job, JobAttempt, JobEvent, JobStatus
 from jobs.services import job_submit
 from tests.e2e.commands import manage
@@ -104,6 +104,8 @@ def test_inspect_running_names_the_worker_and_cancel_stops_the_job(
         job_type="diagnostics.echo", payload={"message": "slow", "sleep_seconds": 20}
     ).job
     wait_for(lambda: Job.objects.filter(pk=job.pk, status=JobStatus.RUNNING).exists())
+    # The in-process worker has registered its heartbeat (as `jobs status` would show).
+    wait_for(lambda: broker.broker_id in {w.broker_id for w in workers(broker)})
 
     inspect = manage("jobs", "inspect", "--running", "--json")
     assert inspect.returncode == 0, inspect.stderr
