@@ -145,17 +145,16 @@ def ensure_broker_available() -> None:
         ) from None
 
 
-_worker_ids: dict[int, str] = {}
+_hostname = socket.gethostname()
 
 
 def worker_id() -> str:
-    """``host:pid:broker-id`` of this process, as recorded on attempts."""
-    pid = os.getpid()
-    value = _worker_ids.get(pid)
-    if value is None:
-        value = f"{socket.gethostname()}:{pid}:{get_broker().broker_id}"
-        _worker_ids[pid] = value
-    return value
+    """``host:pid:broker-id`` of this process, as recorded on attempts.
+
+    Read at every call: the recovery loop and ``jobs inspect`` match the broker
+    id against heartbeats, and a rebuilt broker (``setup()`` again) has a new one.
+    """
+    return f"{_hostname}:{os.getpid()}:{get_broker().broker_id}"
 
 
 def enqueue_messages(items: Sequence[tuple[Message[Any], int | None]]) -> None:
