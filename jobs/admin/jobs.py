@@ -296,30 +296,11 @@ class JobAdmin(admin.ModelAdmin[Job]):
         ("Error", {"fields": ["error_type", "error_message_display", "traceback_display"]}),
         ("Timeline", {"fields": ["timeline"]}),
     ]
+    # Jobs are read-only in the admin: every field shown is a read-only one.
     readonly_fields = [
-        "id",
-        "organization",
-        "job_type",
-        "queue",
-        "priority",
-        "status_display",
-        "attempts_display",
-        "progress_display",
-        "progress_message",
-        "idempotency_key",
-        "created_at",
-        "scheduled_for",
-        "started_at",
-        "finished_at",
-        "duration",
-        "cancel_requested_at",
-        "dead_lettered_at",
-        "payload_display",
-        "result_display",
-        "error_type",
-        "error_message_display",
-        "traceback_display",
-        "timeline",
+        str(name)
+        for _, options in fieldsets
+        for name in options["fields"]  # flat field lists
     ]
     change_form_template = "admin/jobs/job/change_form.html"
     change_list_template = "admin/jobs/job/change_list.html"
