@@ -88,6 +88,10 @@ class JobsSettings:
         return int(_get("JOBS_OUTBOX_GRACE_MS", 10_000))
 
     @property
+    def ledger_prepared_statements(self) -> bool:
+        return bool(_get("JOBS_LEDGER_PREPARED_STATEMENTS", True))
+
+    @property
     def poison_threshold(self) -> int:
         return int(_get("JOBS_POISON_THRESHOLD", 3))
 

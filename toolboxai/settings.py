@@ -173,6 +173,9 @@ JOBS_RECOVERY_BATCH_SIZE = env_int("JOBS_RECOVERY_BATCH_SIZE", 500, minimum=1)
 JOBS_OUTBOX_GRACE_MS = env_int("JOBS_OUTBOX_GRACE_MS", 10_000, minimum=0)
 # A job whose worker died this many times while running it fails as a poison message.
 JOBS_POISON_THRESHOLD = env_int("JOBS_POISON_THRESHOLD", 3, minimum=1)
+# Prepare the worker's ledger statements on the server (set 0 behind a transaction-mode
+# pooler that cannot keep prepared statements, such as PgBouncer before 1.21).
+JOBS_LEDGER_PREPARED_STATEMENTS = env_bool("JOBS_LEDGER_PREPARED_STATEMENTS", True)
 # How long Redis keeps dead-lettered messages (the ledger keeps them for good).
 JOBS_DEAD_MESSAGE_TTL_MS = env_int("JOBS_DEAD_MESSAGE_TTL_MS", 7 * 86_400_000, minimum=60_000)
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from typing import Any
 
 import dramatiq
+import redis
 from django.db import DatabaseError
 from dramatiq.middleware import Middleware, SkipMessage
 
@@ -18,7 +20,7 @@ from jobs.registry import get_job_type
 from jobs.services.control import job_cancel_for_inactive_organization
 from jobs.services.fairness import (
     concurrency_acquire,
-    concurrency_release,
+    concurrency_release_many,
     organization_limits,
     type_rate_take,
 )
@@ -42,6 +44,10 @@ class Fairness(Middleware):
 
     def __init__(self) -> None:
         self._local = threading.local()
+        self.releaser = SlotReleaser()
+
+    def after_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
+        self.releaser.close()
 
     def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
         self._local.slot = None
@@ -94,7 +100,7 @@ class Fairness(Middleware):
         slot = getattr(self._local, "slot", None)
         if slot is not None:
             self._local.slot = None
-            concurrency_release(organization_id=slot[0], job_id=slot[1])
+            self.releaser.release(slot)
 
     @staticmethod
     def _type_rate(actor_name: str) -> int | None:
@@ -109,3 +115,71 @@ class Fairness(Middleware):
         record_deferral(reason, organization_id=message.options.get("organization_id"))
         logger.debug("Job %s deferred %d ms (%s).", message.message_id, delay_ms, reason)
         raise SkipMessage(f"deferred: {reason}")
+
+
+class SlotReleaser:
+    """Frees running-job slots from one thread per process, many per round trip.
+
+    A finished job's worker thread hands its slot over and moves on to the
+    next message instead of waiting for Redis; the releaser frees whatever has
+    piled up, at once. A slot it cannot free (Redis down for longer than its
+    tries) frees itself when its lease expires.
+    """
+
+    #: Pauses between tries while Redis is unreachable.
+    RETRY_DELAYS = (0.1, 0.5, 1.0, 2.0, 4.0)
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._slots: list[tuple[int, str]] = []
+        self._thread: threading.Thread | None = None
+        self._closing = False
+
+    def release(self, slot: tuple[int, str]) -> None:
+        with self._cond:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="fairness-releaser", daemon=True
+                )
+                self._thread.start()
+            self._slots.append(slot)
+            self._cond.notify()
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Free what is pending, then stop the thread (it starts again if used again)."""
+        with self._cond:
+            thread = self._thread
+            self._closing = True
+            self._cond.notify_all()
+        if thread is not None:
+            thread.join(timeout)
+        with self._cond:
+            self._closing = False
+            if self._thread is thread:
+                self._thread = None
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._slots and not self._closing:
+                    self._cond.wait()
+                if not self._slots:
+                    return
+                slots, self._slots = self._slots, []
+            self._free(slots)
+
+    def _free(self, slots: list[tuple[int, str]]) -> None:
+        for delay in (*self.RETRY_DELAYS, None):
+            try:
+                concurrency_release_many(slots)
+                return
+            except redis.RedisError as exc:
+                if delay is None:
+                    logger.warning(
+                        "Could not free %d running-job slot(s) (%s); they free themselves "
+                        "when their leases expire.",
+                        len(slots),
+                        exc,
+                    )
+                    return
+                time.sleep(delay)

@@ -16,16 +16,19 @@ from dramatiq.middleware import Middleware, SkipMessage, TimeLimitExceeded
 from jobs.broker import worker_id
 from jobs.conf import jobs_settings
 from jobs.errors import SoftTimeLimitExceeded
+from jobs.ledger_writer import LedgerWriter
 from jobs.logging import bind_log_context, unbind_log_context
 from jobs.models import AttemptOutcome, JobStatus
 from jobs.runtime import JobContext, reset_current_job, set_current_job
 from jobs.services import (
     AttemptEnd,
+    StartDecision,
     StartVerdict,
     job_adopt_message,
     job_attempt_finish,
     job_attempt_start,
 )
+from jobs.services.transitions import job_start_refused, uses_postgres_fast_path
 
 logger = logging.getLogger(__name__)
 
@@ -51,13 +54,32 @@ class Ledger(Middleware):
       the message is dead-lettered) or ``cancelled`` (it stopped at a checkpoint).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, batch_writes: bool = True) -> None:
         self._local = threading.local()
+        #: Coalesces this process's transitions on Postgres (jobs.ledger_writer).
+        self.writer = LedgerWriter() if batch_writes else None
+
+    def after_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+    def _start(self, job_id: str) -> StartDecision:
+        if self.writer is None or not uses_postgres_fast_path():
+            return job_attempt_start(job_id=job_id, worker_id=worker_id())
+        attempt = self.writer.start(job_id=job_id, worker_id=worker_id())
+        if attempt is not None:
+            return StartDecision(StartVerdict.RUN, attempt=attempt)
+        return job_start_refused(job_id=job_id)
+
+    def _finish(self, ctx: JobContext, end: AttemptEnd) -> bool:
+        if self.writer is None or not uses_postgres_fast_path():
+            return job_attempt_finish(job_id=ctx.job_id, attempt=ctx.attempt, end=end)
+        return self.writer.finish(job_id=ctx.job_id, attempt=ctx.attempt, end=end)
 
     def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
         job_id = message.message_id
         try:
-            decision = job_attempt_start(job_id=job_id, worker_id=worker_id())
+            decision = self._start(job_id)
             if decision.verdict is StartVerdict.MISSING:
                 actor = broker.get_actor(message.actor_name)
                 job_adopt_message(
@@ -67,7 +89,7 @@ class Ledger(Middleware):
                     payload=dict(message.kwargs),
                     organization_id=message.options.get("organization_id"),
                 )
-                decision = job_attempt_start(job_id=job_id, worker_id=worker_id())
+                decision = self._start(job_id)
         except DatabaseError:
             logger.exception(
                 "The ledger is unreachable; message %s will be delivered again in %d ms.",
@@ -131,7 +153,7 @@ class Ledger(Middleware):
         ctx, job_token, log_token, started = state
         try:
             end = _attempt_end(ctx, message, exception)
-            changed = _finish_with_retries(ctx, end)
+            changed = self._finish_with_retries(ctx, end)
             timing = {"duration_seconds": round(time.monotonic() - started, 3)}
             if changed:
                 logger.info(
@@ -154,6 +176,27 @@ class Ledger(Middleware):
             reset_current_job(job_token)
             unbind_log_context(log_token)
 
+    def _finish_with_retries(self, ctx: JobContext, end: AttemptEnd) -> bool:
+        """Record the end of an attempt, riding out a short database outage.
+
+        The message has already been acknowledged or re-enqueued, so giving up
+        would leave the row ``running``; a few reconnecting tries over about
+        fifteen seconds cover a failover or a restart.
+        """
+        for delay in FINISH_RETRY_DELAYS:
+            try:
+                return self._finish(ctx, end)
+            except DatabaseError as exc:
+                logger.warning(
+                    "Could not record the end of job %s (%s); trying again in %.1f s.",
+                    ctx.job_id,
+                    exc,
+                    delay,
+                )
+                connection.close()
+                time.sleep(delay)
+        return self._finish(ctx, end)
+
     def after_skip_message(self, broker: dramatiq.Broker, message: Any) -> None:
         # Only reached with a claimed job if a middleware inside the ledger skipped it.
         state = getattr(self._local, "state", None)
@@ -171,28 +214,6 @@ def _may_be_early_retry(message: Any) -> bool:
         int(message.options.get("retries", 0)) > 0
         and int(message.options.get("ledger_deferrals", 0)) < MAX_LEDGER_DEFERRALS
     )
-
-
-def _finish_with_retries(ctx: JobContext, end: AttemptEnd) -> bool:
-    """Record the end of an attempt, riding out a short database outage.
-
-    The message has already been acknowledged or re-enqueued, so giving up
-    would leave the row ``running``; a few reconnecting tries over about
-    fifteen seconds cover a failover or a restart.
-    """
-    for delay in FINISH_RETRY_DELAYS:
-        try:
-            return job_attempt_finish(job_id=ctx.job_id, attempt=ctx.attempt, end=end)
-        except DatabaseError as exc:
-            logger.warning(
-                "Could not record the end of job %s (%s); trying again in %.1f s.",
-                ctx.job_id,
-                exc,
-                delay,
-            )
-            connection.close()
-            time.sleep(delay)
-    return job_attempt_finish(job_id=ctx.job_id, attempt=ctx.attempt, end=end)
 
 
 def _attempt_end(ctx: JobContext, message: Any, exception: BaseException | None) -> AttemptEnd:

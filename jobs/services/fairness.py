@@ -14,6 +14,7 @@ from __future__ import annotations
 import calendar
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -197,6 +198,16 @@ def concurrency_acquire(*, organization_id: int, job_id: str, limit: int, lease_
 
 def concurrency_release(*, organization_id: int, job_id: str) -> None:
     get_broker().client.zrem(_key("running", organization_id), job_id)
+
+
+def concurrency_release_many(slots: Sequence[tuple[int, str]]) -> None:
+    """Free many ``(organization_id, job_id)`` slots in one round trip."""
+    if not slots:
+        return
+    pipe = get_broker().client.pipeline(transaction=False)
+    for organization_id, job_id in slots:
+        pipe.zrem(_key("running", organization_id), job_id)
+    pipe.execute()
 
 
 def concurrency_running(*, organization_id: int) -> int:

@@ -9,11 +9,14 @@ statement (one round trip); other databases take the portable ORM path.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+import psycopg
 from django.db import connection, transaction
 from django.db.models import F, Max, Q
 from django.db.models.functions import Coalesce
@@ -51,39 +54,77 @@ class StartDecision:
     attempt: int = 0
 
 
-_PG_START = """
-WITH claimed AS (
-    UPDATE jobs_job
+# Claims a batch of deliveries in one statement. The same snapshot serves every
+# CTE, so ``lost`` closes only attempts that were open before this claim.
+#
+# The ledger's batch statements always touch a handful of known rows, so each
+# must find them by key: every table is restricted by ``= ANY(<the input's
+# ids>)`` on its job id, and status and open-attempt conditions are written so no index can
+# serve them (``status || ''``, ``COALESCE(finished_at, ...)``). With the
+# statistics of a table that just grew (a fresh deployment, a burst), the
+# planner otherwise scanned every queued job, every open attempt, or the whole
+# attempt table for each batch (hundreds of rows per job in the benchmark).
+_PG_START_MANY = """
+WITH input AS (
+    SELECT * FROM jsonb_to_recordset(%(rows)s::jsonb) AS i(id uuid, worker_id text)
+), claimed AS (
+    UPDATE jobs_job j
        SET status = 'running',
-           attempts = attempts + 1,
-           started_at = COALESCE(started_at, %(now)s)
-     WHERE id = %(id)s
-       AND status IN ('queued', 'retrying')
-       AND cancel_requested_at IS NULL
+           attempts = j.attempts + 1,
+           started_at = COALESCE(j.started_at, %(now)s)
+      FROM input i
+     WHERE j.id = i.id
+       AND j.id = ANY(ARRAY(SELECT id FROM input))
+       AND j.status || '' IN ('queued', 'retrying')
+       AND j.cancel_requested_at IS NULL
        AND (SELECT count(*) FROM jobs_jobattempt a
-             WHERE a.job_id = %(id)s AND a.outcome = 'lost' AND a.error_type = %(lost)s
+             WHERE a.job_id = j.id AND a.outcome = 'lost' AND a.error_type = %(lost)s
                AND a.started_at > COALESCE(
                    (SELECT max(e.created_at) FROM jobs_jobevent e
-                     WHERE e.job_id = %(id)s AND e.kind IN ('retried', 'replayed')),
+                     WHERE e.job_id = j.id AND e.kind IN ('retried', 'replayed')),
                    '-infinity'::timestamptz)) < %(poison)s
- RETURNING id, attempts
+ RETURNING j.id, j.attempts, i.worker_id
 ), lost AS (
     UPDATE jobs_jobattempt
        SET outcome = 'lost', finished_at = %(now)s, error_type = %(lost)s,
            error_message = 'The attempt was still open when the job was claimed again.'
-     WHERE job_id = %(id)s AND finished_at IS NULL
-       AND EXISTS (SELECT 1 FROM claimed)
+     WHERE job_id IN (SELECT id FROM claimed)
+       AND job_id = ANY(ARRAY(SELECT id FROM input))
+       AND COALESCE(finished_at, 'infinity') = 'infinity'
 ), opened AS (
     INSERT INTO jobs_jobattempt
            (job_id, number, worker_id, started_at, finished_at, outcome, error_type, error_message)
-    SELECT id, attempts, %(worker_id)s, %(now)s, NULL, '', '', '' FROM claimed
+    SELECT id, attempts, worker_id, %(now)s, NULL, '', '', '' FROM claimed
 )
-SELECT attempts FROM claimed
+SELECT id::text, attempts FROM claimed
 """
 
 
-def _fast_path() -> bool:
+@contextmanager
+def _server_bound_cursor() -> Iterator[psycopg.Cursor[Any]]:
+    """A server-side binding cursor on Django's connection of this thread.
+
+    Django's psycopg cursors bind parameters on the client and have every
+    statement planned again; the ledger's few hot statements are prepared
+    once per connection instead (``prepare=True``). Errors surface as
+    Django's ``DatabaseError`` classes, like any other query.
+    """
+    with connection.cursor() as wrapper, connection.wrap_database_errors:
+        raw = wrapper.cursor.connection
+        if raw.prepare_threshold is None and jobs_settings.ledger_prepared_statements:
+            # Django turns preparing off for poolers' sake; its own (client-side
+            # binding) cursors never prepare, so this affects these statements only.
+            raw.prepare_threshold = 5
+        with psycopg.Cursor(raw) as cursor:
+            yield cursor
+
+
+def uses_postgres_fast_path() -> bool:
+    """Whether transitions take the one-statement Postgres path (and can be batched)."""
     return USE_POSTGRES_FAST_PATH and connection.vendor == "postgresql"
+
+
+_fast_path = uses_postgres_fast_path
 
 
 def job_attempt_start(*, job_id: str, worker_id: str) -> StartDecision:
@@ -97,20 +138,9 @@ def job_attempt_start(*, job_id: str, worker_id: str) -> StartDecision:
     now = timezone.now()
     poison = jobs_settings.poison_threshold
     if _fast_path():
-        with connection.cursor() as cursor:
-            cursor.execute(
-                _PG_START,
-                {
-                    "id": job_id,
-                    "now": now,
-                    "worker_id": worker_id,
-                    "lost": WORKER_LOST,
-                    "poison": poison,
-                },
-            )
-            row = cursor.fetchone()
-        if row is not None:
-            return StartDecision(StartVerdict.RUN, attempt=int(row[0]))
+        attempts = job_attempts_start_many([(job_id, worker_id)], now=now)
+        if job_id in attempts:
+            return StartDecision(StartVerdict.RUN, attempt=attempts[job_id])
     elif _lost_count(job_id) < poison:
         with transaction.atomic():
             claimed = Job.objects.filter(
@@ -130,6 +160,34 @@ def job_attempt_start(*, job_id: str, worker_id: str) -> StartDecision:
                 )
                 return StartDecision(StartVerdict.RUN, attempt=attempt)
     return _why_not_started(job_id, now)
+
+
+def job_attempts_start_many(
+    deliveries: Sequence[tuple[str, str]], *, now: datetime | None = None
+) -> dict[str, int]:
+    """Claim many deliveries at once (Postgres only): ``{job_id: attempt}`` of those claimed.
+
+    ``deliveries`` are ``(job_id, worker_id)`` pairs with distinct job ids. A
+    delivery left out of the answer was not claimed; :func:`job_start_refused`
+    says why. One statement, prepared once per connection.
+    """
+    if not deliveries:
+        return {}
+    params = {
+        # One JSON parameter: encoding it is far cheaper than adapting arrays.
+        "rows": json.dumps([{"id": job_id, "worker_id": worker} for job_id, worker in deliveries]),
+        "now": now or timezone.now(),
+        "lost": WORKER_LOST,
+        "poison": jobs_settings.poison_threshold,
+    }
+    with _server_bound_cursor() as cursor:
+        cursor.execute(_PG_START_MANY, params, prepare=True)
+        return {str(job_id): int(attempt) for job_id, attempt in cursor.fetchall()}
+
+
+def job_start_refused(*, job_id: str, now: datetime | None = None) -> StartDecision:
+    """Why a delivery was not claimed, acting on it: cancel a pending cancel, fail a poison job."""
+    return _why_not_started(job_id, now or timezone.now())
 
 
 def _why_not_started(job_id: str, now: datetime) -> StartDecision:
@@ -197,29 +255,70 @@ class AttemptEnd:
     error_traceback: str = ""
 
 
-_PG_FINISH = """
-WITH job AS (
-    UPDATE jobs_job
-       SET status = %(status)s,
-           result = CASE WHEN %(status)s = 'succeeded' THEN %(result)s::jsonb ELSE result END,
-           progress = CASE WHEN %(status)s = 'succeeded' THEN 100 ELSE progress END,
-           error_type = %(error_type)s,
-           error_message = %(error_message)s,
-           error_traceback = %(error_traceback)s,
-           finished_at = %(finished_at)s,
-           dead_lettered_at = %(dead_lettered_at)s,
-           enqueued_at = CASE WHEN %(status)s = 'retrying' THEN %(now)s ELSE enqueued_at END
-     WHERE id = %(id)s AND status = 'running' AND attempts = %(attempt)s
- RETURNING id
+# Closes a batch of attempts in one statement; a job moves only if it is still
+# ``running`` on the same attempt.
+_PG_FINISH_MANY = """
+WITH input AS (
+    SELECT * FROM jsonb_to_recordset(%(rows)s::jsonb) AS i(
+        id uuid, attempt int, status text, outcome text, result text, error_type text,
+        error_message text, attempt_error text, error_traceback text)
+), job AS (
+    UPDATE jobs_job j
+       SET status = i.status,
+           result = CASE WHEN i.status = 'succeeded' THEN i.result::jsonb ELSE j.result END,
+           progress = CASE WHEN i.status = 'succeeded' THEN 100 ELSE j.progress END,
+           error_type = i.error_type,
+           error_message = i.error_message,
+           error_traceback = i.error_traceback,
+           finished_at = CASE WHEN i.status IN ('succeeded', 'failed', 'cancelled')
+                              THEN %(now)s END,
+           dead_lettered_at = CASE WHEN i.status = 'failed' THEN %(now)s END,
+           enqueued_at = CASE WHEN i.status = 'retrying' THEN %(now)s ELSE j.enqueued_at END
+      FROM input i
+     WHERE j.id = i.id AND j.id = ANY(ARRAY(SELECT id FROM input))
+       AND j.status || '' = 'running' AND j.attempts = i.attempt
+ RETURNING j.id
 ), attempt AS (
-    UPDATE jobs_jobattempt
-       SET outcome = %(outcome)s, finished_at = %(now)s,
-           error_type = %(error_type)s, error_message = %(attempt_error)s
-     WHERE job_id = %(id)s AND number = %(attempt)s AND finished_at IS NULL
- RETURNING id
+    UPDATE jobs_jobattempt a
+       SET outcome = i.outcome, finished_at = %(now)s,
+           error_type = i.error_type, error_message = i.attempt_error
+      FROM input i
+     WHERE a.job_id = i.id AND a.job_id = ANY(ARRAY(SELECT id FROM input))
+       AND a.number = i.attempt
+       AND COALESCE(a.finished_at, 'infinity') = 'infinity'
 )
-SELECT (SELECT count(*) FROM job), (SELECT count(*) FROM attempt)
+SELECT id::text FROM job
 """
+
+
+def job_attempts_finish_many(
+    ends: Sequence[tuple[str, int, AttemptEnd]], *, now: datetime | None = None
+) -> set[str]:
+    """Close many attempts at once (Postgres only); returns the job ids whose row moved.
+
+    ``ends`` are ``(job_id, attempt, end)`` with distinct job ids. One
+    statement, prepared once per connection.
+    """
+    if not ends:
+        return set()
+    rows = [
+        {
+            "id": job_id,
+            "attempt": attempt,
+            "status": str(end.status),
+            "outcome": str(end.outcome),
+            "result": end.result_json,
+            "error_type": end.error_type[:200],
+            "error_message": end.error_message,
+            "attempt_error": end.error_message[:2000],
+            "error_traceback": end.error_traceback,
+        }
+        for job_id, attempt, end in ends
+    ]
+    params: dict[str, Any] = {"rows": json.dumps(rows), "now": now or timezone.now()}
+    with _server_bound_cursor() as cursor:
+        cursor.execute(_PG_FINISH_MANY, params, prepare=True)
+        return {str(row[0]) for row in cursor.fetchall()}
 
 
 def job_attempt_finish(*, job_id: str, attempt: int, end: AttemptEnd) -> bool:
@@ -229,34 +328,18 @@ def job_attempt_finish(*, job_id: str, attempt: int, end: AttemptEnd) -> bool:
     late event from an older attempt is recorded on its attempt row alone.
     """
     now = timezone.now()
-    terminal = end.status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
-    params: dict[str, Any] = {
-        "id": job_id,
-        "attempt": attempt,
-        "now": now,
-        "status": str(end.status),
-        "outcome": str(end.outcome),
-        "result": end.result_json,
-        "error_type": end.error_type[:200],
-        "error_message": end.error_message,
-        "attempt_error": end.error_message[:2000],
-        "error_traceback": end.error_traceback,
-        "finished_at": now if terminal else None,
-        "dead_lettered_at": now if end.status == JobStatus.FAILED else None,
-    }
     if _fast_path():
-        with connection.cursor() as cursor:
-            cursor.execute(_PG_FINISH, params)
-            row = cursor.fetchone()
-        return bool(row and row[0])
+        return job_id in job_attempts_finish_many([(job_id, attempt, end)], now=now)
+    terminal = end.status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+    error_type = end.error_type[:200]
     with transaction.atomic():
         fields: dict[str, Any] = {
             "status": end.status,
-            "error_type": params["error_type"],
+            "error_type": error_type,
             "error_message": end.error_message,
             "error_traceback": end.error_traceback,
-            "finished_at": params["finished_at"],
-            "dead_lettered_at": params["dead_lettered_at"],
+            "finished_at": now if terminal else None,
+            "dead_lettered_at": now if end.status == JobStatus.FAILED else None,
         }
         if end.status == JobStatus.RETRYING:
             fields["enqueued_at"] = now
@@ -269,8 +352,8 @@ def job_attempt_finish(*, job_id: str, attempt: int, end: AttemptEnd) -> bool:
         JobAttempt.objects.filter(job_id=job_id, number=attempt, finished_at__isnull=True).update(
             outcome=end.outcome,
             finished_at=now,
-            error_type=params["error_type"],
-            error_message=params["attempt_error"],
+            error_type=error_type,
+            error_message=end.error_message[:2000],
         )
     return bool(changed)
 

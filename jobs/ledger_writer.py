@@ -1,0 +1,210 @@
+"""Coalesces a worker process's ledger writes: one statement for many transitions.
+
+Each worker thread used to claim and close its job with its own statements,
+two round trips and two commits per job, and Postgres planned every one of
+them again (bench/results/profile-worker.txt). A process now has one writer
+thread. Worker threads hand it their transition and wait for the answer; it
+takes whatever has piled up since its last statement and writes it at once:
+
+- first every pending *finish* (:func:`job_attempts_finish_many`), then every
+  pending *start* (:func:`job_attempts_start_many`), so an attempt that ends
+  and the retry that claims the job again in the same batch stay in order;
+- one prepared statement each, in its own transaction: a failing finish
+  batch does not fail the starts, and the other way round;
+- no waiting for a batch to fill: a lone transition is written at once, and
+  under load a batch is what arrived during the previous one.
+
+Nothing changes for the caller but speed: a thread still learns whether its
+delivery was claimed, or its finish recorded, before it runs the job or
+acknowledges the message, and a database error reaches it as before.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from django.db import connection
+
+from jobs.services.transitions import (
+    AttemptEnd,
+    job_attempts_finish_many,
+    job_attempts_start_many,
+)
+
+logger = logging.getLogger(__name__)
+
+#: Most transitions of one kind written by one statement.
+MAX_BATCH = 500
+
+#: A connection used this recently is trusted without Django's ``SELECT 1`` probe.
+RECENT_USE_SECONDS = 1.0
+
+
+class _Pending:
+    """One transition waiting for the writer: its key (a job id), its data, its answer."""
+
+    __slots__ = ("data", "done", "error", "job_id", "result")
+
+    def __init__(self, job_id: str, data: Any) -> None:
+        self.job_id = job_id
+        self.data = data
+        self.done = threading.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    def wait(self) -> Any:
+        self.done.wait()
+        if self.error is not None:
+            # Every waiter of a failed batch raises its own copy of the error.
+            raise copy.copy(self.error) from self.error
+        return self.result
+
+
+class LedgerWriter:
+    """The per-process writer thread of the ledger's start and finish transitions.
+
+    Thread-safe. The thread starts with the first transition and stops with
+    :meth:`close` (the worker's shutdown), after writing what is pending.
+    """
+
+    def __init__(self, *, max_batch: int = MAX_BATCH) -> None:
+        self.max_batch = max_batch
+        self._cond = threading.Condition()
+        self._starts: list[_Pending] = []
+        self._finishes: list[_Pending] = []
+        self._thread: threading.Thread | None = None
+        self._closing = False
+        self._last_ok = 0.0
+        self._tuned: object = None  # the connection _tune_session last set up
+        #: Statements written and transitions in them, for tests and the curious.
+        self.batches = 0
+        self.transitions = 0
+
+    def start(self, *, job_id: str, worker_id: str) -> int | None:
+        """Claim a delivery: its attempt number, or None if it was not claimed."""
+        result: int | None = self._submit(self._starts, _Pending(job_id, worker_id)).wait()
+        return result
+
+    def finish(self, *, job_id: str, attempt: int, end: AttemptEnd) -> bool:
+        """Close an attempt; whether the job row moved."""
+        return bool(self._submit(self._finishes, _Pending(job_id, (attempt, end))).wait())
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Write what is pending, then stop the thread (it starts again if used again)."""
+        with self._cond:
+            thread = self._thread
+            self._closing = True
+            self._cond.notify_all()
+        if thread is not None:
+            thread.join(timeout)
+        with self._cond:
+            self._closing = False
+            if self._thread is thread:
+                self._thread = None
+
+    # --- the writer thread ---------------------------------------------------------
+
+    def _submit(self, bucket: list[_Pending], pending: _Pending) -> _Pending:
+        with self._cond:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
+                self._thread.start()
+            bucket.append(pending)
+            self._cond.notify()
+        return pending
+
+    def _take(self, bucket: list[_Pending]) -> list[_Pending]:
+        """Up to ``max_batch`` pending transitions of distinct jobs; the rest wait their turn."""
+        if not bucket:
+            return []
+        taken: list[_Pending] = []
+        left: list[_Pending] = []
+        seen: set[str] = set()
+        for pending in bucket:
+            if len(taken) < self.max_batch and pending.job_id not in seen:
+                seen.add(pending.job_id)
+                taken.append(pending)
+            else:
+                left.append(pending)
+        bucket[:] = left
+        return taken
+
+    def _run(self) -> None:
+        try:
+            while True:
+                with self._cond:
+                    while not self._starts and not self._finishes and not self._closing:
+                        self._cond.wait()
+                    if not self._starts and not self._finishes:
+                        return  # closing, and nothing left to write
+                    finishes = self._take(self._finishes)
+                    starts = self._take(self._starts)
+                self._write(finishes, self._finish_many)
+                self._write(starts, self._start_many)
+        except BaseException as exc:  # never leave a waiting thread hanging
+            logger.exception("The ledger writer stopped unexpectedly.")
+            with self._cond:
+                stranded = self._starts + self._finishes
+                self._starts, self._finishes = [], []
+            for pending in stranded:
+                pending.error = exc
+                pending.done.set()
+            raise
+        finally:
+            connection.close()
+
+    def _write(
+        self, batch: list[_Pending], write: Callable[[Sequence[_Pending]], dict[str, Any]]
+    ) -> None:
+        if not batch:
+            return
+        try:
+            if time.monotonic() - self._last_ok >= RECENT_USE_SECONDS:
+                # Idle for a while: let Django drop an errored or aged connection,
+                # and probe the one it keeps before the next statement.
+                connection.close_if_unusable_or_obsolete()
+            self._tune_session()
+            answers = write(batch)
+        except Exception as exc:
+            connection.close()  # reconnect for the next batch
+            for pending in batch:
+                pending.error = exc
+                pending.done.set()
+            return
+        self._last_ok = time.monotonic()
+        self.batches += 1
+        self.transitions += len(batch)
+        for pending in batch:
+            pending.result = answers.get(pending.job_id)
+            pending.done.set()
+
+    def _tune_session(self) -> None:
+        """Make this thread's connection find rows by key, whatever its statistics say.
+
+        The writer's connection runs nothing but the batch statements, which
+        always touch a few rows by job id. Right after a table grew from
+        empty (a fresh deployment, a burst after a purge), the planner still
+        believes it tiny and scans it whole for every batch; a prepared plan
+        then keeps doing so for the connection's life. Seq scans are made a
+        last resort on this one connection only.
+        """
+        connection.ensure_connection()
+        raw = connection.connection
+        if raw is not self._tuned:
+            with connection.cursor() as cursor:
+                cursor.execute("SET enable_seqscan = off")
+            self._tuned = raw
+
+    @staticmethod
+    def _start_many(batch: Sequence[_Pending]) -> dict[str, Any]:
+        return dict(job_attempts_start_many([(p.job_id, p.data) for p in batch]))
+
+    @staticmethod
+    def _finish_many(batch: Sequence[_Pending]) -> dict[str, Any]:
+        moved = job_attempts_finish_many([(p.job_id, p.data[0], p.data[1]) for p in batch])
+        return {p.job_id: p.job_id in moved for p in batch}
