@@ -6,11 +6,11 @@ them again (bench/results/profile-worker.txt). A process now has one writer
 thread. Worker threads hand it their transition and wait for the answer; it
 takes whatever has piled up since its last statement and writes it at once:
 
-- first every pending *finish* (:func:`job_attempts_finish_many`), then every
-  pending *start* (:func:`job_attempts_start_many`), so an attempt that ends
-  and the retry that claims the job again in the same batch stay in order;
-- one prepared statement each, in its own transaction: a failing finish
-  batch does not fail the starts, and the other way round;
+- every pending *finish* and *start* in one prepared statement
+  (:func:`job_transitions_write`): one round trip and one commit;
+- a job appears once per batch: a start whose job also has a finish pending
+  (the retry of an attempt that is just ending) waits for the next batch, so
+  the attempt is closed before the job is claimed again;
 - no waiting for a batch to fill: a lone transition is written at once, and
   under load a batch is what arrived during the previous one.
 
@@ -25,16 +25,11 @@ import copy
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
 from typing import Any
 
 from django.db import connection
 
-from jobs.services.transitions import (
-    AttemptEnd,
-    job_attempts_finish_many,
-    job_attempts_start_many,
-)
+from jobs.services.transitions import AttemptEnd, job_transitions_write
 
 logger = logging.getLogger(__name__)
 
@@ -118,13 +113,12 @@ class LedgerWriter:
             self._cond.notify()
         return pending
 
-    def _take(self, bucket: list[_Pending]) -> list[_Pending]:
-        """Up to ``max_batch`` pending transitions of distinct jobs; the rest wait their turn."""
+    def _take(self, bucket: list[_Pending], seen: set[str]) -> list[_Pending]:
+        """Up to ``max_batch`` pending transitions of jobs not in ``seen``; the rest wait."""
         if not bucket:
             return []
         taken: list[_Pending] = []
         left: list[_Pending] = []
-        seen: set[str] = set()
         for pending in bucket:
             if len(taken) < self.max_batch and pending.job_id not in seen:
                 seen.add(pending.job_id)
@@ -142,10 +136,10 @@ class LedgerWriter:
                         self._cond.wait()
                     if not self._starts and not self._finishes:
                         return  # closing, and nothing left to write
-                    finishes = self._take(self._finishes)
-                    starts = self._take(self._starts)
-                self._write(finishes, self._finish_many)
-                self._write(starts, self._start_many)
+                    seen: set[str] = set()
+                    finishes = self._take(self._finishes, seen)
+                    starts = self._take(self._starts, seen)
+                self._write(finishes, starts)
         except BaseException as exc:  # never leave a waiting thread hanging
             logger.exception("The ledger writer stopped unexpectedly.")
             with self._cond:
@@ -158,18 +152,18 @@ class LedgerWriter:
         finally:
             connection.close()
 
-    def _write(
-        self, batch: list[_Pending], write: Callable[[Sequence[_Pending]], dict[str, Any]]
-    ) -> None:
-        if not batch:
-            return
+    def _write(self, finishes: list[_Pending], starts: list[_Pending]) -> None:
+        batch = finishes + starts
         try:
             if time.monotonic() - self._last_ok >= RECENT_USE_SECONDS:
                 # Idle for a while: let Django drop an errored or aged connection,
                 # and probe the one it keeps before the next statement.
                 connection.close_if_unusable_or_obsolete()
             self._tune_session()
-            answers = write(batch)
+            moved, claimed = job_transitions_write(
+                finishes=[(p.job_id, p.data[0], p.data[1]) for p in finishes],
+                starts=[(p.job_id, p.data) for p in starts],
+            )
         except Exception as exc:
             connection.close()  # reconnect for the next batch
             for pending in batch:
@@ -179,8 +173,11 @@ class LedgerWriter:
         self._last_ok = time.monotonic()
         self.batches += 1
         self.transitions += len(batch)
-        for pending in batch:
-            pending.result = answers.get(pending.job_id)
+        for pending in finishes:
+            pending.result = pending.job_id in moved
+            pending.done.set()
+        for pending in starts:
+            pending.result = claimed.get(pending.job_id)
             pending.done.set()
 
     def _tune_session(self) -> None:
@@ -199,12 +196,3 @@ class LedgerWriter:
             with connection.cursor() as cursor:
                 cursor.execute("SET enable_seqscan = off")
             self._tuned = raw
-
-    @staticmethod
-    def _start_many(batch: Sequence[_Pending]) -> dict[str, Any]:
-        return dict(job_attempts_start_many([(p.job_id, p.data) for p in batch]))
-
-    @staticmethod
-    def _finish_many(batch: Sequence[_Pending]) -> dict[str, Any]:
-        moved = job_attempts_finish_many([(p.job_id, p.data[0], p.data[1]) for p in batch])
-        return {p.job_id: p.job_id in moved for p in batch}

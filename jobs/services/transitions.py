@@ -54,8 +54,9 @@ class StartDecision:
     attempt: int = 0
 
 
-# Claims a batch of deliveries in one statement. The same snapshot serves every
-# CTE, so ``lost`` closes only attempts that were open before this claim.
+# Claims a batch of deliveries. The same snapshot serves every CTE of a
+# statement, so ``lost`` closes only attempts that were open before this claim
+# (and a job is never both finished and claimed by one statement).
 #
 # The ledger's batch statements always touch a handful of known rows, so each
 # must find them by key: every table is restricted by ``= ANY(<the input's
@@ -64,17 +65,17 @@ class StartDecision:
 # statistics of a table that just grew (a fresh deployment, a burst), the
 # planner otherwise scanned every queued job, every open attempt, or the whole
 # attempt table for each batch (hundreds of rows per job in the benchmark).
-_PG_START_MANY = """
-WITH input AS (
-    SELECT * FROM jsonb_to_recordset(%(rows)s::jsonb) AS i(id uuid, worker_id text)
+_START_CTES = """
+starting AS (
+    SELECT * FROM jsonb_to_recordset(%(starts)s::jsonb) AS i(id uuid, worker_id text)
 ), claimed AS (
     UPDATE jobs_job j
        SET status = 'running',
            attempts = j.attempts + 1,
            started_at = COALESCE(j.started_at, %(now)s)
-      FROM input i
+      FROM starting i
      WHERE j.id = i.id
-       AND j.id = ANY(ARRAY(SELECT id FROM input))
+       AND j.id = ANY(ARRAY(SELECT id FROM starting))
        AND j.status || '' IN ('queued', 'retrying')
        AND j.cancel_requested_at IS NULL
        AND (SELECT count(*) FROM jobs_jobattempt a
@@ -89,15 +90,13 @@ WITH input AS (
        SET outcome = 'lost', finished_at = %(now)s, error_type = %(lost)s,
            error_message = 'The attempt was still open when the job was claimed again.'
      WHERE job_id IN (SELECT id FROM claimed)
-       AND job_id = ANY(ARRAY(SELECT id FROM input))
+       AND job_id = ANY(ARRAY(SELECT id FROM starting))
        AND COALESCE(finished_at, 'infinity') = 'infinity'
 ), opened AS (
     INSERT INTO jobs_jobattempt
            (job_id, number, worker_id, started_at, finished_at, outcome, error_type, error_message)
     SELECT id, attempts, worker_id, %(now)s, NULL, '', '', '' FROM claimed
-)
-SELECT id::text, attempts FROM claimed
-"""
+)"""
 
 
 @contextmanager
@@ -169,20 +168,9 @@ def job_attempts_start_many(
 
     ``deliveries`` are ``(job_id, worker_id)`` pairs with distinct job ids. A
     delivery left out of the answer was not claimed; :func:`job_start_refused`
-    says why. One statement, prepared once per connection.
+    says why.
     """
-    if not deliveries:
-        return {}
-    params = {
-        # One JSON parameter: encoding it is far cheaper than adapting arrays.
-        "rows": json.dumps([{"id": job_id, "worker_id": worker} for job_id, worker in deliveries]),
-        "now": now or timezone.now(),
-        "lost": WORKER_LOST,
-        "poison": jobs_settings.poison_threshold,
-    }
-    with _server_bound_cursor() as cursor:
-        cursor.execute(_PG_START_MANY, params, prepare=True)
-        return {str(job_id): int(attempt) for job_id, attempt in cursor.fetchall()}
+    return job_transitions_write(starts=deliveries, now=now)[1]
 
 
 def job_start_refused(*, job_id: str, now: datetime | None = None) -> StartDecision:
@@ -257,12 +245,12 @@ class AttemptEnd:
 
 # Closes a batch of attempts in one statement; a job moves only if it is still
 # ``running`` on the same attempt.
-_PG_FINISH_MANY = """
-WITH input AS (
-    SELECT * FROM jsonb_to_recordset(%(rows)s::jsonb) AS i(
+_FINISH_CTES = """
+ending AS (
+    SELECT * FROM jsonb_to_recordset(%(finishes)s::jsonb) AS i(
         id uuid, attempt int, status text, outcome text, result text, error_type text,
         error_message text, attempt_error text, error_traceback text)
-), job AS (
+), moved AS (
     UPDATE jobs_job j
        SET status = i.status,
            result = CASE WHEN i.status = 'succeeded' THEN i.result::jsonb ELSE j.result END,
@@ -274,21 +262,27 @@ WITH input AS (
                               THEN %(now)s END,
            dead_lettered_at = CASE WHEN i.status = 'failed' THEN %(now)s END,
            enqueued_at = CASE WHEN i.status = 'retrying' THEN %(now)s ELSE j.enqueued_at END
-      FROM input i
-     WHERE j.id = i.id AND j.id = ANY(ARRAY(SELECT id FROM input))
+      FROM ending i
+     WHERE j.id = i.id AND j.id = ANY(ARRAY(SELECT id FROM ending))
        AND j.status || '' = 'running' AND j.attempts = i.attempt
  RETURNING j.id
-), attempt AS (
+), closed AS (
     UPDATE jobs_jobattempt a
        SET outcome = i.outcome, finished_at = %(now)s,
            error_type = i.error_type, error_message = i.attempt_error
-      FROM input i
-     WHERE a.job_id = i.id AND a.job_id = ANY(ARRAY(SELECT id FROM input))
+      FROM ending i
+     WHERE a.job_id = i.id AND a.job_id = ANY(ARRAY(SELECT id FROM ending))
        AND a.number = i.attempt
        AND COALESCE(a.finished_at, 'infinity') = 'infinity'
+)"""
+
+#: The three statements of a batch: finishes, starts, or both (for distinct jobs).
+_PG_FINISH_MANY = f"WITH {_FINISH_CTES}\nSELECT 'f', id::text, 0 FROM moved"
+_PG_START_MANY = f"WITH {_START_CTES}\nSELECT 's', id::text, attempts FROM claimed"
+_PG_FINISH_AND_START_MANY = (  # constant fragments only
+    f"WITH {_FINISH_CTES},\n{_START_CTES}\n"  # noqa: S608
+    "SELECT 'f', id::text, 0 FROM moved UNION ALL SELECT 's', id::text, attempts FROM claimed"
 )
-SELECT id::text FROM job
-"""
 
 
 def job_attempts_finish_many(
@@ -296,29 +290,70 @@ def job_attempts_finish_many(
 ) -> set[str]:
     """Close many attempts at once (Postgres only); returns the job ids whose row moved.
 
-    ``ends`` are ``(job_id, attempt, end)`` with distinct job ids. One
-    statement, prepared once per connection.
+    ``ends`` are ``(job_id, attempt, end)`` with distinct job ids.
     """
-    if not ends:
-        return set()
-    rows = [
-        {
-            "id": job_id,
-            "attempt": attempt,
-            "status": str(end.status),
-            "outcome": str(end.outcome),
-            "result": end.result_json,
-            "error_type": end.error_type[:200],
-            "error_message": end.error_message,
-            "attempt_error": end.error_message[:2000],
-            "error_traceback": end.error_traceback,
-        }
-        for job_id, attempt, end in ends
-    ]
-    params: dict[str, Any] = {"rows": json.dumps(rows), "now": now or timezone.now()}
+    return job_transitions_write(finishes=ends, now=now)[0]
+
+
+def job_transitions_write(
+    *,
+    finishes: Sequence[tuple[str, int, AttemptEnd]] = (),
+    starts: Sequence[tuple[str, str]] = (),
+    now: datetime | None = None,
+) -> tuple[set[str], dict[str, int]]:
+    """Close attempts and claim deliveries in one statement (Postgres only).
+
+    ``finishes`` are ``(job_id, attempt, end)``, ``starts`` are ``(job_id,
+    worker_id)``; every job id appears once in all. Returns the job ids whose
+    row the finishes moved, and ``{job_id: attempt}`` of the deliveries
+    claimed. One round trip and one commit, with a statement prepared once
+    per connection and parameters sent as JSON (far cheaper to encode than
+    arrays).
+    """
+    if not finishes and not starts:
+        return set(), {}
+    ids = [job_id for job_id, _, _ in finishes] + [job_id for job_id, _ in starts]
+    if len(set(ids)) != len(ids):
+        raise ValueError("a job may appear only once in a batch of transitions")
+    params: dict[str, Any] = {"now": now or timezone.now()}
+    if finishes:
+        params["finishes"] = json.dumps(
+            [
+                {
+                    "id": job_id,
+                    "attempt": attempt,
+                    "status": str(end.status),
+                    "outcome": str(end.outcome),
+                    "result": end.result_json,
+                    "error_type": end.error_type[:200],
+                    "error_message": end.error_message,
+                    "attempt_error": end.error_message[:2000],
+                    "error_traceback": end.error_traceback,
+                }
+                for job_id, attempt, end in finishes
+            ]
+        )
+    if starts:
+        params["starts"] = json.dumps([{"id": job_id, "worker_id": w} for job_id, w in starts])
+        params["lost"] = WORKER_LOST
+        params["poison"] = jobs_settings.poison_threshold
+    sql = (
+        _PG_FINISH_AND_START_MANY
+        if finishes and starts
+        else _PG_FINISH_MANY
+        if finishes
+        else _PG_START_MANY
+    )
+    moved: set[str] = set()
+    claimed: dict[str, int] = {}
     with _server_bound_cursor() as cursor:
-        cursor.execute(_PG_FINISH_MANY, params, prepare=True)
-        return {str(row[0]) for row in cursor.fetchall()}
+        cursor.execute(sql, params, prepare=True)
+        for kind, job_id, attempt in cursor.fetchall():
+            if kind == "f":
+                moved.add(job_id)
+            else:
+                claimed[job_id] = int(attempt)
+    return moved, claimed
 
 
 def job_attempt_finish(*, job_id: str, attempt: int, end: AttemptEnd) -> bool:

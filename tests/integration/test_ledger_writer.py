@@ -21,6 +21,7 @@ from jobs.middleware.fairness import SlotReleaser
 from jobs.models import AttemptOutcome, Job, JobStatus
 from jobs.services import AttemptEnd, job_submit
 from jobs.services.fairness import concurrency_acquire, concurrency_running
+from jobs.services.transitions import job_transitions_write
 from tests.factories import OrganizationFactory
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -57,11 +58,22 @@ def test_concurrent_transitions_are_written_together(broker: Any, writer: Ledger
     assert (writer.batches, writer.transitions) == (1, 12), "one statement for all twelve"
     assert Job.objects.filter(pk__in=ids, status=JobStatus.RUNNING, attempts=1).count() == 12
 
+    # Finishes of these jobs and starts of new ones share one statement too.
+    fresh = [_job() for _ in range(3)]
     finishes = [_queue(writer._finishes, job_id, (1, DONE)) for job_id in ids[1:]]
+    starts = [_queue(writer._starts, job_id, "h:1:a") for job_id in fresh]
     assert writer.finish(job_id=ids[0], attempt=1, end=DONE) is True
     assert all(p.wait() for p in finishes)
-    assert writer.batches == 2
+    assert [p.wait() for p in starts] == [1, 1, 1]
+    assert (writer.batches, writer.transitions) == (2, 27)
     assert Job.objects.filter(pk__in=ids, status=JobStatus.SUCCEEDED, result=1).count() == 12
+    assert Job.objects.filter(pk__in=fresh, status=JobStatus.RUNNING).count() == 3
+
+
+def test_a_statement_refuses_a_job_twice(broker: Any) -> None:
+    job_id = _job()
+    with pytest.raises(ValueError, match="only once"):
+        job_transitions_write(finishes=[(job_id, 1, DONE)], starts=[(job_id, "h:1:a")])
 
 
 def test_an_attempt_ends_before_its_retry_claims_the_job_in_the_same_batch(
