@@ -31,6 +31,8 @@ from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
 from dramatiq.common import compute_backoff, dq_name
 from dramatiq.errors import ActorNotFound, ConnectionClosed, DecodeError
 
+from jobs.acks import Acker
+
 logger = logging.getLogger(__name__)
 
 #: Redis errors after which an operation is worth retrying once Redis is back.
@@ -109,6 +111,8 @@ class JobsRedisBroker(RedisBroker):
         super().__init__(maintenance_chance=maintenance_chance, **kwargs)
         self.scripts["jobs_fetch"] = self.client.register_script(_FETCH)
         self.scripts["jobs_requeue_worker"] = self.client.register_script(_REQUEUE_WORKER)
+        #: Sends this process's acks in batches (jobs.acks).
+        self.acker = Acker(self)
 
     @property
     def consumer_class(self) -> type[JobsRedisConsumer]:
@@ -168,10 +172,14 @@ class JobsRedisConsumer(_RedisConsumer):
         return len(self.queued_message_ids) + len(self.pairs)
 
     def ack(self, message: Any) -> None:
-        try:
-            super().ack(message)
-        except TRANSIENT_ERRORS as exc:
-            raise ConnectionClosed(exc) from None
+        # Batched and sent by the process's acker; see jobs.acks for why that is safe.
+        self.queued_message_ids.discard(message.message_id)
+        self.broker.acker.ack(self.queue_name, message.options["redis_message_id"])
+
+    def close(self) -> None:
+        # Acks handed over by the job threads leave before the consumer does.
+        self.broker.acker.flush()
+        super().close()
 
     def nack(self, message: Any) -> None:
         try:

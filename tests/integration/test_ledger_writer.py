@@ -16,6 +16,7 @@ import pytest
 from django.db import DatabaseError, connection
 
 from jobs import ledger_writer
+from jobs.acks import Acker
 from jobs.ledger_writer import LedgerWriter, _Pending
 from jobs.middleware.fairness import SlotReleaser
 from jobs.models import AttemptOutcome, Job, JobStatus
@@ -162,3 +163,30 @@ def test_the_slot_releaser_frees_slots_without_the_job_thread_waiting(broker: An
         assert concurrency_running(organization_id=org.pk) == 0
     finally:
         releaser.close()
+
+
+def test_the_acker_sends_many_acks_in_one_call_and_keeps_dramatiqs_rule(broker: Any) -> None:
+    for n in range(6):
+        job_submit(job_type="diagnostics.echo", payload={"message": str(n)})
+    fetched = broker.fetch_pairs("default", 6)
+    assert len(fetched) == 6
+    acks_key = f"{broker.namespace}:__acks__.{broker.broker_id}.default"
+    bodies_key = f"{broker.namespace}:default.msgs"
+    assert broker.client.scard(acks_key) == 6
+
+    # The last one was taken back by recovery meanwhile: its ack must not delete its body.
+    requeued_id = fetched[-1][0]
+    broker.client.srem(acks_key, requeued_id)
+    broker.client.rpush(f"{broker.namespace}:default", requeued_id)
+
+    acker = Acker(broker)
+    try:
+        for redis_id, _ in fetched[1:]:
+            acker._pending.append(("default", redis_id))
+        acker.ack("default", fetched[0][0])
+        assert acker.flush(timeout=5)
+        assert (acker.calls, acker.acked) == (1, 6), "one script call for all six"
+    finally:
+        acker.close()
+    assert broker.client.scard(acks_key) == 0
+    assert broker.client.hkeys(bodies_key) == [requeued_id.encode()], "still deliverable"

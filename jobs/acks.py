@@ -1,0 +1,142 @@
+"""Acknowledges a worker process's messages in batches, off the job threads.
+
+Dramatiq acknowledges each message from the thread that ran it: one Redis
+round trip per job, after the job's final state is in the ledger. That ack
+can safely lag by a few milliseconds: should the process die first, the
+message is delivered again and the ledger, which already says how the job
+ended, acknowledges the duplicate without running it. So a job thread hands
+its ack to this process's acker and takes its next message; the acker sends
+whatever has piled up in one script call, with Dramatiq's own rule (the body
+is deleted only if the id was still in this worker's acks set).
+
+Negative acknowledgements (dead letters) stay immediate.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import redis
+
+logger = logging.getLogger(__name__)
+
+#: Most acks sent by one script call.
+MAX_BATCH = 1_000
+
+#: Pauses between tries while Redis is unreachable.
+RETRY_DELAYS = (0.05, 0.25, 1.0, 2.0, 5.0)
+
+# ARGV: now (ms), worker id, then (queue name, message id) pairs.
+_ACK_MANY = """
+local ns, now, worker = KEYS[1], ARGV[1], ARGV[2]
+local acks = ns .. ":__acks__." .. worker .. "."
+for i = 3, #ARGV, 2 do
+    local queue, id = ARGV[i], ARGV[i + 1]
+    if redis.call("srem", acks .. queue, id) > 0 then
+        redis.call("hdel", ns .. ":" .. queue .. ".msgs", id)
+    end
+end
+redis.call("zadd", ns .. ":__heartbeats__", now, worker)
+return (#ARGV - 2) / 2
+"""
+
+
+class Acker:
+    """The per-process ack thread of a broker. Thread-safe; started by the first ack."""
+
+    def __init__(self, broker: Any) -> None:
+        self.broker = broker
+        self._script = broker.client.register_script(_ACK_MANY)
+        self._cond = threading.Condition()
+        self._pending: list[tuple[str, str]] = []
+        self._in_flight = 0
+        self._thread: threading.Thread | None = None
+        self._closing = False
+        #: Script calls made and acks sent, for tests and the curious.
+        self.calls = 0
+        self.acked = 0
+
+    def ack(self, queue_name: str, redis_message_id: str) -> None:
+        with self._cond:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="acker", daemon=True)
+                self._thread.start()
+            self._pending.append((queue_name, redis_message_id))
+            self._cond.notify_all()
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every ack handed over so far is sent; False if ``timeout`` passed first."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._pending or self._in_flight:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+        return True
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Send what is pending (giving up after ``timeout``), then stop the thread."""
+        if not self.flush(timeout):
+            with self._cond:
+                count = len(self._pending)
+            logger.warning(
+                "Could not acknowledge %d message(s) before shutdown; they are delivered "
+                "again later and acknowledged without running (the ledger has their outcome).",
+                count,
+            )
+        with self._cond:
+            thread = self._thread
+            self._closing = True
+            self._cond.notify_all()
+        if thread is not None:
+            thread.join(timeout)
+        with self._cond:
+            self._closing = False
+            if self._thread is thread:
+                self._thread = None
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._closing:
+                    self._cond.wait()
+                if not self._pending:
+                    return
+                batch = self._pending[:MAX_BATCH]
+                del self._pending[:MAX_BATCH]
+                self._in_flight = len(batch)
+            try:
+                self._send(batch)
+            finally:
+                with self._cond:
+                    self._in_flight = 0
+                    self._cond.notify_all()
+
+    def _send(self, batch: list[tuple[str, str]]) -> None:
+        args: list[Any] = [int(time.time() * 1000), self.broker.broker_id]
+        for queue_name, redis_id in batch:
+            args += [queue_name, redis_id]
+        tries = 0
+        while True:
+            try:
+                self._script(keys=[self.broker.namespace], args=args)
+                self.calls += 1
+                self.acked += len(batch)
+                return
+            except redis.RedisError as exc:
+                if self._closing:
+                    logger.warning(
+                        "Could not acknowledge %d message(s) (%s); they are delivered again "
+                        "later and acknowledged without running.",
+                        len(batch),
+                        exc,
+                    )
+                    return
+                if tries == 0:
+                    logger.warning("Acknowledgements wait for Redis: %s", exc)
+                time.sleep(RETRY_DELAYS[min(tries, len(RETRY_DELAYS) - 1)])
+                tries += 1
