@@ -9,7 +9,10 @@ its ack to this process's acker and takes its next message; the acker sends
 whatever has piled up in one script call, with Dramatiq's own rule (the body
 is deleted only if the id was still in this worker's acks set).
 
-Negative acknowledgements (dead letters) stay immediate.
+A message whose job's outcome the ledger writer is still committing carries
+an :class:`AckGate`: its ack joins the acker only once that commit is done,
+so a message is never acknowledged before the ledger knows how its job
+ended. Negative acknowledgements (dead letters) stay immediate.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -42,6 +46,32 @@ end
 redis.call("zadd", ns .. ":__heartbeats__", now, worker)
 return (#ARGV - 2) / 2
 """
+
+
+class AckGate:
+    """Holds a message's ack until its job's outcome is committed. Thread-safe, opened once."""
+
+    __slots__ = ("_lock", "_opened", "_then")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._opened = False
+        self._then: Callable[[], None] | None = None
+
+    def then(self, action: Callable[[], None]) -> None:
+        """Run ``action`` once the gate opens (now, if it already has)."""
+        with self._lock:
+            if not self._opened:
+                self._then = action
+                return
+        action()
+
+    def open(self) -> None:
+        with self._lock:
+            self._opened = True
+            action, self._then = self._then, None
+        if action is not None:
+            action()
 
 
 class Acker:

@@ -25,6 +25,7 @@ import copy
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from django.db import connection
@@ -36,6 +37,9 @@ logger = logging.getLogger(__name__)
 #: Most transitions of one kind written by one statement.
 MAX_BATCH = 500
 
+#: Pauses before a deferred finish is written again after a database error (the last repeats).
+RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0)
+
 #: A connection used this recently is trusted without Django's ``SELECT 1`` probe.
 RECENT_USE_SECONDS = 1.0
 
@@ -43,14 +47,20 @@ RECENT_USE_SECONDS = 1.0
 class _Pending:
     """One transition waiting for the writer: its key (a job id), its data, its answer."""
 
-    __slots__ = ("data", "done", "error", "job_id", "result")
+    __slots__ = ("callback", "data", "done", "error", "job_id", "not_before", "result", "tries")
 
-    def __init__(self, job_id: str, data: Any) -> None:
+    def __init__(
+        self, job_id: str, data: Any, callback: Callable[[_Pending], None] | None = None
+    ) -> None:
         self.job_id = job_id
         self.data = data
         self.done = threading.Event()
         self.result: Any = None
         self.error: BaseException | None = None
+        #: Called by the writer once written; such a transition is retried until it is.
+        self.callback = callback
+        self.not_before = 0.0  # monotonic time before which a retried one waits
+        self.tries = 0
 
     def wait(self) -> Any:
         self.done.wait()
@@ -89,6 +99,22 @@ class LedgerWriter:
         """Close an attempt; whether the job row moved."""
         return bool(self._submit(self._finishes, _Pending(job_id, (attempt, end))).wait())
 
+    def finish_later(
+        self,
+        *,
+        job_id: str,
+        attempt: int,
+        end: AttemptEnd,
+        callback: Callable[[_Pending], None],
+    ) -> None:
+        """Close an attempt without waiting: ``callback(pending)`` runs on the writer thread
+        once it is committed (``pending.result``: whether the job row moved).
+
+        A database error does not lose it: it is written again, after
+        :data:`RETRY_DELAYS`, until it is.
+        """
+        self._submit(self._finishes, _Pending(job_id, (attempt, end), callback))
+
     def close(self, timeout: float = 30.0) -> None:
         """Write what is pending, then stop the thread (it starts again if used again)."""
         with self._cond:
@@ -119,8 +145,12 @@ class LedgerWriter:
             return []
         taken: list[_Pending] = []
         left: list[_Pending] = []
+        now = time.monotonic()
         for pending in bucket:
-            if len(taken) < self.max_batch and pending.job_id not in seen:
+            if pending.not_before > now:  # a retry waiting for its time holds its job back
+                seen.add(pending.job_id)
+                left.append(pending)
+            elif len(taken) < self.max_batch and pending.job_id not in seen:
                 seen.add(pending.job_id)
                 taken.append(pending)
             else:
@@ -132,13 +162,19 @@ class LedgerWriter:
         try:
             while True:
                 with self._cond:
-                    while not self._starts and not self._finishes and not self._closing:
-                        self._cond.wait()
-                    if not self._starts and not self._finishes:
-                        return  # closing, and nothing left to write
-                    seen: set[str] = set()
-                    finishes = self._take(self._finishes, seen)
-                    starts = self._take(self._starts, seen)
+                    while True:
+                        seen: set[str] = set()
+                        finishes = self._take(self._finishes, seen)
+                        starts = self._take(self._starts, seen)
+                        if finishes or starts:
+                            break
+                        if not self._finishes and not self._starts:
+                            if self._closing:
+                                return  # nothing left to write
+                            self._cond.wait()
+                        else:  # only retries waiting for their time
+                            wake = min(p.not_before for p in self._finishes + self._starts)
+                            self._cond.wait(max(0.001, wake - time.monotonic()))
                 self._write(finishes, starts)
         except BaseException as exc:  # never leave a waiting thread hanging
             logger.exception("The ledger writer stopped unexpectedly.")
@@ -166,9 +202,24 @@ class LedgerWriter:
             )
         except Exception as exc:
             connection.close()  # reconnect for the next batch
+            retried = [p for p in batch if p.callback is not None]
+            for pending in retried:
+                delay = RETRY_DELAYS[min(pending.tries, len(RETRY_DELAYS) - 1)]
+                pending.tries += 1
+                pending.not_before = time.monotonic() + delay
+            if retried:
+                logger.warning(
+                    "Could not record the end of %d job(s) (%s); trying again in %.1f s.",
+                    len(retried),
+                    exc,
+                    RETRY_DELAYS[min(retried[0].tries - 1, len(RETRY_DELAYS) - 1)],
+                )
+                with self._cond:
+                    self._finishes[:0] = retried
             for pending in batch:
-                pending.error = exc
-                pending.done.set()
+                if pending.callback is None:
+                    pending.error = exc
+                    pending.done.set()
             return
         self._last_ok = time.monotonic()
         self.batches += 1
@@ -176,6 +227,11 @@ class LedgerWriter:
         for pending in finishes:
             pending.result = pending.job_id in moved
             pending.done.set()
+            if pending.callback is not None:
+                try:
+                    pending.callback(pending)
+                except Exception:
+                    logger.exception("The callback of job %s's finish failed.", pending.job_id)
         for pending in starts:
             pending.result = claimed.get(pending.job_id)
             pending.done.set()

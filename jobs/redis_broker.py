@@ -31,7 +31,7 @@ from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
 from dramatiq.common import compute_backoff, dq_name
 from dramatiq.errors import ActorNotFound, ConnectionClosed, DecodeError
 
-from jobs.acks import Acker
+from jobs.acks import Acker, AckGate
 
 logger = logging.getLogger(__name__)
 
@@ -174,7 +174,13 @@ class JobsRedisConsumer(_RedisConsumer):
     def ack(self, message: Any) -> None:
         # Batched and sent by the process's acker; see jobs.acks for why that is safe.
         self.queued_message_ids.discard(message.message_id)
-        self.broker.acker.ack(self.queue_name, message.options["redis_message_id"])
+        acker, queue_name = self.broker.acker, self.queue_name
+        redis_id = message.options["redis_message_id"]
+        gate: AckGate | None = getattr(message, "jobs_ack_gate", None)
+        if gate is None:
+            acker.ack(queue_name, redis_id)
+        else:  # the ledger is still committing the job's outcome
+            gate.then(lambda: acker.ack(queue_name, redis_id))
 
     def close(self) -> None:
         # Acks handed over by the job threads leave before the consumer does.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 import time
@@ -13,6 +14,7 @@ import dramatiq
 from django.db import DatabaseError, connection
 from dramatiq.middleware import Middleware, SkipMessage, TimeLimitExceeded
 
+from jobs.acks import AckGate
 from jobs.broker import worker_id
 from jobs.conf import jobs_settings
 from jobs.errors import SoftTimeLimitExceeded
@@ -61,7 +63,10 @@ class Ledger(Middleware):
 
     def after_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
         if self.writer is not None:
-            self.writer.close()
+            self.writer.close()  # commits the outcomes still pending, opening their ack gates
+        acker = getattr(broker, "acker", None)
+        if acker is not None:
+            acker.flush()
 
     def _start(self, job_id: str) -> StartDecision:
         if self.writer is None or not uses_postgres_fast_path():
@@ -153,28 +158,39 @@ class Ledger(Middleware):
         ctx, job_token, log_token, started = state
         try:
             end = _attempt_end(ctx, message, exception)
-            changed = self._finish_with_retries(ctx, end)
-            timing = {"duration_seconds": round(time.monotonic() - started, 3)}
-            if changed:
-                logger.info(
-                    "Job %s %s after attempt %d (%.3f s).",
-                    ctx.job_id,
-                    end.status,
-                    ctx.attempt,
-                    timing["duration_seconds"],
-                    extra=timing,
-                )
+            if self.writer is not None and not message.failed and uses_postgres_fast_path():
+                self._finish_later(ctx, end, started, message)
             else:
-                logger.info(
-                    "Attempt %d of job %s ended (%s); the job had already moved on.",
-                    ctx.attempt,
-                    ctx.job_id,
-                    end.outcome,
-                    extra=timing,
-                )
+                changed = self._finish_with_retries(ctx, end)
+                _log_end(ctx, end, changed, started)
         finally:
             reset_current_job(job_token)
             unbind_log_context(log_token)
+
+    def _finish_later(self, ctx: JobContext, end: AttemptEnd, started: float, message: Any) -> None:
+        """Hand the outcome to the writer and move on; the message's ack waits for the commit.
+
+        The job thread takes its next message while the writer commits this
+        one's outcome (with the next batch); the consumer hands the ack to the
+        acker only once the gate opens, so a message is never acknowledged
+        before its outcome is in the ledger. A database error delays the
+        commit (and the ack), never loses it. Dead-lettered messages take the
+        synchronous path: their nack is not gated.
+        """
+        gate = AckGate()
+        message.jobs_ack_gate = gate
+        context = contextvars.copy_context()  # the job's log context, for the end's log line
+
+        def committed(pending: Any) -> None:
+            try:
+                context.run(_log_end, ctx, end, bool(pending.result), started)
+            finally:
+                gate.open()
+
+        assert self.writer is not None
+        self.writer.finish_later(
+            job_id=ctx.job_id, attempt=ctx.attempt, end=end, callback=committed
+        )
 
     def _finish_with_retries(self, ctx: JobContext, end: AttemptEnd) -> bool:
         """Record the end of an attempt, riding out a short database outage.
@@ -203,6 +219,27 @@ class Ledger(Middleware):
         if state is not None:
             logger.warning("Job %s was skipped after it was claimed.", message.message_id)
             self.after_process_message(broker, message, exception=SkipMessage("skipped"))
+
+
+def _log_end(ctx: JobContext, end: AttemptEnd, changed: bool, started: float) -> None:
+    timing = {"duration_seconds": round(time.monotonic() - started, 3)}
+    if changed:
+        logger.info(
+            "Job %s %s after attempt %d (%.3f s).",
+            ctx.job_id,
+            end.status,
+            ctx.attempt,
+            timing["duration_seconds"],
+            extra=timing,
+        )
+    else:
+        logger.info(
+            "Attempt %d of job %s ended (%s); the job had already moved on.",
+            ctx.attempt,
+            ctx.job_id,
+            end.outcome,
+            extra=timing,
+        )
 
 
 #: How often a retry that finds its job still ``running`` waits before it is dropped.

@@ -16,7 +16,7 @@ import pytest
 from django.db import DatabaseError, connection
 
 from jobs import ledger_writer
-from jobs.acks import Acker
+from jobs.acks import Acker, AckGate
 from jobs.ledger_writer import LedgerWriter, _Pending
 from jobs.middleware.fairness import SlotReleaser
 from jobs.models import AttemptOutcome, Job, JobStatus
@@ -190,3 +190,40 @@ def test_the_acker_sends_many_acks_in_one_call_and_keeps_dramatiqs_rule(broker: 
         acker.close()
     assert broker.client.scard(acks_key) == 0
     assert broker.client.hkeys(bodies_key) == [requeued_id.encode()], "still deliverable"
+
+
+def test_a_deferred_finish_survives_a_database_error_and_reports_once_committed(
+    broker: Any, writer: LedgerWriter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job_id = _job()
+    assert writer.start(job_id=job_id, worker_id="h:1:a") == 1
+    monkeypatch.setattr(ledger_writer, "RECENT_USE_SECONDS", 3600.0)
+    monkeypatch.setattr(ledger_writer, "RETRY_DELAYS", (0.2,))
+    with connection.cursor() as cursor:  # the writer's connection dies under it
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    reported: list[tuple[bool, str]] = []
+    done = threading.Event()
+
+    def committed(pending: Any) -> None:
+        reported.append((pending.result, Job.objects.get(pk=job_id).status))
+        done.set()
+
+    writer.finish_later(job_id=job_id, attempt=1, end=DONE, callback=committed)
+    assert done.wait(10), "written again after the error"
+    assert reported == [(True, JobStatus.SUCCEEDED)], "reported once, after the commit"
+
+
+def test_an_ack_gate_holds_the_ack_until_it_opens() -> None:
+    sent: list[str] = []
+    gate = AckGate()
+    gate.then(lambda: sent.append("ack"))
+    assert sent == []
+    gate.open()
+    assert sent == ["ack"]
+    opened = AckGate()
+    opened.open()
+    opened.then(lambda: sent.append("at once"))
+    assert sent == ["ack", "at once"]
