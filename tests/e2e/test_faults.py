@@ -214,8 +214,14 @@ def test_workers_survive_a_redis_restart_that_loses_every_message_and_no_job_is_
     counters = private.client
     start_recovery(start_command, wait_for)
     worker = start_worker(start_command, wait_for, threads=4)
+    # A job whose own INCR meets the restart fails that attempt; a retry keeps it from
+    # failing for good (its counter was not incremented, so it still counts one run).
     jobs = [
-        job_submit(job_type="tests.count", payload={"key": f"r{i}", "sleep_seconds": 0.2}).job
+        job_submit(
+            job_type="tests.count",
+            payload={"key": f"r{i}", "sleep_seconds": 0.2},
+            max_retries=3,
+        ).job
         for i in range(40)
     ]
     delayed = job_submit(
