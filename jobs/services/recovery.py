@@ -106,11 +106,14 @@ def jobs_mark_enqueued(*, job_ids: Sequence[str], at: datetime | None = None) ->
     """
     if not job_ids:
         return 0
+    at = at or timezone.now()
+    if connection.vendor != "postgresql":  # SQLite (make run)
+        return Job.objects.filter(pk__in=list(job_ids)).update(enqueued_at=at)
     table = connection.ops.quote_name(Job._meta.db_table)
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {table} SET enqueued_at = %s WHERE id = ANY(%s::uuid[])",  # noqa: S608
-            [at or timezone.now(), list(job_ids)],
+            [at, list(job_ids)],
         )
         return int(cursor.rowcount)
 

@@ -405,6 +405,10 @@ def _insert(prepared: Sequence[_Prepared], *, organization: Organization | None)
     """
     if not prepared:
         return
+    if connection.vendor != "postgresql":
+        # SQLite (make run) has no jsonb_to_recordset.
+        Job.objects.bulk_create([_job(p, organization=organization) for p in prepared])
+        return
     sql, defaults = _insert_statement()
     constants = [
         (organization.pk if organization is not None else None) if value is _ORGANIZATION else value
