@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from django import db
-from django.core.signals import request_finished, request_started
+from django.core.signals import request_finished
+from django.http import HttpRequest, HttpResponseBase
 
 #: A connection that finished a request this recently is trusted without a probe, in seconds.
 RECENT_USE_SECONDS = 1.0
@@ -26,15 +28,25 @@ RECENT_USE_SECONDS = 1.0
 _local = threading.local()
 
 
-def _trust_recent_connections(**kwargs: Any) -> None:
-    # Runs after Django's own close_old_connections (connected at import of django.db),
-    # which has just reset health_check_done.
-    last_used = getattr(_local, "last_used", None)
-    if last_used is None or time.monotonic() - last_used >= RECENT_USE_SECONDS:
-        return
-    for conn in db.connections.all(initialized_only=True):
-        if conn.connection is not None and not conn.errors_occurred:
-            conn.health_check_done = True  # type: ignore[attr-defined]
+def trust_recent_connections(
+    get_response: Callable[[HttpRequest], HttpResponseBase],
+) -> Callable[[HttpRequest], HttpResponseBase]:
+    """Middleware: mark this thread's recently used connections as already checked.
+
+    Middleware runs after the ``request_started`` signal, so after Django's
+    ``close_old_connections`` has closed broken or old connections and reset
+    ``health_check_done``.
+    """
+
+    def middleware(request: HttpRequest) -> HttpResponseBase:
+        last_used = getattr(_local, "last_used", None)
+        if last_used is not None and time.monotonic() - last_used < RECENT_USE_SECONDS:
+            for conn in db.connections.all(initialized_only=True):
+                if conn.connection is not None and not conn.errors_occurred:
+                    conn.health_check_done = True  # type: ignore[attr-defined]
+        return get_response(request)
+
+    return middleware
 
 
 def _remember_use(**kwargs: Any) -> None:
@@ -42,6 +54,5 @@ def _remember_use(**kwargs: Any) -> None:
 
 
 def connect() -> None:
-    """Connect the receivers (from ``JobsConfig.ready``; idempotent)."""
-    request_started.connect(_trust_recent_connections, dispatch_uid="jobs.api.connections.trust")
+    """Connect the end-of-request receiver (from ``JobsConfig.ready``; idempotent)."""
     request_finished.connect(_remember_use, dispatch_uid="jobs.api.connections.remember")
