@@ -157,16 +157,20 @@ def worker_id() -> str:
     return f"{_hostname}:{os.getpid()}:{get_broker().broker_id}"
 
 
-def enqueue_messages(items: Sequence[tuple[Message[Any], int | None]]) -> None:
+def enqueue_messages(
+    items: Sequence[tuple[Message[Any], int | None]], *, mark_enqueued: bool = True
+) -> bool:
     """Send messages to Redis: one command for one message, one pipeline for many.
 
-    A Redis failure is logged, not raised: the ledger rows are committed, and
-    the recovery loop re-sends queued rows that never reached Redis. After a
-    successful send the rows' ``enqueued_at`` is set, which tells the outbox
-    relay to leave them alone.
+    Returns whether Redis took them. A Redis failure is logged, not raised:
+    the ledger rows are committed, and the recovery loop re-sends queued rows
+    that never reached Redis. After a successful send the rows' ``enqueued_at``
+    is set, which tells the outbox relay to leave them alone;
+    ``mark_enqueued=False`` leaves that to the caller (submissions delete
+    their :class:`~jobs.models.JobOutbox` row instead).
     """
     if not items:
-        return
+        return True
     broker = get_broker()
     try:
         if len(items) == 1:
@@ -183,8 +187,10 @@ def enqueue_messages(items: Sequence[tuple[Message[Any], int | None]]) -> None:
             exc,
             items[0][0].message_id,
         )
-        return
-    _mark_enqueued([message.message_id for message, _ in items])
+        return False
+    if mark_enqueued:
+        _mark_enqueued([message.message_id for message, _ in items])
+    return True
 
 
 def _mark_enqueued(job_ids: list[str]) -> None:

@@ -20,10 +20,11 @@ from rest_framework.serializers import Serializer
 from jobs.broker import CONSUMED_QUEUES, enqueue_messages, ensure_broker_available
 from jobs.conf import jobs_settings
 from jobs.errors import InvalidPayload, InvalidSubmission, PayloadTooLarge
-from jobs.models import Job
+from jobs.models import Job, JobOutbox
 from jobs.queues import DEFAULT_PRIORITY, MAX_PRIORITY, MIN_PRIORITY, redis_queue_name
 from jobs.registry import JobType, get_job_type
 from jobs.services.fairness import submission_admit
+from jobs.services.outbox import job_outbox_delete
 from tenants.models import Organization
 
 logger = logging.getLogger(__name__)
@@ -120,7 +121,7 @@ def job_submit(
         _admit(organization=organization, count=1)
         try:
             with transaction.atomic():
-                _insert([prepared], organization=organization)
+                outbox_id = _insert([prepared], organization=organization)
         except IntegrityError:
             # A concurrent submission with the same key won the race.
             existing = _existing_by_key(organization, [request.idempotency_key])
@@ -129,12 +130,12 @@ def job_submit(
             raise
     else:
         _admit(organization=organization, count=1)
-        _insert([prepared], organization=organization)
+        outbox_id = _insert([prepared], organization=organization)
     if send_on_commit:
-        _send_on_commit([prepared], organization=organization)
+        _send_on_commit([prepared], organization=organization, outbox_id=outbox_id)
     else:
         _log_submitted([prepared], organization=organization)
-        enqueue_messages([(prepared.message, prepared.delay_ms)])
+        _send([(prepared.message, prepared.delay_ms)], outbox_id)
     return Submission(job=_job(prepared, organization=organization), created=True)
 
 
@@ -169,7 +170,7 @@ def job_submit_many(
         _admit(organization=organization, count=len(fresh))
     try:
         with transaction.atomic():
-            _insert(fresh, organization=organization)
+            outbox_id = _insert(fresh, organization=organization)
     except IntegrityError:
         if not keys:
             raise
@@ -187,7 +188,7 @@ def job_submit_many(
             )
             for r in requests
         ]
-    _send_on_commit(fresh, organization=organization)
+    _send_on_commit(fresh, organization=organization, outbox_id=outbox_id)
     return [
         Submission(job=existing[key], created=False)
         if (key := p.idempotency_key) is not None and key in existing
@@ -392,8 +393,8 @@ _ROW_COLUMNS = {
 }
 
 
-def _insert(prepared: Sequence[_Prepared], *, organization: Organization | None) -> None:
-    """Write the ledger rows with one statement and one round trip, whatever their number.
+def _insert(prepared: Sequence[_Prepared], *, organization: Organization | None) -> int | None:
+    """Write the ledger rows and their outbox row with one statement; return the outbox row's id.
 
     ``bulk_create`` spent most of a bulk submission building a model instance
     and adapting some 20 parameters per row (bench/results/profile-submit-bulk.txt).
@@ -401,14 +402,18 @@ def _insert(prepared: Sequence[_Prepared], *, organization: Organization | None)
     ``jsonb_to_recordset``; every other column takes the model's default,
     read from the model, so a new column with a default needs no change here.
     Constraints (idempotency keys, priority range) are checked by Postgres
-    as for any INSERT.
+    as for any INSERT. ``enqueued_at`` is the creation time: the
+    :class:`~jobs.models.JobOutbox` row, in the same statement, stands for the
+    send until :func:`_send` deletes it.
     """
     if not prepared:
-        return
+        return None
+    job_ids = [str(p.id) for p in prepared]
     if connection.vendor != "postgresql":
         # SQLite (make run) has no jsonb_to_recordset.
-        Job.objects.bulk_create([_job(p, organization=organization) for p in prepared])
-        return
+        with transaction.atomic():
+            Job.objects.bulk_create([_job(p, organization=organization) for p in prepared])
+            return JobOutbox.objects.create(job_ids=job_ids, created_at=prepared[0].created_at).pk
     sql, defaults = _insert_statement()
     constants = [
         (organization.pk if organization is not None else None) if value is _ORGANIZATION else value
@@ -417,7 +422,7 @@ def _insert(prepared: Sequence[_Prepared], *, organization: Organization | None)
     rows = json.dumps(
         [
             {
-                "id": str(p.id),
+                "id": job_id,
                 "job_type": p.job_type,
                 "queue": p.queue,
                 "priority": p.priority,
@@ -427,12 +432,13 @@ def _insert(prepared: Sequence[_Prepared], *, organization: Organization | None)
                 "created_at": p.created_at.isoformat(),
                 "scheduled_for": p.scheduled_for.isoformat() if p.scheduled_for else None,
             }
-            for p in prepared
+            for job_id, p in zip(job_ids, prepared, strict=True)
         ],
         separators=(",", ":"),
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*constants, rows])
+        cursor.execute(sql, [*constants, rows, json.dumps(job_ids), prepared[0].created_at])
+        return int(cursor.fetchone()[0])
 
 
 _ORGANIZATION = object()
@@ -456,6 +462,8 @@ def _insert_statement() -> tuple[str, list[Any]]:
         columns.append(quote(f.column or f.attname))
         if f.attname in _ROW_COLUMNS:
             selects.append(f"r.{f.attname}")
+        elif f.attname == "enqueued_at":
+            selects.append("r.created_at")
         else:
             selects.append("%s")
             defaults.append(
@@ -466,8 +474,10 @@ def _insert_statement() -> tuple[str, list[Any]]:
     record = ", ".join(f"{name} {kind}" for name, kind in _ROW_COLUMNS.items())
     # Only names from the model go into the text; every value is a parameter.
     sql = (
-        f"INSERT INTO {quote(Job._meta.db_table)} ({', '.join(columns)}) "  # noqa: S608
-        f"SELECT {', '.join(selects)} FROM jsonb_to_recordset(%s::jsonb) AS r({record})"
+        f"WITH jobs AS (INSERT INTO {quote(Job._meta.db_table)} ({', '.join(columns)}) "  # noqa: S608
+        f"SELECT {', '.join(selects)} FROM jsonb_to_recordset(%s::jsonb) AS r({record})) "
+        f"INSERT INTO {quote(JobOutbox._meta.db_table)} (job_ids, created_at) "
+        "VALUES (%s::jsonb, %s) RETURNING id"
     )
     _insert_cache = (sql, defaults)
     return _insert_cache
@@ -492,6 +502,7 @@ def _job(p: _Prepared, *, organization: Organization | None) -> Job:
         ("idempotency_key", p.idempotency_key),
         ("created_at", p.created_at),
         ("scheduled_for", p.scheduled_for),
+        ("enqueued_at", p.created_at),
     ):
         values[index_of[name]] = value
     job = Job.from_db(connection.alias, (), values)
@@ -545,9 +556,22 @@ def _log_submitted(prepared: Sequence[_Prepared], *, organization: Organization 
         )
 
 
-def _send_on_commit(prepared: Sequence[_Prepared], *, organization: Organization | None) -> None:
+def _send_on_commit(
+    prepared: Sequence[_Prepared], *, organization: Organization | None, outbox_id: int | None
+) -> None:
     if not prepared:
         return
     _log_submitted(prepared, organization=organization)
     items = [(p.message, p.delay_ms) for p in prepared]
-    transaction.on_commit(lambda: enqueue_messages(items))
+    transaction.on_commit(lambda: _send(items, outbox_id))
+
+
+def _send(items: Sequence[tuple[Message[Any], int | None]], outbox_id: int | None) -> None:
+    """Send a submission's messages; once Redis has them, delete its outbox row.
+
+    If Redis fails, the row stays and the recovery loop sends the jobs after
+    ``JOBS_OUTBOX_GRACE_MS``; if only the DELETE fails, the loop sends them
+    again, and the ledger skips the duplicates.
+    """
+    if enqueue_messages(items, mark_enqueued=False) and outbox_id is not None:
+        job_outbox_delete(outbox_id=outbox_id)
