@@ -439,6 +439,7 @@ def free_port() -> int:
 def web_server(cfg: Config, tag: str) -> Iterator[int]:
     """The production web server: gunicorn's threaded WSGI workers (one per core; gunicorn.conf.py)."""
     port = free_port()
+    LOGS.mkdir(parents=True, exist_ok=True)
     log = LOGS / f"{tag}-b-web.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
