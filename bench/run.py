@@ -165,7 +165,7 @@ class Services:
         self.redis.flushdb()
         tables = [
             t
-            for t in ("jobs_job", "django_celery_results_taskresult")
+            for t in ("jobs_job", "jobs_joboutbox", "django_celery_results_taskresult")
             if self.scalar("SELECT to_regclass(%s)", [t]) is not None
         ]
         if tables:
