@@ -541,12 +541,29 @@ def _existing_by_key(organization: Organization | None, keys: Sequence[str]) -> 
 
 
 def _log_submitted(prepared: Sequence[_Prepared], *, organization: Organization | None) -> None:
-    if not logger.isEnabledFor(logging.INFO):
-        return
+    """One line per job; a batch gets one line naming every id, and per-job lines at DEBUG.
+
+    Each line costs about 70 µs of CPU (redaction and JSON formatting), which
+    doubled a bulk submission's CPU at 1,000 lines per call.
+    """
     organization_id = organization.pk if organization is not None else None
+    if len(prepared) > 1 and logger.isEnabledFor(logging.INFO):
+        logger.info(
+            "Submitted %d jobs in one batch (%s): %s.",
+            len(prepared),
+            ", ".join(sorted({f"{p.job_type} on {p.message.queue_name}" for p in prepared})),
+            " ".join(str(p.id) for p in prepared),
+            extra={"organization_id": organization_id},
+        )
+        level = logging.DEBUG
+    else:
+        level = logging.INFO
+    if not logger.isEnabledFor(level):
+        return
     for p in prepared:
         # The job id as a field, so one job's lines are found from submission to its last attempt.
-        logger.info(
+        logger.log(
+            level,
             "Job %s submitted (%s, queue %s, priority %d).",
             p.id,
             p.job_type,
