@@ -52,4 +52,4 @@ EXPOSE 8000
 # The web server; compose overrides the command for workers and the scheduler.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen(urllib.request.Request('http://127.0.0.1:8000/healthz', headers={'Host': 'localhost'}), timeout=4)"]
-CMD ["gunicorn", "toolboxai.asgi:application", "-k", "uvicorn_worker.UvicornWorker", "--bind", "0.0.0.0:8000"]
+CMD ["gunicorn", "toolboxai.wsgi:application", "--bind", "0.0.0.0:8000"]

@@ -2,16 +2,23 @@
 
 The command stays the one in docker-compose.yml::
 
-    gunicorn toolboxai.asgi:application -k uvicorn_worker.UvicornWorker --bind 0.0.0.0:8000
+    gunicorn toolboxai.wsgi:application --bind 0.0.0.0:8000
 
 Gunicorn itself reads ``WEB_CONCURRENCY`` (worker processes), ``FORWARDED_ALLOW_IPS``
-(proxies whose X-Forwarded-* headers are trusted) and ``GUNICORN_CMD_ARGS``.
+(proxies whose X-Forwarded-* headers are trusted) and ``GUNICORN_CMD_ARGS``; this
+file reads ``WEB_THREADS`` (threads per worker process).
 """
 
 from __future__ import annotations
 
 import os
 
+# WSGI with a thread pool per process. The API's views are synchronous (DRF, the ORM):
+# under an ASGI server every request hopped through sync_to_async, which runs all of a
+# process's synchronous code on one thread, so 8 clients were served one at a time
+# (bench: 114 requests/s). Each request, and each open event stream, holds one thread.
+worker_class = "gthread"
+threads = int(os.environ.get("WEB_THREADS", "16"))
 # Heartbeat files of the workers: RAM, so a read-only or slow root filesystem never stalls them.
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None  # noqa: S108
 # No control socket: nothing uses it, and it would need a writable $HOME.

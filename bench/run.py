@@ -165,7 +165,7 @@ class Services:
         self.redis.flushdb()
         tables = [
             t
-            for t in ("jobs_job", "django_celery_results_taskresult")
+            for t in ("jobs_job", "jobs_joboutbox", "django_celery_results_taskresult")
             if self.scalar("SELECT to_regclass(%s)", [t]) is not None
         ]
         if tables:
@@ -437,16 +437,15 @@ def free_port() -> int:
 
 @contextmanager
 def web_server(cfg: Config, tag: str) -> Iterator[int]:
-    """The production web server: gunicorn with uvicorn workers (one per core)."""
+    """The production web server: gunicorn's threaded WSGI workers (one per core; gunicorn.conf.py)."""
     port = free_port()
+    LOGS.mkdir(parents=True, exist_ok=True)
     log = LOGS / f"{tag}-b-web.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [
                 str(BIN / "gunicorn"),
-                "toolboxai.asgi:application",
-                "-k",
-                "uvicorn_worker.UvicornWorker",
+                "toolboxai.wsgi:application",
                 "--workers",
                 str(os.cpu_count() or 2),
                 "--bind",
@@ -577,7 +576,7 @@ def run_system(
     out["submit_single"] = client(cfg, system, "submit-single", "--n", str(cfg.single_jobs))
     services.reset()
     if system == "b" and cfg.http:
-        progress.step(f"{name}: HTTP submission (gunicorn + uvicorn workers)")
+        progress.step(f"{name}: HTTP submission (gunicorn gthread workers)")
         with web_server(cfg, tag) as port:
             out["http"] = http_bench(cfg, port, api_key)
         services.reset()

@@ -157,16 +157,20 @@ def worker_id() -> str:
     return f"{_hostname}:{os.getpid()}:{get_broker().broker_id}"
 
 
-def enqueue_messages(items: Sequence[tuple[Message[Any], int | None]]) -> None:
+def enqueue_messages(
+    items: Sequence[tuple[Message[Any], int | None]], *, mark_enqueued: bool = True
+) -> bool:
     """Send messages to Redis: one command for one message, one pipeline for many.
 
-    A Redis failure is logged, not raised: the ledger rows are committed, and
-    the recovery loop re-sends queued rows that never reached Redis. After a
-    successful send the rows' ``enqueued_at`` is set, which tells the outbox
-    relay to leave them alone.
+    Returns whether Redis took them. A Redis failure is logged, not raised:
+    the ledger rows are committed, and the recovery loop re-sends queued rows
+    that never reached Redis. After a successful send the rows' ``enqueued_at``
+    is set, which tells the outbox relay to leave them alone;
+    ``mark_enqueued=False`` leaves that to the caller (submissions delete
+    their :class:`~jobs.models.JobOutbox` row instead).
     """
     if not items:
-        return
+        return True
     broker = get_broker()
     try:
         if len(items) == 1:
@@ -183,8 +187,10 @@ def enqueue_messages(items: Sequence[tuple[Message[Any], int | None]]) -> None:
             exc,
             items[0][0].message_id,
         )
-        return
-    _mark_enqueued([message.message_id for message, _ in items])
+        return False
+    if mark_enqueued:
+        _mark_enqueued([message.message_id for message, _ in items])
+    return True
 
 
 def _mark_enqueued(job_ids: list[str]) -> None:
@@ -202,25 +208,33 @@ def _mark_enqueued(job_ids: list[str]) -> None:
 def _enqueue_pipelined(
     broker: RedisBroker, items: Sequence[tuple[Message[Any], int | None]]
 ) -> None:
-    # Mirrors RedisBroker.enqueue, but sends every dispatch in one round trip.
+    # Mirrors RedisBroker.enqueue, but sends every dispatch in one round trip. The
+    # enqueue hooks run only for middleware that defines them: calling the base
+    # class's no-ops of 15 middleware for each message was a tenth of a bulk send.
+    before = _hooks(broker, "before_enqueue")
+    after = _hooks(broker, "after_enqueue")
     dispatch = broker.scripts["dispatch"]
     max_unpack = broker._max_unpack_size()
     sent: list[tuple[Message[Any], int | None]] = []
+    now_ms = int(time.time() * 1000)
     with broker.client.pipeline(transaction=False) as pipe:
         for message, delay in items:
-            message = message.copy(options={"redis_message_id": str(uuid.uuid4())})
             queue_name = message.queue_name
-            if delay is not None:
+            if delay is None:
+                message = message.copy(options={"redis_message_id": str(uuid.uuid4())})
+            else:
                 queue_name = dq_name(queue_name)
                 message = message.copy(
-                    queue_name=queue_name, options={"eta": int(time.time() * 1000) + delay}
+                    queue_name=queue_name,
+                    options={"redis_message_id": str(uuid.uuid4()), "eta": now_ms + delay},
                 )
-            broker.emit_before("enqueue", message, delay)
+            for hook in before:
+                hook(broker, message, delay)
             dispatch(
                 keys=[broker.namespace],
                 args=[
                     "enqueue",
-                    int(time.time() * 1000),
+                    now_ms,
                     queue_name,
                     broker.broker_id,
                     broker.heartbeat_timeout,
@@ -235,4 +249,11 @@ def _enqueue_pipelined(
             sent.append((message, delay))
         pipe.execute()
     for message, delay in sent:
-        broker.emit_after("enqueue", message, delay)
+        for hook in after:
+            hook(broker, message, delay)
+
+
+def _hooks(broker: RedisBroker, name: str) -> list[Any]:
+    """The bound ``name`` hooks of the broker's middleware that override Middleware's no-op."""
+    base = getattr(dramatiq.Middleware, name)
+    return [getattr(m, name) for m in broker.middleware if getattr(type(m), name, base) is not base]

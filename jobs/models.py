@@ -71,8 +71,9 @@ class Job(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
     dead_lettered_at = models.DateTimeField(null=True, blank=True)
-    #: When the job's latest message was handed to Redis (submission, retry, relay).
-    #: Null on a queued row means the send has not happened yet: the outbox relay sends it.
+    #: When the job's latest message was handed to Redis (retry, relay). Null on a queued
+    #: row means the send has not happened yet: the outbox relay sends it. A submission
+    #: sets it with the row (its creation time) and covers the send with a JobOutbox row.
     enqueued_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
@@ -177,6 +178,29 @@ class JobAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"attempt {self.number} of {self.job_id}"
+
+
+class JobOutbox(models.Model):
+    """The pending send of one submission call: written with its jobs, deleted once they are sent.
+
+    One row per call (one job or a batch of a thousand), so recording that the
+    messages reached Redis costs one small DELETE instead of an UPDATE of every
+    job row. A row older than ``JOBS_OUTBOX_GRACE_MS`` means the process died
+    or Redis failed between the commit and the send: the recovery loop sends
+    those of its jobs that are still queued, then deletes it.
+
+    Parameters:
+      job_ids: the ids (strings) of the jobs whose messages the call sends.
+    """
+
+    job_ids = models.JSONField(default=list)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["created_at"], name="jobs_outbox_created")]
+
+    def __str__(self) -> str:
+        return f"outbox {self.pk} ({len(self.job_ids)} jobs)"
 
 
 class JobEventKind(models.TextChoices):

@@ -58,6 +58,7 @@ from jobs.middleware.heartbeat import workers_key
 from jobs.models import Job, JobStatus
 from jobs.redis_broker import JobsRedisBroker
 from jobs.registry import all_job_types, get_job_type
+from jobs.services.outbox import job_outbox_delete, job_outbox_waiting_jobs, job_outboxes_due
 from jobs.services.recovery import (
     WORKER_LOST,
     job_attempts_mark_lost,
@@ -252,6 +253,14 @@ def _recover_dead_workers(broker: JobsRedisBroker, now_ms: int, report: Recovery
 def _relay(broker: JobsRedisBroker, report: RecoveryReport) -> None:
     now = timezone.now()
     batch = jobs_settings.recovery_batch_size
+    for outbox in job_outboxes_due(
+        created_before=now - timedelta(milliseconds=jobs_settings.outbox_grace_ms), limit=batch
+    ):
+        waiting = job_outbox_waiting_jobs(outbox=outbox)
+        ids, sent = _send_checked(waiting, report=report)
+        report.relayed += ids
+        if sent:
+            job_outbox_delete(outbox_id=outbox.pk)
     unsent = jobs_unsent(
         created_before=now - timedelta(milliseconds=jobs_settings.outbox_grace_ms), limit=batch
     )
@@ -280,6 +289,13 @@ def _reconcile(broker: JobsRedisBroker, before_ms: int, report: RecoveryReport) 
 
 def _send(jobs: Iterable[Job], *, report: RecoveryReport | None = None) -> list[str]:
     """Send ledger rows' messages; rows of job types no longer registered are failed."""
+    return _send_checked(jobs, report=report)[0]
+
+
+def _send_checked(
+    jobs: Iterable[Job], *, report: RecoveryReport | None = None
+) -> tuple[list[str], bool]:
+    """:func:`_send`, and whether Redis took the messages."""
     sendable: list[Job] = []
     for job in jobs:
         try:
@@ -295,9 +311,8 @@ def _send(jobs: Iterable[Job], *, report: RecoveryReport | None = None) -> list[
                     report.undeliverable.append(str(job.pk))
             continue
         sendable.append(job)
-    if sendable:
-        enqueue_messages(relay_messages(sendable))
-    return [str(job.pk) for job in sendable]
+    sent = enqueue_messages(relay_messages(sendable)) if sendable else True
+    return [str(job.pk) for job in sendable], sent
 
 
 def _state(

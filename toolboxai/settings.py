@@ -69,6 +69,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # First and last: request count and latency for /metrics (django-prometheus).
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    # Skips the SELECT 1 probe of a connection this thread used a moment ago.
+    "jobs.api.connections.trust_recent_connections",
     "django.middleware.security.SecurityMiddleware",
     # Serves STATIC_ROOT (collected at image build) without a separate file server.
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -292,6 +294,9 @@ API_EVENTS_POLL_MS = env_int("API_EVENTS_POLL_MS", 250, minimum=20)
 API_EVENTS_MAX_SECONDS = env_int("API_EVENTS_MAX_SECONDS", 3600, minimum=1)
 # Retry-After of a 503 answered while Postgres or Redis is unreachable.
 API_UNAVAILABLE_RETRY_AFTER_SECONDS = env_int("API_UNAVAILABLE_RETRY_AFTER_SECONDS", 5, minimum=1)
+# How long a web process trusts an API key it looked up (with its organization's limits
+# and active flag); a revocation takes effect in other processes within this time. 0: never.
+API_KEY_CACHE_SECONDS = env_int("API_KEY_CACHE_SECONDS", 5, minimum=0)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

@@ -116,10 +116,11 @@ def _seconds_to_next_month(now: datetime) -> int:
     return max(1, int((start.timestamp() + days * 86_400) - now.timestamp()))
 
 
-def submission_admit(*, organization: Organization | None, count: int = 1) -> None:
+def submission_admit(*, organization: Organization | None, count: int = 1) -> bool:
     """Admit ``count`` submissions of an organization, or raise why not.
 
-    System submissions (no organization) are always admitted.
+    System submissions (no organization) are always admitted. Returns whether
+    Redis was consulted (and so answered): the caller then needs no PING.
 
     Raises:
       OrganizationInactive: the organization is deactivated.
@@ -127,7 +128,7 @@ def submission_admit(*, organization: Organization | None, count: int = 1) -> No
       QuotaExceeded: the month's monthly_job_quota is used up.
     """
     if organization is None or count <= 0:
-        return
+        return False
     if not organization.is_active:
         raise OrganizationInactive(
             f"Organization {organization.slug!r} is inactive and cannot submit jobs; "
@@ -173,6 +174,7 @@ def submission_admit(*, organization: Organization | None, count: int = 1) -> No
             f"{per_minute} jobs per minute; retry after {_seconds(int(retry_ms))} s.",
             retry_after_seconds=_seconds(int(retry_ms)),
         )
+    return True
 
 
 def type_rate_take(*, job_type: str, per_minute: int) -> int:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 from dramatiq import Message
@@ -99,10 +99,23 @@ def job_dead_letter(*, job_id: str, error_type: str, error_message: str) -> bool
 
 
 def jobs_mark_enqueued(*, job_ids: Sequence[str], at: datetime | None = None) -> int:
-    """Record that the messages of these jobs reached Redis."""
+    """Record that the messages of these jobs reached Redis.
+
+    Runs after every send, so it is one plain statement: building the ORM
+    query cost more CPU than the rest of a single submission's database work.
+    """
     if not job_ids:
         return 0
-    return Job.objects.filter(pk__in=list(job_ids)).update(enqueued_at=at or timezone.now())
+    at = at or timezone.now()
+    if connection.vendor != "postgresql":  # SQLite (make run)
+        return Job.objects.filter(pk__in=list(job_ids)).update(enqueued_at=at)
+    table = connection.ops.quote_name(Job._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET enqueued_at = %s WHERE id = ANY(%s::uuid[])",  # noqa: S608
+            [at, list(job_ids)],
+        )
+        return int(cursor.rowcount)
 
 
 def jobs_unsent(*, created_before: datetime, limit: int) -> list[Job]:

@@ -107,13 +107,18 @@ class WebServer:
     url: str
 
 
-#: The production web command (README, docker-compose): gunicorn with uvicorn's ASGI workers.
-def gunicorn_argv(port: int) -> list[str]:
+#: The production web command (README, docker-compose): gunicorn's threaded WSGI workers
+#: (gunicorn.conf.py, read from the working directory).
+#: ``asgi=True``: the ASGI alternative the README names for many concurrent event streams.
+def gunicorn_argv(port: int, *, asgi: bool = False) -> list[str]:
+    app = (
+        ["toolboxai.asgi:application", "-k", "uvicorn_worker.UvicornWorker"]
+        if asgi
+        else ["toolboxai.wsgi:application"]
+    )
     return [
         str(Path(sys.executable).parent / "gunicorn"),
-        "toolboxai.asgi:application",
-        "-k",
-        "uvicorn_worker.UvicornWorker",
+        *app,
         "--bind",
         f"127.0.0.1:{port}",
         "--workers",
@@ -126,13 +131,13 @@ def start_web(tmp_path: Path) -> Iterator[Callable[..., WebServer]]:
     """Start the production web command on a free port and wait until /healthz answers."""
     started: list[ManagedProcess] = []
 
-    def _start(**env: Any) -> WebServer:
+    def _start(*, asgi: bool = False, **env: Any) -> WebServer:
         port = free_port()
         process = ManagedProcess(
             [],
             tmp_path / f"web-{len(started)}.log",
             subprocess_env(**env),
-            argv=gunicorn_argv(port),
+            argv=gunicorn_argv(port, asgi=asgi),
         )
         started.append(process)
         url = f"http://127.0.0.1:{port}"

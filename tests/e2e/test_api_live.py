@@ -1,4 +1,7 @@
-"""The REST API on the production web server (gunicorn + uvicorn workers) with real workers."""
+"""The REST API on the production web server (gunicorn's threaded WSGI workers) with real workers.
+
+The event stream is also tested on the ASGI alternative (gunicorn with uvicorn workers).
+"""
 
 from __future__ import annotations
 
@@ -34,10 +37,10 @@ def _poll(
 
 
 @pytest.fixture
-def live(broker: Any, start_web: Any, start_command: Any, wait_for: Any) -> Any:
+def live(broker: Any, start_web: Any, start_command: Any, wait_for: Any, request: Any) -> Any:
     tenant = make_tenant("live-school")
     worker = start_command("rundramatiq", "--processes", "1", "--threads", "4")
-    web = start_web()
+    web = start_web(asgi=getattr(request, "param", "wsgi") == "asgi")
     _wait_worker(worker, wait_for)
     client = httpx.Client(
         base_url=web.url, headers={"Authorization": f"Bearer {tenant.raw_key}"}, timeout=30
@@ -59,6 +62,7 @@ def test_a_job_submitted_over_http_is_polled_until_it_succeeds(live: httpx.Clien
     assert job["attempts"] == 1
 
 
+@pytest.mark.parametrize("live", ["wsgi", "asgi"], indirect=True)
 def test_the_sse_stream_shows_queued_then_running_then_succeeded(live: httpx.Client) -> None:
     # The delay keeps the job queued until the stream is open, so every status is seen.
     job = live.post(

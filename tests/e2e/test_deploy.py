@@ -2,8 +2,8 @@
 
 No Docker engine runs here, so the test reads each service's ``command:`` from
 docker-compose.yml and starts it as a process: the compose Redis command (AOF,
-noeviction, requirepass) on a free port, then migrate, web (gunicorn with the
-uvicorn worker), the workers and the scheduler against the test Postgres
+noeviction, requirepass) on a free port, then migrate, web (gunicorn with threaded
+WSGI workers), the workers and the scheduler against the test Postgres
 database, with ``DJANGO_DEBUG=0`` and a real secret key. The only change to a
 command is the web server's bind address (a free loopback port, not 0.0.0.0:8000).
 """

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from jobs.broker import get_broker
-from jobs.models import AttemptOutcome, Job, JobAttempt, JobStatus
+from jobs.models import AttemptOutcome, Job, JobAttempt, JobOutbox, JobStatus
 from jobs.services import job_submit
 from jobs.services.recovery import POISON, WORKER_LOST, WORKER_SHUTDOWN
 from tests.actors import side_effects
@@ -196,7 +196,9 @@ def test_a_crash_between_commit_and_send_is_repaired_by_the_outbox_relay(
     assert submitter.proc.returncode == 17, submitter.output()
     job = Job.objects.get()
     assert str(job.pk) in submitter.output()
-    assert job.status == JobStatus.QUEUED and job.enqueued_at is None
+    assert job.status == JobStatus.QUEUED
+    # The submission's outbox row still stands for the send that never happened.
+    assert JobOutbox.objects.get().job_ids == [str(job.pk)]
     assert broker.client.llen(f"{broker.namespace}:default") == 0, "nothing reached Redis"
 
     start_recovery(start_command, wait_for)
@@ -204,6 +206,7 @@ def test_a_crash_between_commit_and_send_is_repaired_by_the_outbox_relay(
 
     wait_for(lambda: _reload(job).status == JobStatus.SUCCEEDED, timeout=60)
     assert side_effects().get("tests:runs:outbox") == b"1"
+    wait_for(lambda: not JobOutbox.objects.exists(), timeout=30)
 
 
 def test_workers_survive_a_redis_restart_that_loses_every_message_and_no_job_is_lost(

@@ -224,8 +224,11 @@ def test_bulk_submission_uses_one_insert_and_one_pipeline(
     with CaptureQueriesContext(connection) as queries:
         submissions = job_submit_many(requests=requests)
 
-    inserts = [q for q in queries.captured_queries if q["sql"].startswith("INSERT")]
+    # One statement writes every row and the batch's outbox row (WITH ... INSERT ... INSERT).
+    inserts = [q for q in queries.captured_queries if "INSERT INTO" in q["sql"]]
     assert len(inserts) == 1
+    assert 'INSERT INTO "jobs_job"' in inserts[0]["sql"]
+    assert 'INSERT INTO "jobs_joboutbox"' in inserts[0]["sql"]
     assert len(submissions) == 300 and all(s.created for s in submissions)
     wait_for(lambda: Job.objects.filter(status=JobStatus.SUCCEEDED).count() == 300, timeout=30)
     assert Job.objects.get(pk=submissions[7].job.pk).result == {"message": "7"}

@@ -17,14 +17,22 @@ from typing import Any
 
 import dramatiq
 import pytest
+from django.db import transaction
 from django.test import override_settings
 
 from jobs.broker import enqueue_messages, get_broker
 from jobs.errors import BrokerUnavailable
-from jobs.models import AttemptOutcome, Job, JobAttempt, JobStatus
+from jobs.models import AttemptOutcome, Job, JobAttempt, JobOutbox, JobStatus
 from jobs.recovery import run_once
 from jobs.redis_broker import JobsRedisBroker
-from jobs.services import job_attempt_start, job_message, job_retry, job_submit
+from jobs.services import (
+    JobRequest,
+    job_attempt_start,
+    job_message,
+    job_retry,
+    job_submit,
+    job_submit_many,
+)
 from jobs.services.recovery import POISON, WORKER_LOST, job_attempts_mark_lost
 from jobs.services.transitions import StartVerdict
 from tests.actors import side_effects
@@ -180,6 +188,70 @@ def test_the_outbox_relay_sends_a_committed_row_that_never_reached_redis(
     assert broker.client.llen(f"{broker.namespace}:default") == 1
     assert _reload(job).enqueued_at is not None
     assert run_once(broker).relayed == [], "a row that reached Redis is not sent twice"
+
+
+def test_a_submission_deletes_its_outbox_row_once_redis_has_its_messages(
+    fast: JobsRedisBroker,
+) -> None:
+    broker = fast
+    single = job_submit(job_type="tests.count", payload={"key": "one"}).job
+    batch = job_submit_many(
+        requests=[JobRequest(job_type="tests.count", payload={"key": f"b{i}"}) for i in range(3)]
+    )
+
+    assert JobOutbox.objects.count() == 0
+    assert broker.client.llen(f"{broker.namespace}:default") == 4
+    for job in [single, *(s.job for s in batch)]:
+        assert _reload(job).enqueued_at is not None
+    assert run_once(broker).relayed == [], "nothing is sent twice"
+
+
+def test_jobs_committed_while_redis_failed_are_sent_by_the_relay_from_their_outbox_row(
+    fast: JobsRedisBroker, caplog: pytest.LogCaptureFixture
+) -> None:
+    from jobs.broker import setup
+
+    broker = fast
+    try:
+        with caplog.at_level(logging.WARNING, logger="jobs.broker"), transaction.atomic():
+            submissions = job_submit_many(
+                requests=[
+                    JobRequest(job_type="tests.count", payload={"key": f"lost{i}"})
+                    for i in range(3)
+                ]
+            )
+            # Redis goes away between the INSERT and the send after the commit.
+            with override_settings(REDIS_URL="redis://127.0.0.1:1/0"):
+                setup()
+    finally:
+        setup()
+    assert any("Could not send 3 message(s)" in r.getMessage() for r in caplog.records)
+    ids = sorted(str(s.job.pk) for s in submissions)
+    assert broker.client.llen(f"{broker.namespace}:default") == 0
+    assert JobOutbox.objects.get().job_ids == [str(s.job.pk) for s in submissions]
+
+    report = run_once(broker)
+
+    assert sorted(report.relayed) == ids
+    assert broker.client.llen(f"{broker.namespace}:default") == 3
+    assert JobOutbox.objects.count() == 0
+    assert run_once(broker).relayed == [], "a relayed outbox is not sent twice"
+
+
+def test_an_outbox_row_whose_jobs_have_moved_on_is_dropped_without_a_send(
+    fast: JobsRedisBroker,
+) -> None:
+    broker = fast
+    job = Job.objects.create(
+        job_type="tests.count", queue="default", status=JobStatus.CANCELLED, enqueued_at=None
+    )
+    JobOutbox.objects.create(job_ids=[str(job.pk)])
+
+    report = run_once(broker)
+
+    assert report.relayed == []
+    assert JobOutbox.objects.count() == 0
+    assert broker.client.llen(f"{broker.namespace}:default") == 0
 
 
 def test_the_relay_fails_a_row_whose_job_type_no_longer_exists(fast: JobsRedisBroker) -> None:

@@ -4,21 +4,37 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from datetime import timedelta
 from io import StringIO
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 from django.db import connection
+from django.utils import timezone
 
 from tenants.models import ApiKey, Membership, Organization, Role
-from tenants.services import api_key_authenticate, api_key_create, api_key_revoke
+from tenants.services import (
+    api_key_authenticate,
+    api_key_cache_forget,
+    api_key_create,
+    api_key_revoke,
+)
 from tests.factories import OrganizationFactory
 
 pytestmark = [pytest.mark.django_db]
 ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_key_cache() -> Iterator[None]:
+    api_key_cache_forget()
+    yield
+    api_key_cache_forget()
 
 
 def _member(org: Organization, username: str = "alice") -> Membership:
@@ -61,10 +77,73 @@ def test_using_a_key_updates_its_last_used_time() -> None:
     assert first is not None
 
     ApiKey.objects.filter(pk=issued.api_key.pk).update(last_used_at=first - timedelta(hours=1))
+    api_key_cache_forget()  # an hour later, the process's cached copy would have expired
     api_key_authenticate(raw=issued.raw)
     assert ApiKey.objects.get(pk=issued.api_key.pk).last_used_at == pytest.approx(
         first, abs=timedelta(seconds=5)
     )
+
+
+def test_a_key_just_used_authenticates_again_without_a_query(
+    django_assert_num_queries: Any,
+) -> None:
+    issued = api_key_create(membership=_member(OrganizationFactory.create()))
+    first = api_key_authenticate(raw=issued.raw)
+    assert first is not None
+
+    with django_assert_num_queries(0):
+        again = api_key_authenticate(raw=issued.raw)
+
+    assert again == issued.api_key
+    assert (
+        again is not None
+        and again.membership.organization == issued.api_key.membership.organization
+    )
+
+
+def test_a_key_revoked_through_the_service_is_refused_at_once_even_when_cached() -> None:
+    issued = api_key_create(membership=_member(OrganizationFactory.create()))
+    assert api_key_authenticate(raw=issued.raw) is not None
+
+    api_key_revoke(api_key=issued.api_key)
+
+    assert api_key_authenticate(raw=issued.raw) is None
+
+
+def test_a_key_revoked_elsewhere_is_refused_once_the_cache_time_has_passed(
+    settings: Any,
+) -> None:
+    settings.API_KEY_CACHE_SECONDS = 0.3
+    issued = api_key_create(membership=_member(OrganizationFactory.create()))
+    assert api_key_authenticate(raw=issued.raw) is not None
+    # Another process (the admin, another web worker) revokes it: this one's cache
+    # is not told, and trusts the key for at most API_KEY_CACHE_SECONDS.
+    ApiKey.objects.filter(pk=issued.api_key.pk).update(revoked_at=timezone.now())
+
+    deadline = time.monotonic() + 5
+    while api_key_authenticate(raw=issued.raw) is not None:
+        assert time.monotonic() < deadline, "the revoked key was still trusted after 5 s"
+        time.sleep(0.05)
+
+
+def test_without_a_cache_every_authentication_reads_the_key(
+    settings: Any, django_assert_num_queries: Any
+) -> None:
+    settings.API_KEY_CACHE_SECONDS = 0
+    issued = api_key_create(membership=_member(OrganizationFactory.create()))
+    assert api_key_authenticate(raw=issued.raw) is not None
+
+    with django_assert_num_queries(1):
+        assert api_key_authenticate(raw=issued.raw) is not None
+
+
+def test_an_unknown_key_is_never_cached(django_assert_num_queries: Any) -> None:
+    issued = api_key_create(membership=_member(OrganizationFactory.create()))
+    wrong = issued.raw[:-1] + ("a" if not issued.raw.endswith("a") else "b")
+    assert api_key_authenticate(raw=wrong) is None
+
+    with django_assert_num_queries(1):
+        assert api_key_authenticate(raw=wrong) is None
 
 
 def test_createorganization_creates_the_owner_when_missing() -> None:
