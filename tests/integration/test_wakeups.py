@@ -46,17 +46,20 @@ def idle_worker(
 ) -> dramatiq.Worker:
     """The in-process worker once its listener is subscribed and its consumers wait for wake-ups."""
     assert wakeups.wait_until_listening(15), "the wake-up listener never subscribed"
-    wait_for(lambda: all(_consumer(worker, q).waiting_for_wakeup for q in _QUEUES))
+    wait_for(lambda: _all_waiting(worker))
     return worker
 
 
 _QUEUES = ("default", "default.DQ", "default.urgent")
 
 
-def _consumer(worker: dramatiq.Worker, queue: str) -> JobsRedisConsumer:
-    consumer = worker.consumers[queue].consumer
-    assert isinstance(consumer, JobsRedisConsumer)
-    return consumer
+def _waiting(worker: dramatiq.Worker, queue: str) -> bool:
+    consumer = worker.consumers[queue].consumer  # None until its thread has started
+    return isinstance(consumer, JobsRedisConsumer) and consumer.waiting_for_wakeup
+
+
+def _all_waiting(worker: dramatiq.Worker) -> bool:
+    return all(_waiting(worker, queue) for queue in _QUEUES)
 
 
 def _runs(key: str) -> int:
@@ -117,7 +120,7 @@ def test_the_listener_resubscribes_after_its_connection_is_killed_and_wake_ups_r
     assert broker.client.client_kill_filter(_type="pubsub", addr=f"{host}:{port}") == 1
 
     wait_for(lambda: wakeups.subscriptions > subscriptions and wakeups.listening)
-    wait_for(lambda: all(_consumer(idle_worker, q).waiting_for_wakeup for q in _QUEUES))
+    wait_for(lambda: _all_waiting(idle_worker))
     before = wakeups.notifications
     job_submit(job_type="tests.count", payload={"key": "after-kill"})
     wait_for(lambda: _runs("after-kill") == 1)
@@ -150,7 +153,7 @@ def test_consumers_poll_with_the_back_off_while_the_listener_is_down(
     job_submit(job_type="tests.count", payload={"key": "polled"})
 
     wait_for(lambda: _runs("polled") == 1)
-    assert not any(_consumer(idle_worker, q).waiting_for_wakeup for q in _QUEUES)
+    assert not any(_waiting(idle_worker, q) for q in _QUEUES)
     wakeups.start()  # the worker fixture's shutdown stops it again
 
 
