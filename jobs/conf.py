@@ -68,6 +68,14 @@ class JobsSettings:
         return int(_get("JOBS_WORKER_POLL_MS", 100))
 
     @property
+    def worker_wakeups(self) -> bool:
+        return bool(_get("JOBS_WORKER_WAKEUPS", True))
+
+    @property
+    def worker_wakeup_poll_ms(self) -> int:
+        return int(_get("JOBS_WORKER_WAKEUP_POLL_MS", 1_000))
+
+    @property
     def worker_shutdown_timeout_ms(self) -> int:
         return int(_get("JOBS_WORKER_SHUTDOWN_TIMEOUT_MS", 30_000))
 

@@ -15,13 +15,18 @@ fixed here rather than in site-packages:
   (and uses ``KEYS``). The broker turns that off (``maintenance_chance=0``);
   ``jobs.recovery`` requeues dead workers' messages on a fixed interval with
   :meth:`JobsRedisBroker.requeue_worker`, naming every key it touches.
+
+It also replaces polling by notifications (``jobs.wakeups``): every command
+that puts messages on a list publishes the list's name in the same round
+trip, and an idle consumer waits for that instead of sleeping a back-off.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import redis
@@ -30,8 +35,10 @@ from dramatiq.broker import MessageProxy
 from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
 from dramatiq.common import compute_backoff, dq_name
 from dramatiq.errors import ActorNotFound, ConnectionClosed, DecodeError
+from redis.exceptions import NoScriptError
 
 from jobs.acks import Acker, AckGate
+from jobs.wakeups import QueueWakeups, publish_wakeups, wakeup_channel
 
 logger = logging.getLogger(__name__)
 
@@ -105,18 +112,117 @@ class JobsRedisBroker(RedisBroker):
 
     Parameters: those of :class:`dramatiq.brokers.redis.RedisBroker`;
     ``maintenance_chance`` defaults to 0 because ``jobs.recovery`` does it.
+    ``wakeups``: publish a notification with every message put on a list, and
+    let idle consumers wait for one (``jobs.wakeups``) instead of polling;
+    ``wakeup_poll_ms``: how often an idle consumer fetches anyway while
+    notifications arrive, in milliseconds.
     """
 
-    def __init__(self, *, maintenance_chance: int = 0, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        maintenance_chance: int = 0,
+        wakeups: bool = True,
+        wakeup_poll_ms: int = 1_000,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(maintenance_chance=maintenance_chance, **kwargs)
         self.scripts["jobs_fetch"] = self.client.register_script(_FETCH)
         self.scripts["jobs_requeue_worker"] = self.client.register_script(_REQUEUE_WORKER)
         #: Sends this process's acks in batches (jobs.acks).
         self.acker = Acker(self)
+        self.publishes_wakeups = wakeups
+        self.wakeups = QueueWakeups(
+            self.client, wakeup_channel(self.namespace, self.client), poll_ms=wakeup_poll_ms
+        )
+        self._wakeup_errors_logged = False
 
     @property
     def consumer_class(self) -> type[JobsRedisConsumer]:
         return JobsRedisConsumer
+
+    def dispatch_with_wakeups(self, calls: Sequence[tuple[str, str, Sequence[Any]]]) -> list[Any]:
+        """Run Dramatiq's ``dispatch`` script once per ``(command, queue, args)``, in one round trip.
+
+        With wake-ups on, the same pipeline publishes each queue's name once,
+        after its messages are in Redis, so a consumer woken by it finds them.
+        A failed publish (say, an ACL without ``PUBLISH``) is logged and costs
+        only latency: consumers still poll. Returns each script's result.
+        """
+        dispatch = self.scripts["dispatch"]
+        max_unpack = self._max_unpack_size()
+        pending = list(range(len(calls)))
+        results: list[Any] = [None] * len(calls)
+        for attempt in range(2):
+            with self.client.pipeline(transaction=False) as pipe:
+                for index in pending:
+                    command, queue_name, args = calls[index]
+                    # EVALSHA directly: a pipeline running Script objects first asks
+                    # SCRIPT EXISTS, which costs a round trip of its own.
+                    pipe.evalsha(
+                        dispatch.sha,
+                        1,
+                        self.namespace,
+                        command,
+                        int(time.time() * 1000),
+                        queue_name,
+                        self.broker_id,
+                        self.heartbeat_timeout,
+                        self.dead_message_ttl,
+                        self._should_do_maintenance(command),
+                        max_unpack,
+                        *args,
+                    )
+                published = 0
+                if self.publishes_wakeups:
+                    published = publish_wakeups(
+                        pipe, self.wakeups.channel, (calls[i][1] for i in pending)
+                    )
+                replies = pipe.execute(raise_on_error=False)
+            missing = []
+            for index, reply in zip(pending, replies[: len(pending)], strict=True):
+                if isinstance(reply, NoScriptError) and attempt == 0:
+                    missing.append(index)
+                elif isinstance(reply, Exception):
+                    raise reply
+                else:
+                    results[index] = reply
+            self._check_publishes(replies[len(pending) : len(pending) + published])
+            if not missing:
+                break
+            # Redis lost its scripts (restart, failover, SCRIPT FLUSH): nothing ran; load and retry.
+            dispatch.sha = self.client.script_load(dispatch.script)
+            pending = missing
+        return results
+
+    def wake(self, queue_names: Iterable[str]) -> None:
+        """Notify consumers that messages reached ``queue_names`` (best effort)."""
+        if not self.publishes_wakeups:
+            return
+        try:
+            with self.client.pipeline(transaction=False) as pipe:
+                if publish_wakeups(pipe, self.wakeups.channel, queue_names):
+                    self._check_publishes(pipe.execute(raise_on_error=False))
+        except redis.RedisError as exc:
+            self._check_publishes([exc])
+
+    def _check_publishes(self, replies: Sequence[Any]) -> None:
+        errors = [reply for reply in replies if isinstance(reply, Exception)]
+        if errors and not self._wakeup_errors_logged:
+            self._wakeup_errors_logged = True
+            logger.warning(
+                "Could not publish queue wake-ups (%s); workers find new messages by polling "
+                "every JOBS_WORKER_WAKEUP_POLL_MS. Grant the Redis user PUBLISH/SUBSCRIBE on "
+                "%s, or set JOBS_WORKER_WAKEUPS=0. This is logged once.",
+                errors[0],
+                self.wakeups.channel,
+            )
+
+    def do_enqueue(self, queue_name: str, *args: Any) -> Any:
+        return self.dispatch_with_wakeups([("enqueue", queue_name, args)])[0]
+
+    def do_requeue(self, queue_name: str, *args: Any) -> Any:
+        return self.dispatch_with_wakeups([("requeue", queue_name, args)])[0]
 
     def fetch_pairs(self, queue_name: str, count: int) -> list[tuple[str, bytes | None]]:
         """Pop up to ``count`` message ids of a queue into this worker's acks set, with bodies."""
@@ -138,10 +244,13 @@ class JobsRedisBroker(RedisBroker):
         Returns the job ids put back. With ``forget``, the worker's heartbeat
         is removed too, so it is not examined again.
         """
+        queue_names = list(queue_names)
         raw = self.scripts["jobs_requeue_worker"](
             keys=[self.namespace],
             args=[worker_broker_id, "1" if forget else "0", *queue_names],
         )
+        if raw:
+            self.wake(queue_names)
         return [item.decode() if isinstance(item, bytes) else str(item) for item in raw]
 
     def all_queue_names(self) -> list[str]:
@@ -156,6 +265,10 @@ class JobsRedisConsumer(_RedisConsumer):
     Redis connection errors and timeouts are raised as ``ConnectionClosed``
     from every operation, so Dramatiq's worker retries acks until Redis is
     back and restarts the consumer instead of losing the thread.
+
+    Idle, it waits on its queue's wake-up event (``jobs.wakeups``) while the
+    process's listener is subscribed, and polls with Dramatiq's back-off
+    (up to ``timeout``) while it is not.
     """
 
     broker: JobsRedisBroker
@@ -163,6 +276,11 @@ class JobsRedisConsumer(_RedisConsumer):
     def __init__(self, broker: JobsRedisBroker, queue_name: str, prefetch: int, timeout: int):
         super().__init__(broker, queue_name, prefetch, timeout)
         self.pairs: list[tuple[str, bytes | None]] = []
+        self.wakeup = broker.wakeups.event(queue_name)
+        # Set while prefetch is full: an ack must then wake the consumer to fetch more.
+        self._saturated = False
+        #: True while idle and waiting for a wake-up (not while sleeping a back-off).
+        self.waiting_for_wakeup = False
         # A new delay-queue consumer in a process that already had one (it was
         # restarted after an error) takes back what the old one held in memory.
         self._reclaim_pending = queue_name.endswith(".DQ")
@@ -181,6 +299,8 @@ class JobsRedisConsumer(_RedisConsumer):
             acker.ack(queue_name, redis_id)
         else:  # the ledger is still committing the job's outcome
             gate.then(lambda: acker.ack(queue_name, redis_id))
+        if self._saturated:  # a consumer whose prefetch was full may fetch again
+            self.wakeup.set()
 
     def close(self) -> None:
         # Acks handed over by the job threads leave before the consumer does.
@@ -192,6 +312,9 @@ class JobsRedisConsumer(_RedisConsumer):
             super().nack(message)
         except TRANSIENT_ERRORS as exc:
             raise ConnectionClosed(exc) from None
+        finally:
+            if self._saturated:
+                self.wakeup.set()
 
     def requeue(self, messages: Iterable[Any]) -> None:
         try:
@@ -220,16 +343,57 @@ class JobsRedisConsumer(_RedisConsumer):
                         self.misses = 0
                         return proxy
                     continue
+                # Clear before fetching: a notification arriving from here on
+                # ends the wait below instead of being lost. Mark saturation
+                # before reading the count, so an ack racing with it wakes us.
+                self.wakeup.clear()
+                self._saturated = True
                 if self.outstanding_message_count < self.prefetch:
+                    self._saturated = False
                     self.pairs = self.broker.fetch_pairs(
                         self.queue_name, self.prefetch - self.outstanding_message_count
                     )
                 if not self.pairs:
-                    self.misses, backoff_ms = compute_backoff(self.misses, max_backoff=self.timeout)
-                    time.sleep(backoff_ms / 1000)
+                    self._wait_idle()
                     return None
         except TRANSIENT_ERRORS as exc:
             raise ConnectionClosed(exc) from None
+
+    def _wait_idle(self) -> None:
+        """Wait for a wake-up (or the safety-net poll), or sleep the back-off without a listener."""
+        if not self.broker.wakeups.listening:
+            self.misses, backoff_ms = compute_backoff(self.misses, max_backoff=self.timeout)
+            time.sleep(backoff_ms / 1000)
+            return
+        self.misses = 0
+        # Each fetch refreshes this worker's heartbeat: poll well within its timeout.
+        wait_ms = min(self.broker.wakeups.poll_ms, self.broker.heartbeat_timeout // 4)
+        next_eta_ms = self._ms_until_next_eta()
+        if next_eta_ms is not None:
+            # A delay-queue consumer returns to its thread when the earliest
+            # delayed message it holds is due, so the thread moves it on time.
+            wait_ms = min(wait_ms, next_eta_ms)
+        if wait_ms > 0:
+            self.waiting_for_wakeup = True
+            try:
+                self.wakeup.wait(wait_ms / 1000)
+            finally:
+                self.waiting_for_wakeup = False
+
+    def _ms_until_next_eta(self) -> int | None:
+        """Milliseconds until the earliest message held by this delay-queue consumer's thread."""
+        if not self.queue_name.endswith(".DQ"):
+            return None
+        # Dramatiq's ConsumerThread keeps fetched delayed messages in a heap
+        # ordered by eta, and moves the due ones only when this method returns.
+        held = getattr(getattr(threading.current_thread(), "delay_queue", None), "queue", None)
+        try:
+            earliest = held[0].priority if held else None
+        except (AttributeError, IndexError, TypeError):
+            return None
+        if earliest is None:
+            return None
+        return max(0, int(earliest) - int(time.time() * 1000))
 
     def _accept(self, redis_id: str, body: bytes | None) -> MessageProxy | None:
         """The message to run, or None after dealing with one that cannot run."""

@@ -159,6 +159,11 @@ JOBS_WORKER_PROCESSES = env_int("JOBS_WORKER_PROCESSES", 2, minimum=1)
 JOBS_WORKER_THREADS = env_int("JOBS_WORKER_THREADS", 8, minimum=1)
 # How long an idle consumer waits between polls of Redis, at most.
 JOBS_WORKER_POLL_MS = env_int("JOBS_WORKER_POLL_MS", 100, minimum=5)
+# Enqueuers publish each filled queue's name on a Redis pub/sub channel and idle
+# workers wait for it instead of polling (jobs/wakeups.py). 0: poll only.
+JOBS_WORKER_WAKEUPS = env_bool("JOBS_WORKER_WAKEUPS", True)
+# With wake-ups, how often an idle consumer fetches anyway (bounds a lost notification).
+JOBS_WORKER_WAKEUP_POLL_MS = env_int("JOBS_WORKER_WAKEUP_POLL_MS", 1_000, minimum=5)
 # How long SIGTERM waits for jobs in flight before the worker exits.
 JOBS_WORKER_SHUTDOWN_TIMEOUT_MS = env_int("JOBS_WORKER_SHUTDOWN_TIMEOUT_MS", 30_000, minimum=0)
 # Redis key prefix of the broker, so several deployments can share one Redis.

@@ -22,6 +22,8 @@ def test_rundramatiq_runs_submitted_jobs_through_success_and_retry(
 ) -> None:
     worker = start_command("rundramatiq", "--processes", "1", "--threads", "4")
     _wait_started(worker, wait_for)
+    # The worker process listens for wake-ups (one subscriber) instead of only polling.
+    wait_for(lambda: broker.client.pubsub_numsub(broker.wakeups.channel)[0][1] == 1)
     ok = job_submit(job_type="diagnostics.echo", payload={"message": "from e2e"}).job
     flaky = job_submit(
         job_type="diagnostics.echo", payload={"message": "flaky", "fail_times": 1}

@@ -144,8 +144,10 @@ def test_jobs_run_through_redis_sentinel_before_and_after_a_failover(
 
     before = submit_echo_jobs(env, 5, "before")
     wait_until(lambda: all_succeeded(before), timeout=60, what="the first jobs succeeding")
-    # They went through the master the Sentinel named: the worker registered there.
+    # They went through the master the Sentinel named: the worker registered there,
+    # and its wake-up listener subscribed there.
     assert setup.master.client().exists("dramatiq:__workers__")
+    assert setup.master.client().pubsub_channels("dramatiq:__wakeups__:*")
 
     setup.sentinel_client().execute_command("SENTINEL", "FAILOVER", MASTER_NAME)
     wait_until(
@@ -159,6 +161,12 @@ def test_jobs_run_through_redis_sentinel_before_and_after_a_failover(
         what="the replica becoming master",
     )
 
+    # The wake-up listener followed the failover: it resubscribed on the new master.
+    wait_until(
+        lambda: setup.replica.client().pubsub_channels("dramatiq:__wakeups__:*"),
+        timeout=60,
+        what="the wake-up listener resubscribing on the new master",
+    )
     after = submit_echo_jobs(env, 5, "after")
     wait_until(lambda: all_succeeded(after), timeout=120, what="the jobs after failover succeeding")
     results = sorted(Job.objects.filter(pk__in=after).values_list("result", flat=True), key=str)
