@@ -14,9 +14,11 @@ takes whatever has piled up since its last statement and writes it at once:
 - no waiting for a batch to fill: a lone transition is written at once, and
   under load a batch is what arrived during the previous one.
 
-Nothing changes for the caller but speed: a thread still learns whether its
-delivery was claimed, or its finish recorded, before it runs the job or
-acknowledges the message, and a database error reaches it as before.
+A thread still learns whether its delivery was claimed before it runs the
+job, and a database error reaches it as before. Its outcome it may hand over
+without waiting (:meth:`LedgerWriter.finish_later`): the writer retries that
+one until it is committed, then calls back (the ledger middleware opens the
+message's ack gate there, so the ack never precedes the outcome).
 """
 
 from __future__ import annotations
