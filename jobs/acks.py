@@ -25,6 +25,8 @@ from typing import Any
 
 import redis
 
+from jobs.background import BackgroundThread
+
 logger = logging.getLogger(__name__)
 
 #: Most acks sent by one script call.
@@ -74,26 +76,22 @@ class AckGate:
             action()
 
 
-class Acker:
+class Acker(BackgroundThread):
     """The per-process ack thread of a broker. Thread-safe; started by the first ack."""
 
     def __init__(self, broker: Any) -> None:
+        super().__init__("acker")
         self.broker = broker
         self._script = broker.client.register_script(_ACK_MANY)
-        self._cond = threading.Condition()
         self._pending: list[tuple[str, str]] = []
         self._in_flight = 0
-        self._thread: threading.Thread | None = None
-        self._closing = False
         #: Script calls made and acks sent, for tests and the curious.
         self.calls = 0
         self.acked = 0
 
     def ack(self, queue_name: str, redis_message_id: str) -> None:
         with self._cond:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="acker", daemon=True)
-                self._thread.start()
+            self._ensure_started()
             self._pending.append((queue_name, redis_message_id))
             self._cond.notify_all()
 
@@ -118,16 +116,7 @@ class Acker:
                 "again later and acknowledged without running (the ledger has their outcome).",
                 count,
             )
-        with self._cond:
-            thread = self._thread
-            self._closing = True
-            self._cond.notify_all()
-        if thread is not None:
-            thread.join(timeout)
-        with self._cond:
-            self._closing = False
-            if self._thread is thread:
-                self._thread = None
+        self._stop(timeout)
 
     def _run(self) -> None:
         while True:

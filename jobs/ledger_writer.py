@@ -32,6 +32,7 @@ from typing import Any
 
 from django.db import connection
 
+from jobs.background import BackgroundThread
 from jobs.services.transitions import AttemptEnd, job_transitions_write
 
 logger = logging.getLogger(__name__)
@@ -72,7 +73,7 @@ class _Pending:
         return self.result
 
 
-class LedgerWriter:
+class LedgerWriter(BackgroundThread):
     """The per-process writer thread of the ledger's start and finish transitions.
 
     Thread-safe. The thread starts with the first transition and stops with
@@ -80,12 +81,10 @@ class LedgerWriter:
     """
 
     def __init__(self, *, max_batch: int = MAX_BATCH) -> None:
+        super().__init__("ledger-writer")
         self.max_batch = max_batch
-        self._cond = threading.Condition()
         self._starts: list[_Pending] = []
         self._finishes: list[_Pending] = []
-        self._thread: threading.Thread | None = None
-        self._closing = False
         self._last_ok = 0.0
         self._tuned: object = None  # the connection _tune_session last set up
         #: Statements written and transitions in them, for tests and the curious.
@@ -119,24 +118,13 @@ class LedgerWriter:
 
     def close(self, timeout: float = 30.0) -> None:
         """Write what is pending, then stop the thread (it starts again if used again)."""
-        with self._cond:
-            thread = self._thread
-            self._closing = True
-            self._cond.notify_all()
-        if thread is not None:
-            thread.join(timeout)
-        with self._cond:
-            self._closing = False
-            if self._thread is thread:
-                self._thread = None
+        self._stop(timeout)
 
     # --- the writer thread ---------------------------------------------------------
 
     def _submit(self, bucket: list[_Pending], pending: _Pending) -> _Pending:
         with self._cond:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
-                self._thread.start()
+            self._ensure_started()
             bucket.append(pending)
             self._cond.notify()
         return pending

@@ -13,6 +13,7 @@ import redis
 from django.db import DatabaseError
 from dramatiq.middleware import Middleware, SkipMessage
 
+from jobs.background import BackgroundThread
 from jobs.conf import jobs_settings
 from jobs.errors import UnknownJobType
 from jobs.metrics import record_deferral
@@ -117,7 +118,7 @@ class Fairness(Middleware):
         raise SkipMessage(f"deferred: {reason}")
 
 
-class SlotReleaser:
+class SlotReleaser(BackgroundThread):
     """Frees running-job slots from one thread per process, many per round trip.
 
     A finished job's worker thread hands its slot over and moves on to the
@@ -130,33 +131,18 @@ class SlotReleaser:
     RETRY_DELAYS = (0.1, 0.5, 1.0, 2.0, 4.0)
 
     def __init__(self) -> None:
-        self._cond = threading.Condition()
+        super().__init__("fairness-releaser")
         self._slots: list[tuple[int, str]] = []
-        self._thread: threading.Thread | None = None
-        self._closing = False
 
     def release(self, slot: tuple[int, str]) -> None:
         with self._cond:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(
-                    target=self._run, name="fairness-releaser", daemon=True
-                )
-                self._thread.start()
+            self._ensure_started()
             self._slots.append(slot)
             self._cond.notify()
 
     def close(self, timeout: float = 10.0) -> None:
         """Free what is pending, then stop the thread (it starts again if used again)."""
-        with self._cond:
-            thread = self._thread
-            self._closing = True
-            self._cond.notify_all()
-        if thread is not None:
-            thread.join(timeout)
-        with self._cond:
-            self._closing = False
-            if self._thread is thread:
-                self._thread = None
+        self._stop(timeout)
 
     def _run(self) -> None:
         while True:
