@@ -96,6 +96,21 @@ class LedgerWriter(BackgroundThread):
         result: int | None = self._submit(self._starts, _Pending(job_id, worker_id)).wait()
         return result
 
+    def start_later(self, deliveries: list[tuple[str, str]]) -> list[_Pending]:
+        """Claim deliveries ``(job_id, worker_id)`` without waiting: one pending claim each.
+
+        The consumer claims what it fetched this way (:meth:`Ledger.claim_ahead`),
+        so the claims are committed while the messages wait for a job thread;
+        ``pending.wait()`` is then the attempt number, or None if not claimed.
+        """
+        pendings = [_Pending(job_id, worker_id) for job_id, worker_id in deliveries]
+        if pendings:
+            with self._cond:
+                self._ensure_started()
+                self._starts.extend(pendings)
+                self._cond.notify()
+        return pendings
+
     def finish(self, *, job_id: str, attempt: int, end: AttemptEnd) -> bool:
         """Close an attempt; whether the job row moved."""
         return bool(self._submit(self._finishes, _Pending(job_id, (attempt, end))).wait())

@@ -8,9 +8,13 @@ import time, and lets every process (web, worker, scheduler) share one list.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import inspect
+import json
 import logging
 import pkgutil
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +29,9 @@ from jobs.errors import PermanentJobError, UnknownJobType
 from jobs.queues import QUEUES
 
 logger = logging.getLogger(__name__)
+
+#: Message option holding :meth:`JobType.payload_stamp` of the payload submission validated.
+VALIDATED_OPTION = "payload_rules"
 
 #: Submodule of every installed app that holds its job types.
 ACTORS_MODULE = "actors"
@@ -74,6 +81,29 @@ class JobType:
             self.max_retries if self.max_retries is not None else jobs_settings.default_max_retries
         )
 
+    def payload_stamp(self, payload: Any) -> str | None:
+        """A digest of this payload under this type's payload rules (None without a serializer).
+
+        Submission stamps it on a message whose payload it validated
+        (:data:`VALIDATED_OPTION`). The worker's argument validation trusts a
+        stamp equal to the one it computes and validates anything else: a raw
+        ``actor.send``, a message edited in Redis, one queued before a deploy
+        changed the rules. Not a security boundary (whoever can write to Redis
+        can run jobs), only a way to validate each payload once.
+        """
+        if self.payload_serializer is None:
+            return None
+        rules = _fingerprints.get(self.payload_serializer)
+        if rules is None:
+            rules = _fingerprints[self.payload_serializer] = _serializer_digest(
+                self.payload_serializer
+            )
+        try:
+            encoded = json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=False)
+        except (TypeError, ValueError):
+            return None
+        return hashlib.blake2b(f"{rules}{encoded}".encode(), digest_size=12).hexdigest()
+
     def actor_options(self) -> dict[str, Any]:
         """Options of the Dramatiq actor, with the JOBS_DEFAULT_* settings filled in."""
         return {
@@ -88,6 +118,22 @@ class JobType:
 
 
 _registry: dict[str, JobType] = {}
+_fingerprints: dict[type[Any], str] = {}
+
+
+def _serializer_digest(cls: type[serializers.Serializer[Any]]) -> str:
+    """Digest of a serializer's declared fields and of its own source (validation methods)."""
+    parts = [f"{cls.__module__}.{cls.__qualname__}"]
+    for klass in cls.__mro__:
+        if klass.__module__.startswith(("rest_framework.", "builtins")):
+            continue
+        try:
+            parts.append(inspect.getsource(klass))
+        except (OSError, TypeError):  # built at run time: its fields below still count
+            parts.append(klass.__qualname__)
+    # Field reprs name their arguments; a validator's memory address is not a rule.
+    parts.append(re.sub(r" at 0x[0-9a-fA-F]+", "", repr(cls().fields)))
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
 def job_type(

@@ -36,6 +36,9 @@ class JobContext:
     retries: int
     cancelled: bool = False
     result_json: str | None = None
+    #: Look for a cancel request before the job's code starts (it waited in its
+    #: worker after its claim long enough for one to arrive).
+    checkpoint_first: bool = False
 
     def progress(self, percent: int, message: str = "") -> None:
         """Record progress (0-100). Raises JobCancelled if a cancel was requested."""
@@ -108,6 +111,8 @@ def make_actor_fn(jt: JobType) -> Callable[..., None]:
     def run(**payload: Any) -> None:
         ctx = _current.get()
         try:
+            if ctx is not None and ctx.checkpoint_first:
+                ctx.checkpoint()
             result = fn(**payload)
         except JobCancelled:
             if ctx is None:

@@ -17,6 +17,7 @@ from jobs.background import BackgroundThread
 from jobs.conf import jobs_settings
 from jobs.errors import UnknownJobType
 from jobs.metrics import record_deferral
+from jobs.middleware.ledger import release_claims_ahead
 from jobs.registry import get_job_type
 from jobs.services.control import job_cancel_for_inactive_organization
 from jobs.services.fairness import (
@@ -59,6 +60,7 @@ class Fairness(Middleware):
             except DatabaseError:
                 limits = None  # the ledger middleware defers when the database is down
             if limits is not None and not limits.is_active:
+                release_claims_ahead([message])  # the row must be waiting to be cancelled
                 job_cancel_for_inactive_organization(job_id=message.message_id)
                 logger.info("Job %s cancelled: its organization is inactive.", message.message_id)
                 raise SkipMessage("organization inactive")
@@ -112,6 +114,8 @@ class Fairness(Middleware):
 
     @staticmethod
     def _defer(broker: dramatiq.Broker, message: Any, delay_ms: int, reason: str) -> None:
+        # Waiting again before the copy can reach a worker, which would find it running.
+        release_claims_ahead([message])
         broker.enqueue(message.copy(), delay=max(1, delay_ms))
         record_deferral(reason, organization_id=message.options.get("organization_id"))
         logger.debug("Job %s deferred %d ms (%s).", message.message_id, delay_ms, reason)

@@ -22,7 +22,7 @@ from jobs.conf import jobs_settings
 from jobs.errors import InvalidPayload, InvalidSubmission, PayloadTooLarge
 from jobs.models import Job, JobOutbox
 from jobs.queues import DEFAULT_PRIORITY, MAX_PRIORITY, MIN_PRIORITY, redis_queue_name
-from jobs.registry import JobType, get_job_type
+from jobs.registry import VALIDATED_OPTION, JobType, get_job_type
 from jobs.services.fairness import submission_admit
 from jobs.services.outbox import job_outbox_delete
 from tenants.models import Organization
@@ -344,6 +344,9 @@ def _prepare(
     options: dict[str, Any] = {"max_retries": max_retries}
     if organization is not None:
         options["organization_id"] = organization.pk
+    stamp = jt.payload_stamp(payload)
+    if stamp is not None:  # the worker need not validate this payload again
+        options[VALIDATED_OPTION] = stamp
     message: Message[Any] = Message(
         queue_name=redis_queue_name(queue, priority),
         actor_name=jt.name,

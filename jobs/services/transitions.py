@@ -413,3 +413,44 @@ def job_adopt_message(
 
 def running_filter(job_id: str, attempt: int) -> Q:
     return Q(pk=job_id, status=JobStatus.RUNNING, attempts=attempt)
+
+
+# Gives back claims that never ran: the attempt row goes, the job returns to waiting.
+_PG_RELEASE_MANY = """
+WITH input AS (
+    SELECT * FROM jsonb_to_recordset(%(claims)s::jsonb) AS i(id uuid, number integer)
+), gone AS (
+    DELETE FROM jobs_jobattempt a USING input i
+     WHERE a.job_id = i.id AND a.number = i.number AND a.finished_at IS NULL
+ RETURNING a.job_id, a.number
+)
+UPDATE jobs_job j
+   SET attempts = j.attempts - 1,
+       status = CASE WHEN j.status <> 'running' THEN j.status
+                     WHEN j.attempts > 1 THEN 'retrying' ELSE 'queued' END,
+       started_at = CASE WHEN j.status = 'running' AND j.attempts = 1 THEN NULL
+                         ELSE j.started_at END
+  FROM gone g
+ WHERE j.id = g.job_id AND j.attempts = g.number
+RETURNING j.id::text
+"""
+
+
+def job_attempts_release(claims: Sequence[tuple[str, int]]) -> set[str]:
+    """Undo claims whose message will not run here after all (Postgres only).
+
+    ``claims`` are ``(job_id, attempt)`` taken ahead by a worker's consumer
+    (:meth:`jobs.middleware.ledger.Ledger.claim_ahead`) for a message that is
+    then deferred, dead-lettered or put back on its queue at shutdown. The
+    attempt row that never ran is deleted and the job is waiting again
+    (``queued``, or ``retrying`` after earlier attempts), as if never
+    claimed, so the next delivery claims it normally. An attempt already
+    closed (the recovery loop marked it lost) is left alone. Returns the job
+    ids released.
+    """
+    if not claims:
+        return set()
+    payload = json.dumps([{"id": job_id, "number": number} for job_id, number in claims])
+    with connection.cursor() as cursor:
+        cursor.execute(_PG_RELEASE_MANY, {"claims": payload})
+        return {row[0] for row in cursor.fetchall()}

@@ -1,0 +1,97 @@
+"""A worker claims what it fetches, and gives back the claims of what it does not run.
+
+Real Postgres, Redis and Dramatiq workers in this process. A consumer claims
+the messages it fetches in the ledger writer's next batch, so a job thread
+seldom waits for its claim; a message that then does not run here (put back
+at shutdown, deferred, dead-lettered) must leave its row waiting exactly as
+before, or the next delivery would find it ``running`` and drop it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dramatiq
+import pytest
+
+from jobs.models import Job, JobAttempt, JobStatus
+from jobs.redis_broker import JobsRedisBroker
+from jobs.services import job_cancel, job_submit
+from jobs.services.transitions import job_attempts_release, job_attempts_start_many
+from tests.actors import side_effects
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+
+def _echo(**payload: Any) -> str:
+    return str(job_submit(job_type="diagnostics.echo", payload={"message": "m", **payload}).job.pk)
+
+
+def test_a_released_claim_leaves_the_row_as_it_was_before_the_claim(broker: Any) -> None:
+    fresh, again = _echo(), _echo()
+    Job.objects.filter(pk=again).update(status=JobStatus.RETRYING, attempts=1)
+    JobAttempt.objects.create(job_id=again, number=1, worker_id="h:1:a", outcome="failed")
+    JobAttempt.objects.filter(job_id=again).update(finished_at=Job.objects.get(pk=again).created_at)
+
+    claimed = job_attempts_start_many([(fresh, "h:1:a"), (again, "h:1:a")])
+    assert claimed == {fresh: 1, again: 2}
+    assert job_attempts_release([(fresh, 1), (again, 2)]) == {fresh, again}
+
+    first, retried = Job.objects.get(pk=fresh), Job.objects.get(pk=again)
+    assert (first.status, first.attempts, first.started_at) == (JobStatus.QUEUED, 0, None)
+    assert not JobAttempt.objects.filter(job_id=fresh).exists()
+    assert (retried.status, retried.attempts) == (JobStatus.RETRYING, 1)
+    assert list(JobAttempt.objects.filter(job_id=again).values_list("number", flat=True)) == [1]
+    # Released twice, or an attempt already closed: nothing changes.
+    assert job_attempts_release([(fresh, 1), (again, 1)]) == set()
+    assert Job.objects.get(pk=again).attempts == 1
+
+
+def test_fetched_messages_are_claimed_and_a_stopping_worker_gives_back_those_it_did_not_run(
+    broker: JobsRedisBroker, wait_for: Any
+) -> None:
+    slow = _echo(sleep_seconds=1.5)
+    waiting = [_echo() for _ in range(3)]
+    worker = dramatiq.Worker(broker, worker_threads=1, worker_timeout=50)
+    worker.start()
+    try:
+        wait_for(lambda: Job.objects.get(pk=slow).status == JobStatus.RUNNING)
+        # One thread, prefetch two: the next message waits in the worker, already claimed.
+        wait_for(lambda: Job.objects.filter(pk__in=waiting, status=JobStatus.RUNNING).count() == 1)
+        assert broker.fetch_hooks is not None
+    finally:
+        worker.stop(timeout=10_000)
+    assert broker.fetch_hooks is None
+
+    assert Job.objects.get(pk=slow).status == JobStatus.SUCCEEDED
+    rows = Job.objects.filter(pk__in=waiting)
+    assert {(j.status, j.attempts) for j in rows} == {(JobStatus.QUEUED, 0)}, "given back"
+    assert not JobAttempt.objects.filter(job_id__in=waiting).exists()
+    assert broker.client.llen(f"{broker.namespace}:default") == 3, "their messages are back"
+
+    worker = dramatiq.Worker(broker, worker_threads=2, worker_timeout=50)
+    worker.start()
+    try:
+        wait_for(lambda: rows.filter(status=JobStatus.SUCCEEDED).count() == 3)
+    finally:
+        worker.stop(timeout=10_000)
+    assert {j.attempts for j in Job.objects.filter(pk__in=waiting)} == {1}, "each ran once"
+
+
+def test_a_cancel_requested_while_a_claimed_job_waited_in_its_worker_stops_it_before_it_runs(
+    broker: JobsRedisBroker, wait_for: Any
+) -> None:
+    slow = _echo(sleep_seconds=1.5)
+    waiting = str(job_submit(job_type="tests.count", payload={"key": "waited"}).job.pk)
+    worker = dramatiq.Worker(broker, worker_threads=1, worker_timeout=50)
+    worker.start()
+    try:
+        wait_for(lambda: Job.objects.get(pk=slow).status == JobStatus.RUNNING)
+        wait_for(lambda: Job.objects.get(pk=waiting).status == JobStatus.RUNNING)
+        assert Job.objects.get(pk=slow).status == JobStatus.RUNNING, "still behind the slow one"
+        job_cancel(job=Job.objects.get(pk=waiting))
+        wait_for(lambda: Job.objects.get(pk=waiting).status == JobStatus.CANCELLED)
+    finally:
+        worker.stop(timeout=10_000)
+    assert side_effects().get("tests:runs:waited") is None, "its code never ran"
+    assert Job.objects.get(pk=slow).status == JobStatus.SUCCEEDED
