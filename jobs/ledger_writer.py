@@ -99,7 +99,7 @@ class LedgerWriter(BackgroundThread):
     def start_later(self, deliveries: list[tuple[str, str]]) -> list[_Pending]:
         """Claim deliveries ``(job_id, worker_id)`` without waiting: one pending claim each.
 
-        The consumer claims what it fetched this way (:meth:`Ledger.claim_ahead`),
+        The consumer claims what it fetched this way (:meth:`Ledger.take_ahead`),
         so the claims are committed while the messages wait for a job thread;
         ``pending.wait()`` is then the attempt number, or None if not claimed.
         """

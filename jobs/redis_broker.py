@@ -26,8 +26,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
 
 import redis
 from dramatiq import Message
@@ -107,6 +107,19 @@ return out
 """
 
 
+class FetchListener(Protocol):
+    """A middleware that takes fetched messages on before a job thread does.
+
+    ``take_ahead`` runs on the consumer's thread with the messages it just
+    fetched (the ledger claims them, fairness takes their slots); ``give_back``
+    undoes that for messages put back on their queue unprocessed.
+    """
+
+    def take_ahead(self, messages: list[Any]) -> None: ...
+
+    def give_back(self, messages: list[Any]) -> None: ...
+
+
 class JobsRedisBroker(RedisBroker):
     """A RedisBroker whose consumers never strand a message, and without random maintenance.
 
@@ -136,12 +149,9 @@ class JobsRedisBroker(RedisBroker):
             self.client, wakeup_channel(self.namespace, self.client), poll_ms=wakeup_poll_ms
         )
         self._wakeup_errors_logged = False
-        #: ``(claim, release)``, set by the ledger middleware in a worker: consumers
-        #: call ``claim(messages)`` on what they fetch and ``release(messages)`` on
-        #: what they put back unprocessed.
-        self.fetch_hooks: tuple[Callable[[list[Any]], None], Callable[[list[Any]], None]] | None = (
-            None
-        )
+        #: Middleware that act on messages as soon as a consumer fetches them
+        #: (:class:`FetchListener`), in middleware order; a worker registers them.
+        self.fetch_listeners: list[FetchListener] = []
 
     @property
     def consumer_class(self) -> type[JobsRedisConsumer]:
@@ -345,9 +355,9 @@ class JobsRedisConsumer(_RedisConsumer):
 
     def requeue(self, messages: Iterable[Any]) -> None:
         messages = list(messages)
-        hooks = self.broker.fetch_hooks
-        if hooks is not None and messages:
-            hooks[1](messages)  # give back their claims before another worker can fetch them
+        if messages:  # give back claims and slots before another worker can fetch them
+            for listener in reversed(self.broker.fetch_listeners):
+                listener.give_back(messages)
         try:
             super().requeue(messages)
         except TRANSIENT_ERRORS as exc:
@@ -384,9 +394,9 @@ class JobsRedisConsumer(_RedisConsumer):
                         for redis_id, body in pairs
                         if (proxy := self._accept(redis_id, body)) is not None
                     ]
-                    hooks = self.broker.fetch_hooks
-                    if hooks is not None and self.ready:
-                        hooks[0](self.ready)  # the ledger claims them while they wait
+                    if self.ready:  # the ledger claims them while they wait
+                        for listener in self.broker.fetch_listeners:
+                            listener.take_ahead(self.ready)
                     if pairs:
                         continue
                 self._wait_idle()

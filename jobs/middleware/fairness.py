@@ -22,8 +22,10 @@ from jobs.registry import get_job_type
 from jobs.services.control import job_cancel_for_inactive_organization
 from jobs.services.fairness import (
     concurrency_acquire,
+    concurrency_acquire_many,
     concurrency_release_many,
     organization_limits,
+    organization_limits_cached,
     type_rate_take,
 )
 
@@ -47,14 +49,84 @@ class Fairness(Middleware):
     def __init__(self) -> None:
         self._local = threading.local()
         self.releaser = SlotReleaser()
+        self._broker: dramatiq.Broker | None = None
+
+    def before_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
+        self._broker = broker
+        listeners = getattr(broker, "fetch_listeners", None)
+        if listeners is not None and self not in listeners:
+            listeners.append(self)
 
     def after_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
+        listeners = getattr(broker, "fetch_listeners", None)
+        if listeners is not None and self in listeners:
+            listeners.remove(self)
         self.releaser.close()
+
+    def take_ahead(self, messages: list[Any]) -> None:
+        """Take the running-job slots of messages a consumer just fetched, in one round trip.
+
+        A fetch listener, like the ledger's claim: the slot is held while the
+        message waits for a job thread. A message refused a slot is not
+        claimed; its job thread defers it. Messages of organizations whose
+        limits are not cached yet, or with an error here, are left to the job
+        thread (which may query the database; consumer threads do not), and so
+        are all of them while Redis fails.
+        """
+        wanted: list[tuple[Any, tuple[int, str, int, int]]] = []
+        for message in messages:
+            organization_id = message.options.get("organization_id")
+            if organization_id is None or message.queue_name.endswith(".DQ"):
+                continue
+            limits = organization_limits_cached(organization_id=organization_id)
+            if limits is None:
+                continue
+            assert self._broker is not None  # a listener only once its worker booted
+            # Fetched messages name actors of this worker (the consumer dead-letters others).
+            lease = self._lease_ms(self._broker, message)
+            slot = (organization_id, message.message_id, limits.max_concurrent_jobs, lease)
+            wanted.append((message, slot))
+        if not wanted:
+            return
+        try:
+            taken = concurrency_acquire_many([slot for _, slot in wanted])
+        except redis.RedisError:
+            return  # the job threads try again, one by one
+        for (message, slot), ok in zip(wanted, taken, strict=True):
+            if ok:
+                message.jobs_slot = (slot[0], slot[1])
+            else:
+                message.jobs_slot_refused = True
+
+    def give_back(self, messages: list[Any]) -> None:
+        for message in messages:
+            self._release_ahead(message)
+
+    def _release_ahead(self, message: Any) -> None:
+        slot = getattr(message, "jobs_slot", None)
+        if slot is not None:
+            message.jobs_slot = None
+            self.releaser.release(slot)
+
+    @staticmethod
+    def _lease_ms(broker: dramatiq.Broker, message: Any) -> int:
+        actor = broker.get_actor(message.actor_name)
+        return int(actor.options.get("time_limit", jobs_settings.default_time_limit_ms)) + (
+            LEASE_MARGIN_MS
+        )
 
     def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
         self._local.slot = None
+        slot_ahead = getattr(message, "jobs_slot", None)
+        if slot_ahead is not None:
+            message.jobs_slot = None  # taken over: released after the job, as any slot
+            self._local.slot = slot_ahead
+        elif getattr(message, "jobs_slot_refused", False):
+            message.jobs_slot_refused = False
+            delay = jobs_settings.fairness_defer_ms
+            self._defer(broker, message, int(delay * random.uniform(0.75, 1.25)), "org_concurrency")
         organization_id = message.options.get("organization_id")
-        if organization_id is not None:
+        if organization_id is not None and slot_ahead is None:
             try:
                 limits = organization_limits(organization_id=organization_id)
             except DatabaseError:
@@ -65,13 +137,11 @@ class Fairness(Middleware):
                 logger.info("Job %s cancelled: its organization is inactive.", message.message_id)
                 raise SkipMessage("organization inactive")
             if limits is not None:
-                actor = broker.get_actor(message.actor_name)
-                lease = int(actor.options.get("time_limit", jobs_settings.default_time_limit_ms))
                 if not concurrency_acquire(
                     organization_id=organization_id,
                     job_id=message.message_id,
                     limit=limits.max_concurrent_jobs,
-                    lease_ms=lease + LEASE_MARGIN_MS,
+                    lease_ms=self._lease_ms(broker, message),
                 ):
                     delay = jobs_settings.fairness_defer_ms
                     self._defer(
@@ -94,9 +164,11 @@ class Fairness(Middleware):
         result: Any = None,
         exception: BaseException | None = None,
     ) -> None:
+        self._release_ahead(message)  # a middleware before this one raised
         self._release()
 
     def after_skip_message(self, broker: dramatiq.Broker, message: Any) -> None:
+        self._release_ahead(message)  # skipped before this middleware took its slot over
         self._release()
 
     def _release(self) -> None:

@@ -70,20 +70,25 @@ class Ledger(Middleware):
         self.writer = LedgerWriter() if batch_writes else None
 
     def before_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
-        if self.writer is not None and hasattr(broker, "fetch_hooks"):
-            setattr(broker, "fetch_hooks", (self.claim_ahead, release_claims_ahead))  # noqa: B010
+        listeners = getattr(broker, "fetch_listeners", None)
+        if self.writer is not None and listeners is not None and self not in listeners:
+            listeners.append(self)
 
     def after_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
-        if getattr(broker, "fetch_hooks", None) == (self.claim_ahead, release_claims_ahead):
-            setattr(broker, "fetch_hooks", None)  # noqa: B010 (any broker; ours has the attribute)
+        listeners = getattr(broker, "fetch_listeners", None)
+        if listeners is not None and self in listeners:
+            listeners.remove(self)
         if self.writer is not None:
             self.writer.close()  # commits the outcomes still pending, opening their ack gates
         acker = getattr(broker, "acker", None)
         if acker is not None:
             acker.flush()
 
-    def claim_ahead(self, messages: list[Any]) -> None:
-        """Claim the messages a consumer just fetched, without waiting (the consumer's hook).
+    def give_back(self, messages: list[Any]) -> None:
+        release_claims_ahead(messages)
+
+    def take_ahead(self, messages: list[Any]) -> None:
+        """Claim the messages a consumer just fetched, without waiting (a fetch listener).
 
         Their claims are written with the process's next ledger batch while
         the messages wait for a job thread, so a job thread seldom waits for
@@ -94,7 +99,12 @@ class Ledger(Middleware):
         """
         if self.writer is None or not uses_postgres_fast_path():
             return
-        ready = [m for m in messages if not m.queue_name.endswith(".DQ")]
+        # Not delayed ones, nor those fairness could not give a slot (they are deferred).
+        ready = [
+            m
+            for m in messages
+            if not m.queue_name.endswith(".DQ") and not getattr(m, "jobs_slot_refused", False)
+        ]
         if not ready:
             return
         me, now = worker_id(), time.monotonic()
@@ -227,11 +237,17 @@ class Ledger(Middleware):
         """
         gate = AckGate()
         message.jobs_ack_gate = gate
-        context = contextvars.copy_context()  # the job's log context, for the end's log line
+        # Logged here, not once committed: formatting the line on the writer's
+        # thread was a fifth of what held up every batch. The writer retries
+        # until the outcome is committed; the rare outcome that no longer
+        # applies (the job moved on meanwhile) gets a second line.
+        _log_end(ctx, end, True, started)
+        context = contextvars.copy_context()  # the job's log context, for that second line
 
         def committed(pending: Any) -> None:
             try:
-                context.run(_log_end, ctx, end, bool(pending.result), started)
+                if not pending.result:
+                    context.run(_log_end, ctx, end, False, started)
             finally:
                 gate.open()
 
@@ -271,7 +287,7 @@ class Ledger(Middleware):
 
 
 def release_claims_ahead(messages: Any) -> None:
-    """Give back the claims taken at fetch (:meth:`Ledger.claim_ahead`) of messages that
+    """Give back the claims taken at fetch (:meth:`Ledger.take_ahead`) of messages that
     will not run here: before a middleware defers, dead-letters or cancels one, and
     for those a stopping worker puts back on their queue.
 
@@ -320,7 +336,8 @@ def _log_end(ctx: JobContext, end: AttemptEnd, changed: bool, started: float) ->
         )
     else:
         logger.info(
-            "Attempt %d of job %s ended (%s); the job had already moved on.",
+            "Attempt %d of job %s ended (%s); the job had already moved on, so the ledger "
+            "keeps its newer state.",
             ctx.attempt,
             ctx.job_id,
             end.outcome,

@@ -198,6 +198,40 @@ def concurrency_acquire(*, organization_id: int, job_id: str, limit: int, lease_
     )
 
 
+def concurrency_acquire_many(slots: Sequence[tuple[int, str, int, int]]) -> list[bool]:
+    """Take many ``(organization_id, job_id, limit, lease_ms)`` slots in one round trip.
+
+    Each is decided as :func:`concurrency_acquire` would, in order.
+    """
+    if not slots:
+        return []
+    script = _script(_ACQUIRE)
+    client = get_broker().client
+    now = _now_ms()
+    for attempt in range(2):
+        with client.pipeline(transaction=False) as pipe:
+            for organization_id, job_id, limit, lease_ms in slots:
+                # EVALSHA directly: a pipeline of Script calls first asks SCRIPT EXISTS.
+                pipe.evalsha(
+                    script.sha,
+                    1,
+                    _key("running", organization_id),
+                    now,
+                    job_id,
+                    max(1, limit),
+                    lease_ms,
+                )
+            replies = pipe.execute(raise_on_error=False)
+        if attempt == 0 and any(isinstance(r, redis.exceptions.NoScriptError) for r in replies):
+            script.sha = client.script_load(_ACQUIRE)  # Redis lost its scripts: none ran
+            continue
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return [bool(r) for r in replies]
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 def concurrency_release(*, organization_id: int, job_id: str) -> None:
     get_broker().client.zrem(_key("running", organization_id), job_id)
 
@@ -243,6 +277,18 @@ def organization_limits(*, organization_id: int) -> OrganizationLimits | None:
     limits = OrganizationLimits(is_active=row[0], max_concurrent_jobs=row[1]) if row else None
     _limits_cache[organization_id] = (now + jobs_settings.fairness_cache_seconds, limits)
     return limits
+
+
+def organization_limits_cached(*, organization_id: int) -> OrganizationLimits | None:
+    """The cached limits of an active organization, or None (unknown, expired or inactive).
+
+    For callers that must not query the database (a worker's consumer threads).
+    """
+    cached = _limits_cache.get(organization_id)
+    if cached is None or cached[0] <= time.monotonic():
+        return None
+    limits = cached[1]
+    return limits if limits is not None and limits.is_active else None
 
 
 def organization_limits_forget() -> None:

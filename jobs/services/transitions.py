@@ -440,7 +440,7 @@ def job_attempts_release(claims: Sequence[tuple[str, int]]) -> set[str]:
     """Undo claims whose message will not run here after all (Postgres only).
 
     ``claims`` are ``(job_id, attempt)`` taken ahead by a worker's consumer
-    (:meth:`jobs.middleware.ledger.Ledger.claim_ahead`) for a message that is
+    (:meth:`jobs.middleware.ledger.Ledger.take_ahead`) for a message that is
     then deferred, dead-lettered or put back on its queue at shutdown. The
     attempt row that never ran is deleted and the job is waiting again
     (``queued``, or ``retrying`` after earlier attempts), as if never

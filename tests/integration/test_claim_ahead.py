@@ -17,8 +17,10 @@ import pytest
 from jobs.models import Job, JobAttempt, JobStatus
 from jobs.redis_broker import JobsRedisBroker
 from jobs.services import job_cancel, job_submit
+from jobs.services.fairness import concurrency_running, organization_limits
 from jobs.services.transitions import job_attempts_release, job_attempts_start_many
 from tests.actors import side_effects
+from tests.factories import OrganizationFactory
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -58,10 +60,10 @@ def test_fetched_messages_are_claimed_and_a_stopping_worker_gives_back_those_it_
         wait_for(lambda: Job.objects.get(pk=slow).status == JobStatus.RUNNING)
         # One thread, prefetch two: the next message waits in the worker, already claimed.
         wait_for(lambda: Job.objects.filter(pk__in=waiting, status=JobStatus.RUNNING).count() == 1)
-        assert broker.fetch_hooks is not None
+        assert [type(x).__name__ for x in broker.fetch_listeners] == ["Fairness", "Ledger"]
     finally:
         worker.stop(timeout=10_000)
-    assert broker.fetch_hooks is None
+    assert broker.fetch_listeners == []
 
     assert Job.objects.get(pk=slow).status == JobStatus.SUCCEEDED
     rows = Job.objects.filter(pk__in=waiting)
@@ -81,7 +83,7 @@ def test_fetched_messages_are_claimed_and_a_stopping_worker_gives_back_those_it_
 def test_a_cancel_requested_while_a_claimed_job_waited_in_its_worker_stops_it_before_it_runs(
     broker: JobsRedisBroker, wait_for: Any
 ) -> None:
-    slow = _echo(sleep_seconds=1.5)
+    slow = _echo(sleep_seconds=3)  # long enough to cancel the next one behind it, under load
     waiting = str(job_submit(job_type="tests.count", payload={"key": "waited"}).job.pk)
     worker = dramatiq.Worker(broker, worker_threads=1, worker_timeout=50)
     worker.start()
@@ -95,3 +97,31 @@ def test_a_cancel_requested_while_a_claimed_job_waited_in_its_worker_stops_it_be
         worker.stop(timeout=10_000)
     assert side_effects().get("tests:runs:waited") is None, "its code never ran"
     assert Job.objects.get(pk=slow).status == JobStatus.SUCCEEDED
+
+
+def test_fetched_messages_hold_their_organizations_slots_and_give_them_back_when_put_back(
+    broker: JobsRedisBroker, wait_for: Any
+) -> None:
+    org = OrganizationFactory.create(slug="ahead", max_concurrent_jobs=5)
+    organization_limits(organization_id=org.pk)  # cached: consumers take slots only then
+
+    def submit(**payload: Any) -> str:
+        return str(
+            job_submit(
+                job_type="diagnostics.echo", payload={"message": "m", **payload}, organization=org
+            ).job.pk
+        )
+
+    slow = submit(sleep_seconds=1.5)
+    waiting = [submit() for _ in range(3)]
+    worker = dramatiq.Worker(broker, worker_threads=1, worker_timeout=50)
+    worker.start()
+    try:
+        wait_for(lambda: Job.objects.get(pk=slow).status == JobStatus.RUNNING)
+        wait_for(lambda: Job.objects.filter(pk__in=waiting, status=JobStatus.RUNNING).count() == 1)
+        # The slow job's slot and the slot of the message waiting behind it.
+        assert concurrency_running(organization_id=org.pk) == 2
+    finally:
+        worker.stop(timeout=10_000)
+    wait_for(lambda: concurrency_running(organization_id=org.pk) == 0, timeout=5)
+    assert Job.objects.filter(pk__in=waiting, status=JobStatus.QUEUED).count() == 3
