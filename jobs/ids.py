@@ -1,0 +1,42 @@
+"""Random (version 4) UUIDs in batches: one read of the OS's RNG for a whole submission.
+
+``uuid.uuid4()`` per job (a ``urandom`` system call, a ``UUID`` object, then
+``str()``) was 7 % of a bulk submission's CPU. These are the same ids: 122
+random bits from ``os.urandom`` with the version and variant bits set.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+#: Version 4 in byte 6 and the RFC 4122 variant in byte 8, applied with ``bytes.translate``.
+_VERSION_4 = bytes((b & 0x0F) | 0x40 for b in range(256))
+_VARIANT = bytes((b & 0x3F) | 0x80 for b in range(256))
+
+
+def _random_bytes(count: int) -> bytes:
+    raw = bytearray(os.urandom(16 * count))
+    raw[6::16] = raw[6::16].translate(_VERSION_4)
+    raw[8::16] = raw[8::16].translate(_VARIANT)
+    return bytes(raw)
+
+
+def _text(digits: str) -> str:
+    return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
+
+
+def uuid4_texts(count: int) -> list[str]:
+    """``count`` new ids as ``str(uuid.uuid4())`` writes them."""
+    digits = _random_bytes(count).hex()
+    return [_text(digits[i : i + 32]) for i in range(0, 32 * count, 32)]
+
+
+def uuid4s(count: int) -> list[tuple[uuid.UUID, str]]:
+    """``count`` new ids, each as a ``UUID`` and as its text."""
+    data = _random_bytes(count)
+    digits = data.hex()
+    return [
+        (uuid.UUID(bytes=data[16 * i : 16 * i + 16]), _text(digits[32 * i : 32 * i + 32]))
+        for i in range(count)
+    ]
