@@ -132,8 +132,26 @@ _MAY_HOLD_SECRET = re.compile(
 )
 
 
+#: Lower-case substrings, one of which every match of ``_MAY_HOLD_SECRET`` contains.
+_MAY_HOLD_SECRET_PARTS = (":", "=", "tbx_", "sk-", "sg.", "bearer", "basic", "token", "api-key")
+
+
+def _may_hold_secret(text: str) -> bool:
+    # Substring tests run at memory speed; the case-insensitive regex, with no
+    # literal to anchor on, took ~4 ms over a bulk submission's 37 kB log line.
+    # Only ASCII text: the regex's case-insensitive letters also match a few
+    # non-ASCII ones (the Kelvin sign, the long s, the dotless i).
+    if ":" in text or "=" in text:
+        return True
+    if text.isascii():
+        lowered = text.lower()
+        if not any(part in lowered for part in _MAY_HOLD_SECRET_PARTS):
+            return False
+    return _MAY_HOLD_SECRET.search(text) is not None
+
+
 def _redact_text(text: str, words: tuple[str, ...]) -> str:
-    if not text or not _MAY_HOLD_SECRET.search(text):
+    if not text or not _may_hold_secret(text):
         return text
     text = _pair_pattern(words).sub(lambda m: m.group("key") + REDACTED, text)
     for pattern, replacement in _FIXED_TEXT_PATTERNS:

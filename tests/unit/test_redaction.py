@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
-from django.test import override_settings
+import uuid
 
-from jobs.redaction import REDACTED, is_secret_key, redact, redact_text
+from django.test import override_settings
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from jobs.redaction import (
+    _MAY_HOLD_SECRET,
+    REDACTED,
+    _may_hold_secret,
+    is_secret_key,
+    redact,
+    redact_text,
+)
 
 
 def test_values_of_secret_looking_keys_are_redacted_at_any_depth() -> None:
@@ -73,3 +84,39 @@ def test_token_counts_are_not_mistaken_for_tokens() -> None:
         "accessToken": REDACTED,
     }
     assert redact_text("max_tokens=100 secret_key=abc") == f"max_tokens=100 secret_key={REDACTED}"
+
+
+_TEXT_PARTS = st.sampled_from(
+    [
+        "Bearer ",
+        "BASIC ",
+        "token\t",
+        "Api-Key ",
+        "tbx_",
+        "SK-",
+        "sg.",
+        "to\u212aen ",
+        "ba\u017fic ",
+        "ba\u0131sic ",
+        ":",
+        "=",
+        "abc",
+        " ",
+        "é",
+        "id 1234",
+    ]
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(_TEXT_PARTS, max_size=6).map("".join))
+def test_the_quick_check_for_secret_shapes_agrees_with_the_full_pattern(text: str) -> None:
+    assert _may_hold_secret(text) == (_MAY_HOLD_SECRET.search(text) is not None)
+
+
+def test_a_long_line_of_ids_is_left_as_is() -> None:
+    line = "Submitted 3 jobs in one batch (diagnostics.echo on default), ids " + " ".join(
+        str(uuid.uuid4()) for _ in range(3)
+    )
+    assert not _may_hold_secret(line)
+    assert redact_text(line) == line
