@@ -10,7 +10,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import dramatiq
@@ -164,7 +164,7 @@ def worker_id() -> str:
 def enqueue_messages(
     items: Sequence[tuple[Message[Any], int | None]], *, mark_enqueued: bool = True
 ) -> bool:
-    """Send messages to Redis: one command for one message, one pipeline for many.
+    """Send messages to Redis in one pipeline (with their queues' wake-ups).
 
     Returns whether Redis took them. A Redis failure is logged, not raised:
     the ledger rows are committed, and the recovery loop re-sends queued rows
@@ -177,11 +177,9 @@ def enqueue_messages(
         return True
     broker = get_broker()
     try:
-        if len(items) == 1:
-            message, delay = items[0]
-            broker.enqueue(message, delay=delay)
-        else:
-            _enqueue_pipelined(broker, items)
+        # One message too: RedisBroker.enqueue() sends the same commands, after
+        # calling every middleware's no-op hooks and copying the message twice.
+        _enqueue_pipelined(broker, items)
     except redis.RedisError as exc:
         logger.warning(
             "Could not send %d message(s) to Redis (%s: %s); their jobs stay queued "
@@ -229,21 +227,36 @@ def _enqueue_pipelined(
         if delay is not None:
             queue_name = dq_name(queue_name)
             options["eta"] = now_ms + delay
-        # Message.copy() is dataclasses.replace(), which inspects the fields on every call.
-        message = Message(
-            queue_name,
-            message.actor_name,
-            message.args,
-            message.kwargs,
-            options,
-            message.message_id,
-            message.message_timestamp,
-        )
-        for hook in before:
-            hook(broker, message, delay)
-        calls.append(("enqueue", queue_name, (redis_id, encode(message))))
-        if after:
-            sent.append((message, delay))
+        if encode is None or before or after:
+            # Message.copy() is dataclasses.replace(), which inspects the fields on every call.
+            message = Message(
+                queue_name,
+                message.actor_name,
+                message.args,
+                message.kwargs,
+                options,
+                message.message_id,
+                message.message_timestamp,
+            )
+            for hook in before:
+                hook(broker, message, delay)
+            body = message.encode() if encode is None else encode(message.asdict())
+            if after:
+                sent.append((message, delay))
+        else:
+            # Nothing sees the sent message: encode its fields without building it.
+            body = encode(
+                {
+                    "queue_name": queue_name,
+                    "actor_name": message.actor_name,
+                    "args": message.args,
+                    "kwargs": message.kwargs,
+                    "options": options,
+                    "message_id": message.message_id,
+                    "message_timestamp": message.message_timestamp,
+                }
+            )
+        calls.append(("enqueue", queue_name, (redis_id, body)))
     broker.dispatch_with_wakeups(calls)
     for message, delay in sent:
         for hook in after:
@@ -253,31 +266,20 @@ def _enqueue_pipelined(
 _compact_json = json.JSONEncoder(separators=(",", ":")).encode
 
 
-def _message_encoder() -> Any:
-    """``Message.encode``, without its per-call cost when Dramatiq's JSON encoder is in use.
+def _message_encoder() -> Callable[[dict[str, Any]], bytes] | None:
+    """Encodes a message's fields as ``Message.encode`` would; None: use ``Message.encode``.
 
     Dramatiq's ``JSONEncoder.encode`` is ``json.dumps(message.asdict())``,
-    which builds a new ``json.JSONEncoder`` per message and reads the
-    dataclass's fields again; the same bytes come from one encoder built once
-    and the fields named here. Any other encoder is used as configured.
+    which builds a new ``json.JSONEncoder`` per message; the same bytes come
+    from one encoder built once. Any other encoder is used as configured.
     """
     if type(dramatiq.get_encoder()) is not dramatiq.JSONEncoder:
-        return Message.encode
+        return None
+    return _encode_fields
 
-    def encode(message: Message[Any]) -> bytes:
-        return _compact_json(
-            {
-                "queue_name": message.queue_name,
-                "actor_name": message.actor_name,
-                "args": message.args,
-                "kwargs": message.kwargs,
-                "options": message.options,
-                "message_id": message.message_id,
-                "message_timestamp": message.message_timestamp,
-            }
-        ).encode()
 
-    return encode
+def _encode_fields(fields: dict[str, Any]) -> bytes:
+    return _compact_json(fields).encode()
 
 
 def _hooks(broker: dramatiq.Broker, name: str) -> list[Any]:

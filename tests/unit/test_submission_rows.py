@@ -92,4 +92,6 @@ def test_messages_are_encoded_as_dramatiqs_json_encoder_does() -> None:
         kwargs={"message": "hé", "n": [1.5, None]},
         options={"max_retries": 3, "redis_message_id": "r"},
     )
-    assert _message_encoder()(message) == message.encode()
+    encode = _message_encoder()
+    assert encode is not None
+    assert encode(message.asdict()) == message.encode()
