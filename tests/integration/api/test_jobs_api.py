@@ -295,3 +295,36 @@ def test_job_types_list_the_public_types_with_their_payload_schema(tenant_a: Ten
     assert schema["required"] == ["message"]
     assert schema["properties"]["fail_times"]["maximum"] == 10
     assert schema["additionalProperties"] is False
+
+
+def test_consecutive_submissions_on_one_thread_are_each_validated_on_their_own_body(
+    broker: RedisBroker, tenant_a: Tenant
+) -> None:
+    bad = _submit(tenant_a, priority=99)
+    assert bad.status_code == 400 and "priority" in bad.json()["error"]["fields"]
+
+    good = _submit(tenant_a, priority=3, payload={"message": "second"})
+    assert good.status_code == 201, good.json()
+    assert good.json()["priority"] == 3 and good.json()["payload"]["message"] == "second"
+
+    plain = _submit(tenant_a)
+    assert plain.status_code == 201 and plain.json()["priority"] == 5
+
+    unknown = _submit(tenant_a, type="nope")
+    assert unknown.status_code == 400 and "type" in unknown.json()["error"]["fields"]
+    assert Job.objects.count() == 2
+
+
+def test_the_reused_submission_serializer_is_rebuilt_when_the_job_types_change(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from jobs.api import serializers, views
+
+    first = views._job_create_serializer({"type": "diagnostics.echo"})
+    assert views._job_create_serializer({"type": "diagnostics.echo"}) is first
+    names = [*views.public_job_type_names(), "extra.type"]
+    monkeypatch.setattr(views, "public_job_type_names", lambda: names)
+    monkeypatch.setattr(serializers, "public_job_type_names", lambda: names)
+    rebuilt = views._job_create_serializer({"type": "extra.type"})
+    assert rebuilt is not first
+    assert rebuilt.is_valid(), rebuilt.errors
