@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import functools
+import gc
 import inspect
 import json
 import logging
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -155,6 +158,34 @@ def job_submit_many(
     Every request is validated before anything is written; the first invalid
     one raises with ``index`` set on the error, and nothing is created.
     """
+    with _gc_paused():
+        return _submit_many(requests=requests, organization=organization)
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Hold Python's cyclic garbage collector during a bulk submission.
+
+    A call allocates some fifteen small containers per job, and the thousand
+    jobs it holds survive into the oldest generation, which then triggered
+    full collections of the whole process's heap: 11-16 ms of a 1,000-job
+    call's 45-65 ms of CPU. The call's own objects form no cycles (reference
+    counting frees them); a cycle made meanwhile, such as an exception's
+    traceback, waits for the first collection after the call. The collector
+    is enabled again on the way out, unless it was disabled before.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _submit_many(
+    *, requests: Sequence[JobRequest], organization: Organization | None
+) -> list[Submission]:
     prepared: list[_Prepared] = []
     serializers: dict[Any, Serializer[Any]] = {}
     now = timezone.now()
@@ -381,7 +412,7 @@ def _prepare(
     if stamp is not None:  # the worker need not validate this payload again
         options[VALIDATED_OPTION] = stamp
     message: Message[Any] = Message(
-        queue_name=redis_queue_name(queue, priority),
+        queue_name=_redis_queue_name(queue, priority),
         actor_name=jt.name,
         args=(),
         kwargs=dict(payload),
@@ -404,6 +435,10 @@ def _prepare(
         message=message,
         delay_ms=int(delay.total_seconds() * 1000) if delay else None,
     )
+
+
+#: The Redis list of a (queue, priority): a pure function, asked once per job.
+_redis_queue_name = functools.lru_cache(maxsize=1024)(redis_queue_name)
 
 
 def _admit(*, organization: Organization | None, count: int) -> None:
@@ -543,29 +578,45 @@ def _job(p: _Prepared, *, organization: Organization | None, alias: str | None =
     if alias is None:
         alias = connection.alias
     plan = _model_plan()
-    values = list(plan.defaults)
-    index_of = plan.index_of
-    values[index_of["id"]] = p.id
-    values[index_of["organization_id"]] = organization.pk if organization is not None else None
-    values[index_of["job_type"]] = p.job_type
-    values[index_of["queue"]] = p.queue
-    values[index_of["priority"]] = p.priority
-    values[index_of["payload"]] = p.payload
-    values[index_of["max_retries"]] = p.max_retries
-    values[index_of["idempotency_key"]] = p.idempotency_key
-    values[index_of["created_at"]] = p.created_at
-    values[index_of["scheduled_for"]] = p.scheduled_for
-    values[index_of["enqueued_at"]] = p.created_at
     if plan.plain and not (pre_init.has_listeners(Job) or post_init.has_listeners(Job)):
         # What Model.from_db() leaves behind, without Model.__init__'s per-field
         # setattr and its two signals (nobody listens): a third of the cost.
-        job = Job.__new__(Job)
-        state = job._state = ModelState()
+        state = ModelState()
         state.adding = False
         state.db = alias
-        job.__dict__.update(zip(plan.attnames, values, strict=True))
+        values = plan.template.copy()
+        values["_state"] = state
+        values["id"] = p.id
+        values["organization_id"] = organization.pk if organization is not None else None
+        values["job_type"] = p.job_type
+        values["queue"] = p.queue
+        values["priority"] = p.priority
+        values["payload"] = p.payload
+        values["max_retries"] = p.max_retries
+        values["idempotency_key"] = p.idempotency_key
+        values["created_at"] = p.created_at
+        values["scheduled_for"] = p.scheduled_for
+        values["enqueued_at"] = p.created_at
+        job = Job.__new__(Job)
+        job.__dict__ = values
     else:
-        job = Job.from_db(alias, (), values)
+        row = list(plan.defaults)
+        index_of = plan.index_of
+        for name, value in (
+            ("id", p.id),
+            ("organization_id", organization.pk if organization is not None else None),
+            ("job_type", p.job_type),
+            ("queue", p.queue),
+            ("priority", p.priority),
+            ("payload", p.payload),
+            ("max_retries", p.max_retries),
+            ("idempotency_key", p.idempotency_key),
+            ("created_at", p.created_at),
+            ("scheduled_for", p.scheduled_for),
+            ("enqueued_at", p.created_at),
+        ):
+            row[index_of[name]] = value
+        job = Job.from_db(alias, (), row)
     plan.organization_field.set_cached_value(job, organization)
     return job
 
@@ -576,14 +627,14 @@ class _ModelPlan:
 
     ``defaults`` holds every concrete field's default in field order, shared
     between instances, so each is immutable or replaced per row (``payload``'s
-    ``dict`` always is). ``plain``: no field's attribute has a setter but the
+    ``dict`` always is); ``template`` maps each field's attribute to it. ``plain``: no field's attribute has a setter but the
     foreign key's (which only drops a cached related object, and a new
     instance has none), so the values may go straight into ``__dict__``.
     """
 
     defaults: tuple[Any, ...]
     index_of: dict[str, int]
-    attnames: tuple[str, ...]
+    template: dict[str, Any]
     plain: bool
     organization_field: Any
 
@@ -604,7 +655,7 @@ def _model_plan() -> _ModelPlan:
         _plan_cache = _ModelPlan(
             defaults=tuple(getattr(template, f.attname) for f in fields),
             index_of={f.attname: i for i, f in enumerate(fields)},
-            attnames=tuple(f.attname for f in fields),
+            template={f.attname: getattr(template, f.attname) for f in fields},
             plain=all(kind is ForeignKeyDeferredAttribute for kind in setters),
             organization_field=Job._meta.get_field("organization"),
         )

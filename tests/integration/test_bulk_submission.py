@@ -6,9 +6,11 @@ the organization's rate limit and quota, and the log lines.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import time
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -234,3 +236,44 @@ def test_a_batch_logs_one_line_naming_every_job_and_per_job_lines_at_debug(
         )
     per_job = [r for r in caplog.records if r.levelno == logging.DEBUG]
     assert [getattr(r, "job_id", None) for r in per_job] == [str(s.job.pk) for s in batch]
+
+
+@pytest.fixture
+def gc_collections() -> Iterator[list[int]]:
+    """The generation of every collection of the cyclic garbage collector while the test runs."""
+    seen: list[int] = []
+
+    def count(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            seen.append(info["generation"])
+
+    gc.callbacks.append(count)
+    yield seen
+    gc.callbacks.remove(count)
+
+
+def test_a_bulk_submission_runs_no_garbage_collection_and_leaves_the_collector_as_it_was(
+    broker: Any, gc_collections: list[int]
+) -> None:
+    requests = [
+        JobRequest(job_type="diagnostics.echo", payload={"message": f"{i}"}) for i in range(1000)
+    ]
+    assert gc.isenabled()
+    gc_collections.clear()
+    job_submit_many(requests=requests)
+    # One collection already due as the call starts may run before the pause (without
+    # the pause, a 1,000-job call runs about twenty).
+    assert len(gc_collections) <= 1
+    assert gc.isenabled()
+
+    gc.disable()
+    try:
+        job_submit_many(requests=requests[:3])
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+    with pytest.raises(InvalidPayload):
+        job_submit_many(requests=[JobRequest(job_type="diagnostics.echo", payload={})])
+    assert gc.isenabled()
+    assert Job.objects.count() == 1003

@@ -59,6 +59,7 @@ def test_a_submitted_job_instance_is_the_one_from_db_would_build() -> None:
     expected = Job.from_db(connection.alias, (), list(_fields(job).values()))
     assert _model_plan().plain
     assert _fields(job) == _fields(expected)
+    assert set(vars(job)) == set(vars(expected))
     assert job._state.adding is False and job._state.db == connection.alias
     assert job.pk == p.id and job.payload == {
         "message": "hé",
