@@ -9,6 +9,8 @@ before, or the next delivery would find it ``running`` and drop it.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import dramatiq
@@ -25,8 +27,33 @@ from tests.factories import OrganizationFactory
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 
-def _echo(**payload: Any) -> str:
-    return str(job_submit(job_type="diagnostics.echo", payload={"message": "m", **payload}).job.pk)
+def _echo(organization: Any = None, **payload: Any) -> str:
+    return str(
+        job_submit(
+            job_type="diagnostics.echo",
+            payload={"message": "m", **payload},
+            organization=organization,
+        ).job.pk
+    )
+
+
+@contextmanager
+def _one_waiting_behind(
+    broker: JobsRedisBroker, wait_for: Any, slow: str, waiting: list[str]
+) -> Iterator[None]:
+    """A one-thread worker running ``slow`` while one of ``waiting`` waits, claimed, behind it.
+
+    One thread, prefetch two: the next message waits in the worker. The
+    worker stops (putting back what it did not run) when the block ends.
+    """
+    worker = dramatiq.Worker(broker, worker_threads=1, worker_timeout=50)
+    worker.start()
+    try:
+        wait_for(lambda: Job.objects.get(pk=slow).status == JobStatus.RUNNING)
+        wait_for(lambda: Job.objects.filter(pk__in=waiting, status=JobStatus.RUNNING).count() == 1)
+        yield
+    finally:
+        worker.stop(timeout=10_000)
 
 
 def test_a_released_claim_leaves_the_row_as_it_was_before_the_claim(broker: Any) -> None:
@@ -54,15 +81,8 @@ def test_fetched_messages_are_claimed_and_a_stopping_worker_gives_back_those_it_
 ) -> None:
     slow = _echo(sleep_seconds=1.5)
     waiting = [_echo() for _ in range(3)]
-    worker = dramatiq.Worker(broker, worker_threads=1, worker_timeout=50)
-    worker.start()
-    try:
-        wait_for(lambda: Job.objects.get(pk=slow).status == JobStatus.RUNNING)
-        # One thread, prefetch two: the next message waits in the worker, already claimed.
-        wait_for(lambda: Job.objects.filter(pk__in=waiting, status=JobStatus.RUNNING).count() == 1)
+    with _one_waiting_behind(broker, wait_for, slow, waiting):
         assert [type(x).__name__ for x in broker.fetch_listeners] == ["Fairness", "Ledger"]
-    finally:
-        worker.stop(timeout=10_000)
     assert broker.fetch_listeners == []
 
     assert Job.objects.get(pk=slow).status == JobStatus.SUCCEEDED
@@ -105,23 +125,10 @@ def test_fetched_messages_hold_their_organizations_slots_and_give_them_back_when
     org = OrganizationFactory.create(slug="ahead", max_concurrent_jobs=5)
     organization_limits(organization_id=org.pk)  # cached: consumers take slots only then
 
-    def submit(**payload: Any) -> str:
-        return str(
-            job_submit(
-                job_type="diagnostics.echo", payload={"message": "m", **payload}, organization=org
-            ).job.pk
-        )
-
-    slow = submit(sleep_seconds=1.5)
-    waiting = [submit() for _ in range(3)]
-    worker = dramatiq.Worker(broker, worker_threads=1, worker_timeout=50)
-    worker.start()
-    try:
-        wait_for(lambda: Job.objects.get(pk=slow).status == JobStatus.RUNNING)
-        wait_for(lambda: Job.objects.filter(pk__in=waiting, status=JobStatus.RUNNING).count() == 1)
+    slow = _echo(org, sleep_seconds=1.5)
+    waiting = [_echo(org) for _ in range(3)]
+    with _one_waiting_behind(broker, wait_for, slow, waiting):
         # The slow job's slot and the slot of the message waiting behind it.
         assert concurrency_running(organization_id=org.pk) == 2
-    finally:
-        worker.stop(timeout=10_000)
     wait_for(lambda: concurrency_running(organization_id=org.pk) == 0, timeout=5)
     assert Job.objects.filter(pk__in=waiting, status=JobStatus.QUEUED).count() == 3
