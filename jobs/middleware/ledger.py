@@ -304,8 +304,8 @@ def release_claims_ahead(messages: Any) -> None:
         message.jobs_claim = None
         try:
             attempt = pending.wait()
-        except DatabaseError:
-            continue  # not written: nothing to give back
+        except Exception:  # its batch failed and was rolled back: nothing to give back
+            continue
         if attempt is not None:
             claims.append((message.message_id, attempt))
     if not claims:
