@@ -305,7 +305,7 @@ def release_claims_ahead(messages: Any) -> None:
         try:
             attempt = pending.wait()
         except Exception:  # its batch failed and was rolled back: nothing to give back
-            continue
+            attempt = None
         if attempt is not None:
             claims.append((message.message_id, attempt))
     if not claims:
