@@ -41,7 +41,8 @@ class Fairness(Middleware):
 
     A deferred message is sent again with a short delay and the original is
     acknowledged: it uses no retry, is never marked failed, and its ledger row
-    stays ``queued`` (this middleware runs outside the ledger). Over-cap jobs
+    stays waiting (this middleware runs outside the ledger; a claim taken at
+    fetch is given back before the copy is sent). Over-cap jobs
     wait ``JOBS_FAIRNESS_DEFER_MS`` (with jitter); rate-limited ones wait until
     their next token.
     """
