@@ -9,15 +9,17 @@ workers alive) from Redis through :mod:`jobs.inspection`.
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import shutil
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import redis
 from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector, CollectorRegistry
 
 logger = logging.getLogger(__name__)
@@ -81,11 +83,30 @@ def prepare_metrics_dir(path: str) -> None:
     directory.mkdir(parents=True, exist_ok=True)
 
 
-def build_registry(metrics_dir: str) -> CollectorRegistry:
-    from prometheus_client import multiprocess
+class ProcessFilesCollector(MultiProcessCollector):
+    """prometheus_client's multiprocess collector, minus the files still being created.
 
+    A worker process creates a metric's file empty and sizes it a moment
+    later; a scrape that reads it in between failed whole (``struct.error``,
+    HTTP 500: prometheus/client_python#1199). An empty file holds no value
+    yet, so it is left out of that scrape.
+    """
+
+    def collect(self) -> Iterable[Metric]:
+        files = [f for f in glob.glob(os.path.join(self._path, "*.db")) if _holds_data(f)]
+        return self.merge(files, accumulate=True)
+
+
+def _holds_data(path: str) -> bool:
+    try:
+        return os.path.getsize(path) > 0
+    except OSError:  # removed since the glob (a dead process's live gauge)
+        return False
+
+
+def build_registry(metrics_dir: str) -> CollectorRegistry:
     registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry, path=metrics_dir)
+    ProcessFilesCollector(registry, path=metrics_dir)
     registry.register(BrokerCollector())
     return registry
 
