@@ -121,12 +121,9 @@ class Acker(BackgroundThread):
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._pending and not self._closing:
-                    self._cond.wait()
-                if not self._pending:
+                batch = self._next_batch(self._pending, MAX_BATCH)
+                if not batch:
                     return
-                batch = self._pending[:MAX_BATCH]
-                del self._pending[:MAX_BATCH]
                 self._in_flight = len(batch)
             try:
                 self._send(batch)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import threading
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 class BackgroundThread:
@@ -28,6 +31,18 @@ class BackgroundThread:
         if self._thread is None or not self._thread.is_alive():
             self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
             self._thread.start()
+
+    def _next_batch(self, bucket: list[T], limit: int | None = None) -> list[T]:
+        """Wait for work in ``bucket`` and take up to ``limit`` of it, oldest first.
+
+        Call with ``_cond`` held. Returns [] once the thread is closing and
+        ``bucket`` is empty: ``_run`` then returns.
+        """
+        while not bucket and not self._closing:
+            self._cond.wait()
+        taken = bucket[:limit]
+        del bucket[:limit]
+        return taken
 
     def _stop(self, timeout: float) -> None:
         """Ask the thread to finish its work and return, and wait up to ``timeout`` seconds."""

@@ -120,6 +120,19 @@ class FetchListener(Protocol):
     def give_back(self, messages: list[Any]) -> None: ...
 
 
+def add_fetch_listener(broker: Any, listener: FetchListener) -> None:
+    """Register ``listener`` on ``broker`` if it is ours (others have no fetch hooks)."""
+    listeners = getattr(broker, "fetch_listeners", None)
+    if listeners is not None and listener not in listeners:
+        listeners.append(listener)
+
+
+def remove_fetch_listener(broker: Any, listener: FetchListener) -> None:
+    listeners = getattr(broker, "fetch_listeners", None)
+    if listeners is not None and listener in listeners:
+        listeners.remove(listener)
+
+
 class JobsRedisBroker(RedisBroker):
     """A RedisBroker whose consumers never strand a message, and without random maintenance.
 

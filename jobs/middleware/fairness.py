@@ -18,6 +18,7 @@ from jobs.conf import jobs_settings
 from jobs.errors import UnknownJobType
 from jobs.metrics import record_deferral
 from jobs.middleware.ledger import release_claims_ahead
+from jobs.redis_broker import add_fetch_listener, remove_fetch_listener
 from jobs.registry import get_job_type
 from jobs.services.control import job_cancel_for_inactive_organization
 from jobs.services.fairness import (
@@ -54,14 +55,10 @@ class Fairness(Middleware):
 
     def before_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
         self._broker = broker
-        listeners = getattr(broker, "fetch_listeners", None)
-        if listeners is not None and self not in listeners:
-            listeners.append(self)
+        add_fetch_listener(broker, self)
 
     def after_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
-        listeners = getattr(broker, "fetch_listeners", None)
-        if listeners is not None and self in listeners:
-            listeners.remove(self)
+        remove_fetch_listener(broker, self)
         self.releaser.close()
 
     def take_ahead(self, messages: list[Any]) -> None:
@@ -224,11 +221,9 @@ class SlotReleaser(BackgroundThread):
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._slots and not self._closing:
-                    self._cond.wait()
-                if not self._slots:
-                    return
-                slots, self._slots = self._slots, []
+                slots = self._next_batch(self._slots)
+            if not slots:
+                return
             self._free(slots)
 
     def _free(self, slots: list[tuple[int, str]]) -> None:

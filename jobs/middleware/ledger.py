@@ -21,6 +21,7 @@ from jobs.errors import SoftTimeLimitExceeded
 from jobs.ledger_writer import LedgerWriter
 from jobs.logging import bind_log_context, unbind_log_context
 from jobs.models import AttemptOutcome, JobStatus
+from jobs.redis_broker import add_fetch_listener, remove_fetch_listener
 from jobs.runtime import JobContext, reset_current_job, set_current_job
 from jobs.services import (
     AttemptEnd,
@@ -70,14 +71,11 @@ class Ledger(Middleware):
         self.writer = LedgerWriter() if batch_writes else None
 
     def before_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
-        listeners = getattr(broker, "fetch_listeners", None)
-        if self.writer is not None and listeners is not None and self not in listeners:
-            listeners.append(self)
+        if self.writer is not None:
+            add_fetch_listener(broker, self)
 
     def after_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
-        listeners = getattr(broker, "fetch_listeners", None)
-        if listeners is not None and self in listeners:
-            listeners.remove(self)
+        remove_fetch_listener(broker, self)
         if self.writer is not None:
             self.writer.close()  # commits the outcomes still pending, opening their ack gates
         acker = getattr(broker, "acker", None)
