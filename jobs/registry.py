@@ -81,7 +81,7 @@ class JobType:
             self.max_retries if self.max_retries is not None else jobs_settings.default_max_retries
         )
 
-    def payload_stamp(self, payload: Any) -> str | None:
+    def payload_stamp(self, payload: Any, *, canonical_json: str | None = None) -> str | None:
         """A digest of this payload under this type's payload rules (None without a serializer).
 
         Submission stamps it on a message whose payload it validated
@@ -90,6 +90,8 @@ class JobType:
         ``actor.send``, a message edited in Redis, one queued before a deploy
         changed the rules. Not a security boundary (whoever can write to Redis
         can run jobs), only a way to validate each payload once.
+        ``canonical_json``: the payload already encoded as :data:`_canonical_json`
+        does (submission's validation encodes it once, for its INSERT too).
         """
         if self.payload_serializer is None:
             return None
@@ -98,10 +100,12 @@ class JobType:
             rules = _fingerprints[self.payload_serializer] = _serializer_digest(
                 self.payload_serializer
             )
-        try:
-            encoded = json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=False)
-        except (TypeError, ValueError):
-            return None
+        encoded = canonical_json
+        if encoded is None:
+            try:
+                encoded = _canonical_json(payload)
+            except (TypeError, ValueError):
+                return None
         return hashlib.blake2b(f"{rules}{encoded}".encode(), digest_size=12).hexdigest()
 
     def actor_options(self) -> dict[str, Any]:
@@ -119,6 +123,10 @@ class JobType:
 
 _registry: dict[str, JobType] = {}
 _fingerprints: dict[type[Any], str] = {}
+
+#: The encoding a payload stamp covers: compact, keys sorted (``canonical_json`` of
+#: :meth:`JobType.payload_stamp` must be exactly this, or the stamp never matches).
+_canonical_json = json.JSONEncoder(separators=(",", ":"), sort_keys=True, allow_nan=False).encode
 
 
 def _serializer_digest(cls: type[serializers.Serializer[Any]]) -> str:

@@ -273,7 +273,8 @@ def validate_payload(
 
 #: One encoder each, built once: ``json.dumps`` with options builds a new encoder per call.
 _encode_strict = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
-_encode = json.JSONEncoder(separators=(",", ":")).encode
+#: Keys sorted: the text a payload's stamp covers (JobType.payload_stamp), encoded once.
+_encode = json.JSONEncoder(separators=(",", ":"), sort_keys=True).encode
 
 
 def _validate(
@@ -408,7 +409,7 @@ def _prepare(
     options: dict[str, Any] = {"max_retries": max_retries}
     if organization is not None:
         options["organization_id"] = organization.pk
-    stamp = jt.payload_stamp(payload)
+    stamp = jt.payload_stamp(payload, canonical_json=payload_json)
     if stamp is not None:  # the worker need not validate this payload again
         options[VALIDATED_OPTION] = stamp
     message: Message[Any] = Message(
