@@ -7,9 +7,14 @@ tokens, passwords and authorization headers from messages and extras.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import sys
+import threading
+import weakref
 from contextvars import ContextVar, Token
-from typing import Any
+from typing import Any, TextIO
 
 from jobs.redaction import redact, redact_text
 
@@ -89,3 +94,134 @@ class DeferredSkipFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return record.msg != "Message %s was skipped."
+
+
+# --- Batched writes ---------------------------------------------------------------
+
+
+class BatchingStreamHandler(logging.StreamHandler):
+    """A ``StreamHandler`` whose ``DEBUG`` and ``INFO`` lines one thread writes, many per write.
+
+    A worker process logs a line at the end of every job. Written one by one,
+    each line took the handler's lock across a write to Dramatiq's log pipe,
+    and the 8 job threads queued on that lock and on the GIL behind it: the
+    line cost a no-op job about 170 µs of the worker's CPU and 30 µs of the
+    parent process's, which forwards every pipe message (bench: 2,200 against
+    3,200 jobs/s with the line at DEBUG). Each line is still formatted, and
+    its secrets redacted, by the thread that logs it; a writer thread then
+    writes whatever piled up meanwhile in one write.
+
+    - A ``WARNING`` or worse is written before ``emit`` returns, after the
+      lines still pending (the order is kept): a crash right after a failure
+      loses none of its lines. Only ``INFO`` and ``DEBUG`` lines of the last
+      moment (a millisecond or so) can be lost to ``kill -9``.
+    - :meth:`flush` (``logging.shutdown`` at exit) writes what is pending.
+    - :func:`logging_write_through` makes every handler synchronous for the
+      rest of the process: a worker process calls it at shutdown, before
+      Dramatiq closes its log pipe.
+    """
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        super().__init__(stream)
+        self._setup()
+        _batching_handlers.add(self)
+
+    def _setup(self) -> None:
+        self._pending: list[str] = []
+        self._cond = threading.Condition(threading.Lock())
+        self._write_lock = threading.Lock()  # held from taking a batch to its write: keeps order
+        self._thread: threading.Thread | None = None
+        self._write_through = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record) + self.terminator
+        except Exception:
+            self.handleError(record)
+            return
+        if record.levelno >= logging.WARNING or self._write_through:
+            with self._cond:
+                self._pending.append(line)
+            self._write_pending()
+            return
+        with self._cond:
+            self._pending.append(line)
+            if self._thread is None or not self._thread.is_alive():
+                _flush_at_exit()
+                self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def flush(self) -> None:
+        self._write_pending()
+        super().flush()
+
+    def write_through(self) -> None:
+        """Write what is pending; from now on write every line before ``emit`` returns."""
+        self._write_through = True
+        self._write_pending()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending:
+                    self._cond.wait()
+            self._write_pending()
+
+    def _write_pending(self) -> None:
+        with self._write_lock:
+            with self._cond:
+                lines, self._pending = self._pending, []
+            if not lines:
+                return
+            try:
+                self.stream.write("".join(lines))
+                self.stream.flush()
+            except Exception as exc:  # the stream is gone (a closed pipe): say so where we can
+                with contextlib.suppress(Exception):
+                    if sys.__stderr__ is not None:
+                        sys.__stderr__.write(
+                            f"--- Logging error: could not write {len(lines)} line(s): {exc!r}\n"
+                        )
+
+    def _after_fork(self) -> None:
+        # The child has no writer thread, and a lock held at the fork stays held:
+        # start afresh (the parent writes the lines it had pending).
+        self._setup()
+
+
+_batching_handlers: weakref.WeakSet[BatchingStreamHandler] = weakref.WeakSet()
+
+
+def logging_write_through() -> None:
+    """Write every pending line and make the batching handlers write synchronously."""
+    for handler in list(_batching_handlers):
+        handler.write_through()
+
+
+_exit_flush_pid: int | None = None
+
+
+def _flush_at_exit() -> None:
+    """Have this process write its pending lines when it exits, once per process.
+
+    ``logging.shutdown`` (atexit) flushes every handler, but a
+    ``multiprocessing`` child (a Dramatiq worker process or fork) leaves with
+    ``os._exit``, which skips atexit; it runs ``multiprocessing``'s own
+    finalizers, so the flush is registered there too.
+    """
+    global _exit_flush_pid
+    if _exit_flush_pid == os.getpid():
+        return
+    _exit_flush_pid = os.getpid()
+    from multiprocessing import util
+
+    util.Finalize(None, logging_write_through, exitpriority=0)
+
+
+def _reset_after_fork() -> None:
+    for handler in list(_batching_handlers):
+        handler._after_fork()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)

@@ -364,7 +364,8 @@ LOGGING = {
     },
     "handlers": {
         "console": {
-            "class": "logging.StreamHandler",
+            # INFO and DEBUG lines written in batches by one thread; warnings at once (jobs.logging).
+            "class": "jobs.logging.BatchingStreamHandler",
             "formatter": LOG_FORMAT if LOG_FORMAT in {"text", "json"} else "text",
             "filters": ["job_context", "deferred_skips", "redact_secrets"],
         },

@@ -19,7 +19,7 @@ from jobs.broker import worker_id
 from jobs.conf import jobs_settings
 from jobs.errors import SoftTimeLimitExceeded
 from jobs.ledger_writer import LedgerWriter
-from jobs.logging import bind_log_context, unbind_log_context
+from jobs.logging import bind_log_context, logging_write_through, unbind_log_context
 from jobs.models import AttemptOutcome, JobStatus
 from jobs.redis_broker import add_fetch_listener, remove_fetch_listener
 from jobs.runtime import JobContext, reset_current_job, set_current_job
@@ -81,6 +81,8 @@ class Ledger(Middleware):
         acker = getattr(broker, "acker", None)
         if acker is not None:
             acker.flush()
+        # Dramatiq closes the process's log pipe soon after: nothing may wait for a batch now.
+        logging_write_through()
 
     def give_back(self, messages: list[Any]) -> None:
         release_claims_ahead(messages)
