@@ -30,11 +30,12 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 import redis
-from dramatiq import Message
+from dramatiq import Message, Middleware
 from dramatiq.broker import MessageProxy
 from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
 from dramatiq.common import compute_backoff, dq_name
 from dramatiq.errors import ActorNotFound, ConnectionClosed, DecodeError
+from dramatiq.middleware import MiddlewareError
 from redis.exceptions import NoScriptError
 
 from jobs.acks import Acker, AckGate
@@ -165,6 +166,53 @@ class JobsRedisBroker(RedisBroker):
         #: Middleware that act on messages as soon as a consumer fetches them
         #: (:class:`FetchListener`), in middleware order; a worker registers them.
         self.fetch_listeners: list[FetchListener] = []
+        #: {hook name: (the middleware list it was read from, the middleware defining it)}
+        self._hook_cache: dict[str, tuple[list[Middleware], list[Middleware]]] = {}
+
+    def emit_before(self, signal: str, *args: Any, **kwargs: Any) -> None:
+        """Dramatiq's ``emit_before``, calling only the middleware that define the hook.
+
+        Dramatiq looks up and calls the hook of all 16 middleware for every
+        signal, most of them ``Middleware``'s no-ops: four signals per
+        message, about a tenth of a no-op job's CPU in the worker. The
+        middleware that define a hook are read once and again whenever the
+        middleware list changes; errors are handled exactly as Dramatiq does.
+        """
+        name = "before_" + signal
+        for middleware in self._defining(name):
+            try:
+                getattr(middleware, name)(self, *args, **kwargs)
+            except MiddlewareError:
+                raise
+            except Exception:
+                self.logger.critical(
+                    "Unexpected failure in %s of %r.", name, middleware, exc_info=True
+                )
+
+    def emit_after(self, signal: str, *args: Any, **kwargs: Any) -> None:
+        """Dramatiq's ``emit_after`` (middleware in reverse order), like :meth:`emit_before`."""
+        name = "after_" + signal
+        for middleware in reversed(self._defining(name)):
+            try:
+                getattr(middleware, name)(self, *args, **kwargs)
+            except Exception:
+                self.logger.critical(
+                    "Unexpected failure in %s of %r.", name, middleware, exc_info=True
+                )
+
+    def _defining(self, name: str) -> list[Middleware]:
+        """The middleware, in order, whose ``name`` hook is not ``Middleware``'s no-op."""
+        cached = self._hook_cache.get(name)
+        if cached is not None and cached[0] == self.middleware:
+            return cached[1]
+        base = getattr(Middleware, name, None)
+        defining = [
+            m
+            for m in self.middleware
+            if base is None or getattr(type(m), name, None) is not base or name in vars(m)
+        ]
+        self._hook_cache[name] = (list(self.middleware), defining)
+        return defining
 
     @property
     def consumer_class(self) -> type[JobsRedisConsumer]:
