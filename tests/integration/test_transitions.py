@@ -117,3 +117,21 @@ def test_a_pending_cancel_cancels_instead_of_starting(broker: object, path: str)
 def test_a_message_without_a_row_is_reported_missing(broker: object, path: str) -> None:
     decision = job_attempt_start(job_id="00000000-0000-0000-0000-000000000001", worker_id="h:1:a")
     assert decision.verdict is StartVerdict.MISSING
+
+
+@pytest.mark.parametrize("prepared", [True, False])
+def test_the_batch_statement_is_prepared_only_when_the_setting_allows_it(
+    broker: object, prepared: bool
+) -> None:
+    from django.db import connection
+    from django.test import override_settings
+
+    job = job_submit(job_type="diagnostics.echo", payload={"message": "p"}).job
+    connection.close()  # a fresh session: nothing prepared yet
+    with override_settings(JOBS_LEDGER_PREPARED_STATEMENTS=prepared):
+        _, claimed = transitions.job_transitions_write(starts=[(str(job.pk), "h:1:p")])
+        assert claimed == {str(job.pk): 1}
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_prepared_statements")
+            count = cursor.fetchone()[0]
+    assert (count > 0) is prepared
