@@ -353,6 +353,15 @@ def release(r: redis.Redis, system: str) -> list[bytes]:
     with r.pipeline(transaction=True) as pipe:
         for key in keys:
             pipe.rename(key, dst + key[len(src) :])
+        if system == "b":
+            # B's submissions publish a wake-up for each queue they fill, and its idle
+            # consumers wait for one (polling only once a second as a safety net). The
+            # release stands for those submissions, so it publishes their wake-ups.
+            # A's consumers poll and C's block on BRPOP, as deployed; nothing to send.
+            from jobs.wakeups import publish_wakeups, wakeup_channel
+
+            lists = [k[len(src) :].decode() for k in keys if not k.endswith(b".msgs")]
+            publish_wakeups(pipe, wakeup_channel(dst.decode().rstrip(":"), r), lists)
         pipe.execute()
     return [dst + k[len(src) :] for k in keys if k.endswith(b".msgs")]
 
