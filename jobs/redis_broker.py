@@ -177,6 +177,8 @@ class JobsRedisBroker(RedisBroker):
         message, about a tenth of a no-op job's CPU in the worker. The
         middleware that define a hook are read once and again whenever the
         middleware list changes; errors are handled exactly as Dramatiq does.
+        A hook set on a middleware instance later, with the list unchanged,
+        is not seen: add the middleware again instead.
         """
         name = "before_" + signal
         for middleware in self._defining(name):
