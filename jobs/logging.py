@@ -14,6 +14,7 @@ import sys
 import threading
 import weakref
 from contextvars import ContextVar, Token
+from multiprocessing import util as multiprocessing_util
 from typing import Any, TextIO
 
 from jobs.redaction import redact, redact_text
@@ -214,9 +215,7 @@ def _flush_at_exit() -> None:
     if _exit_flush_pid == os.getpid():
         return
     _exit_flush_pid = os.getpid()
-    from multiprocessing import util
-
-    util.Finalize(None, logging_write_through, exitpriority=0)
+    multiprocessing_util.Finalize(None, logging_write_through, exitpriority=0)
 
 
 def _reset_after_fork() -> None:
