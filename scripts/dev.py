@@ -96,6 +96,9 @@ def main() -> int:
                 "--logfile",
                 str(redis_dir / "redis.log"),
             ],
+            # Its own process group: Ctrl-C in the terminal must not stop Redis
+            # before the worker and scheduler have shut down (they need it to).
+            start_new_session=True,
         )
         procs.append(("redis", redis_proc))
         wait_for_port(port)
@@ -221,14 +224,19 @@ def supervise(procs: list[tuple[str, subprocess.Popen[bytes]]]) -> int:
                 stopping = True
                 break
         time.sleep(0.5)
-    for _name, proc in reversed(procs):
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    for _name, proc in reversed(procs):
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    # The web server, worker and scheduler first; Redis, which they use while
+    # they shut down, once they have exited.
+    apps = [proc for name, proc in reversed(procs) if name != "redis"]
+    services = [proc for name, proc in procs if name == "redis"]
+    for group in (apps, services):
+        for proc in group:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in group:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
     return code
 
 
