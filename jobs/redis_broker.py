@@ -211,7 +211,9 @@ class JobsRedisBroker(RedisBroker):
         defining = [
             m
             for m in self.middleware
-            if base is None or getattr(type(m), name, None) is not base or name in vars(m)
+            if base is None
+            or getattr(type(m), name, None) is not base
+            or name in getattr(m, "__dict__", ())
         ]
         self._hook_cache[name] = (list(self.middleware), defining)
         return defining
