@@ -282,7 +282,6 @@ def _encode_fields(fields: dict[str, Any]) -> bytes:
     return _compact_json(fields).encode()
 
 
-def _hooks(broker: dramatiq.Broker, name: str) -> list[Any]:
+def _hooks(broker: JobsRedisBroker, name: str) -> list[Any]:
     """The bound ``name`` hooks of the broker's middleware that override Middleware's no-op."""
-    base = getattr(dramatiq.Middleware, name)
-    return [getattr(m, name) for m in broker.middleware if getattr(type(m), name, base) is not base]
+    return [getattr(m, name) for m in broker.middleware_defining(name)]

@@ -181,7 +181,7 @@ class JobsRedisBroker(RedisBroker):
         is not seen: add the middleware again instead.
         """
         name = "before_" + signal
-        for middleware in self._defining(name):
+        for middleware in self.middleware_defining(name):
             try:
                 getattr(middleware, name)(self, *args, **kwargs)
             except MiddlewareError:
@@ -194,7 +194,7 @@ class JobsRedisBroker(RedisBroker):
     def emit_after(self, signal: str, *args: Any, **kwargs: Any) -> None:
         """Dramatiq's ``emit_after`` (middleware in reverse order), like :meth:`emit_before`."""
         name = "after_" + signal
-        for middleware in reversed(self._defining(name)):
+        for middleware in reversed(self.middleware_defining(name)):
             try:
                 getattr(middleware, name)(self, *args, **kwargs)
             except Exception:
@@ -202,7 +202,7 @@ class JobsRedisBroker(RedisBroker):
                     "Unexpected failure in %s of %r.", name, middleware, exc_info=True
                 )
 
-    def _defining(self, name: str) -> list[Middleware]:
+    def middleware_defining(self, name: str) -> list[Middleware]:
         """The middleware, in order, whose ``name`` hook is not ``Middleware``'s no-op."""
         cached = self._hook_cache.get(name)
         if cached is not None and cached[0] == self.middleware:

@@ -89,7 +89,7 @@ def test_a_failing_hook_is_logged_and_the_others_still_run_but_skip_message_prop
 
 
 def test_no_op_hooks_of_the_base_class_are_not_called(broker: JobsRedisBroker) -> None:
-    defining = broker._defining("before_ack")
+    defining = broker.middleware_defining("before_ack")
     assert defining == [
         m for m in broker.middleware if type(m).before_ack is not dramatiq.Middleware.before_ack
     ]
