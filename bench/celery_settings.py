@@ -7,7 +7,6 @@ results live in ``django_celery_results_taskresult``.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from toolboxai.env import parse_database_url
 
@@ -16,10 +15,6 @@ DEBUG = False
 USE_TZ = True
 TIME_ZONE = "UTC"
 INSTALLED_APPS = ["django.contrib.contenttypes", "django_celery_results"]
-DATABASES = {
-    "default": parse_database_url(
-        os.environ["DATABASE_URL"], base_dir=Path(__file__).resolve().parent.parent
-    )
-}
+DATABASES = {"default": parse_database_url(os.environ["DATABASE_URL"])}
 DATABASES["default"]["CONN_MAX_AGE"] = 60
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

@@ -358,7 +358,7 @@ def release(r: redis.Redis, system: str) -> list[bytes]:
             # consumers wait for one (polling only once a second as a safety net). The
             # release stands for those submissions, so it publishes their wake-ups.
             # A's consumers poll and C's block on BRPOP, as deployed; nothing to send.
-            from jobs.wakeups import publish_wakeups, wakeup_channel
+            from jobs.transport.wakeups import publish_wakeups, wakeup_channel
 
             lists = [k[len(src) :].decode() for k in keys if not k.endswith(b".msgs")]
             publish_wakeups(pipe, wakeup_channel(dst.decode().rstrip(":"), r), lists)

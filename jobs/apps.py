@@ -9,8 +9,9 @@ class JobsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        # checks and admin_reports register themselves on import.
-        from jobs import admin_reports, broker, checks  # noqa: F401
+        # Django requires these imports here (the app registry is ready only now):
+        # the system checks register themselves on import, and setup() builds the broker.
+        from jobs import broker, checks  # noqa: F401
         from jobs.api import connections
 
         broker.setup()

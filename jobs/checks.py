@@ -8,7 +8,7 @@ import redis
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning, register
 
-from jobs.conf import jobs_settings
+from jobs.transport.client import build_redis_client, server_eviction_policy
 
 EVICTION_HINT = (
     "Eviction silently drops queue entries, so jobs are lost. Set `maxmemory-policy "
@@ -21,7 +21,11 @@ EVICTION_HINT = (
 def check_redis_eviction_policy(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """Redis must never evict keys: warn in development, error with production settings."""
     try:
-        policy = redis_eviction_policy(jobs_settings.redis_url)
+        client = build_redis_client()
+        try:
+            policy = server_eviction_policy(client)
+        finally:
+            client.close()
     except redis.RedisError as exc:
         return [
             Warning(
@@ -36,19 +40,3 @@ def check_redis_eviction_policy(app_configs: Any = None, **kwargs: Any) -> list[
     if settings.DEBUG:
         return [Warning(text, hint=EVICTION_HINT, id="jobs.W802")]
     return [Error(text, hint=EVICTION_HINT, id="jobs.E802")]
-
-
-def redis_eviction_policy(url: str) -> str | None:
-    """The server's ``maxmemory-policy``, from CONFIG GET or, if CONFIG is refused, INFO."""
-    client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
-    try:
-        try:
-            value = client.config_get("maxmemory-policy").get("maxmemory-policy")
-        except redis.ResponseError:
-            # Managed Redis services and ACLs often refuse CONFIG; INFO reports it too.
-            value = client.info("memory").get("maxmemory_policy")
-    finally:
-        client.close()
-    if value is None:
-        return None
-    return value.decode() if isinstance(value, bytes) else str(value)

@@ -50,6 +50,12 @@ class InvalidSubmission(JobsError):
         self.field = field
 
 
+class UnknownQueue(JobsError):
+    """Raised when an operator names a queue that workers do not consume."""
+
+    code = "unknown_queue"
+
+
 class InvalidTransition(JobsError):
     """Raised when a job cannot move from its current status to the one asked for."""
 

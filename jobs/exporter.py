@@ -2,9 +2,9 @@
 
 ``manage.py rundramatiq`` points every worker process at one
 ``PROMETHEUS_MULTIPROC_DIR`` (emptied at start) and runs :func:`serve` as a
-Dramatiq fork process. Each scrape sums the processes' counters and histograms
+Dramatiq fork process (``jobs.worker:serve_metrics``, which sets Django up first). Each scrape sums the processes' counters and histograms
 and reads the live broker state (queue depths, oldest message, dead letters,
-workers alive) from Redis through :mod:`jobs.inspection`.
+workers alive) from Redis through :mod:`jobs.selectors.queues`.
 """
 
 from __future__ import annotations
@@ -18,9 +18,13 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import redis
+from prometheus_client import start_http_server
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector, CollectorRegistry
+
+from jobs.conf import jobs_settings
+from jobs.selectors.queues import queue_stats, workers
 
 logger = logging.getLogger(__name__)
 
@@ -35,8 +39,6 @@ class BrokerCollector(Collector):
     """
 
     def collect(self) -> Iterator[Metric]:
-        from jobs.inspection import queue_stats, workers
-
         up = GaugeMetricFamily("jobs_broker_up", "1 when Redis answered this scrape.")
         try:
             stats = queue_stats()
@@ -112,14 +114,7 @@ def build_registry(metrics_dir: str) -> CollectorRegistry:
 
 
 def serve() -> int:
-    """Fork function of ``rundramatiq``: serve ``/metrics`` on PROMETHEUS_HOST:PROMETHEUS_PORT."""
-    import django
-
-    django.setup()
-    from prometheus_client import start_http_server
-
-    from jobs.conf import jobs_settings
-
+    """Serve ``/metrics`` on PROMETHEUS_HOST:PROMETHEUS_PORT (``rundramatiq``'s fork process)."""
     metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or jobs_settings.metrics_dir
     host, port = jobs_settings.prometheus_host, jobs_settings.prometheus_port
     try:

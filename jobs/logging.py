@@ -35,10 +35,6 @@ def unbind_log_context(token: Token[dict[str, Any]]) -> None:
     _log_context.reset(token)
 
 
-def get_log_context() -> dict[str, Any]:
-    return dict(_log_context.get())
-
-
 class JobContextFilter(logging.Filter):
     """Copy the log context onto each record (``-`` where a field is unknown)."""
 
@@ -105,10 +101,8 @@ class BatchingStreamHandler(logging.StreamHandler):
 
     A worker process logs a line at the end of every job. Written one by one,
     each line took the handler's lock across a write to Dramatiq's log pipe,
-    and the 8 job threads queued on that lock and on the GIL behind it: the
-    line cost a no-op job about 170 µs of the worker's CPU and 30 µs of the
-    parent process's, which forwards every pipe message (bench: 2,200 against
-    3,200 jobs/s with the line at DEBUG). Each line is still formatted, and
+    and the job threads queued on that lock and on the GIL behind it; the
+    parent process forwards every pipe message (bench/HISTORY.md). Each line is still formatted, and
     its secrets redacted, by the thread that logs it; a writer thread then
     writes whatever piled up meanwhile in one write.
 

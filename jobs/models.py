@@ -310,6 +310,7 @@ class ProviderDelivery(models.Model):
 
     class Meta:
         ordering = ["-claimed_at"]
+        verbose_name_plural = "provider deliveries"
         constraints = [
             models.UniqueConstraint(fields=["job", "channel"], name="jobs_delivery_job_channel"),
         ]

@@ -1,16 +1,22 @@
 """Base class for payload serializers: DRF validation that also refuses unknown fields.
 
-:func:`payload_fast_path` validates the common, valid payload without DRF;
-anything it is not certain about goes through the serializer, which gives
-every error its usual message.
+Two ways around DRF's per-call cost live here, fenced from the readable code
+that calls them: :func:`payload_fast_path` validates the common, valid
+payload without DRF (anything it is not certain about goes through the
+serializer, which gives every error its usual message), and
+:func:`bound_serializer` reuses one serializer instance per thread instead of
+building a new one (with deep copies of every field) per call.
+tests/unit/test_payload_fast_path.py holds both equal to plain DRF.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
+import threading
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 from django.core.validators import (
     MaxLengthValidator,
@@ -22,6 +28,10 @@ from django.core.validators import (
 from rest_framework import serializers
 from rest_framework.fields import empty
 from rest_framework.validators import ProhibitSurrogateCharactersValidator
+
+from jobs.conf import jobs_settings
+from jobs.errors import InvalidPayload, PayloadTooLarge
+from jobs.registry import JobType
 
 
 class PayloadSerializer(serializers.Serializer[dict[str, Any]]):
@@ -51,8 +61,9 @@ _fast_paths: dict[type[serializers.Serializer[Any]], FastPath | None] = {}
 def payload_fast_path(serializer_class: type[serializers.Serializer[Any]]) -> FastPath | None:
     """A validator equivalent to the serializer's ``is_valid()`` + ``data`` for valid payloads.
 
-    A DRF serializer spent about 60 µs per payload (field lookups, validator
-    objects, representation), the largest share of a bulk submission. For a
+    A DRF serializer costs more per payload (field lookups, validator
+    objects, representation) than the rest of a bulk submission's work
+    (bench/HISTORY.md). For a
     :class:`PayloadSerializer` made only of plain ``CharField``,
     ``IntegerField``, ``FloatField`` and ``BooleanField`` fields (with their
     built-in length, range, null-character and surrogate validators, no
@@ -200,3 +211,100 @@ def _number_check(is_float: bool, limits: dict[str, Any]) -> _FieldCheck:
         return value
 
     return check
+
+
+_thread_serializers = threading.local()
+
+
+def bound_serializer[S: serializers.Serializer[Any]](
+    serializer_class: type[S],
+    data: Any,
+    *,
+    cache: dict[Any, Any] | None = None,
+    key: Any = None,
+) -> S:
+    """A ``serializer_class(data=data)``: new, or the cached instance of this class, reset.
+
+    DRF deep-copies every declared field for each serializer instance, a large
+    share of a submission's CPU (bench/HISTORY.md). The instance is reused
+    within ``cache`` (one bulk call), or without it per thread (a serializer
+    is never shared between threads); only what ``is_valid()`` and ``data``
+    cache is per payload, and it is cleared here. ``key`` distinguishes
+    instances of one class built differently (default: the class).
+    """
+    if cache is None:
+        cache = cast(dict[Any, Any], _thread_serializers.__dict__)
+    cache_key = serializer_class if key is None else key
+    serializer: S | None = cache.get(cache_key)
+    if serializer is None:
+        serializer = cache[cache_key] = serializer_class(data=data)
+        return serializer
+    serializer.initial_data = data
+    for attr in ("_validated_data", "_errors", "_data"):
+        serializer.__dict__.pop(attr, None)
+    return serializer
+
+
+def validate_payload(
+    jt: JobType, payload: Any, *, serializers: dict[Any, Any] | None = None
+) -> dict[str, Any]:
+    """Check a payload's shape, size and fields; return it normalised by the type's serializer.
+
+    ``serializers`` lets one call validate many payloads with one serializer
+    instance per job type (see :func:`jobs.payloads.bound_serializer`).
+    """
+    return validate_payload_json(jt, payload, serializers=serializers)[0]
+
+
+#: One encoder each, built once: ``json.dumps`` with options builds a new encoder per call.
+_encode_strict = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+#: Keys sorted: the text a payload's stamp covers (JobType.payload_stamp), encoded once.
+_encode = json.JSONEncoder(separators=(",", ":"), sort_keys=True).encode
+
+
+def validate_payload_json(
+    jt: JobType, payload: Any, *, serializers: dict[Any, Any] | None = None
+) -> tuple[dict[str, Any], str]:
+    """:func:`validate_payload`, also returning the normalised payload as compact JSON."""
+    if type(payload) is not dict and not isinstance(payload, Mapping):
+        raise InvalidPayload(
+            f"The payload must be a JSON object, not {type(payload).__name__}.",
+            errors={"payload": ["Expected a JSON object."]},
+        )
+    try:
+        encoded = _encode_strict(payload)
+    except (TypeError, ValueError) as exc:
+        raise InvalidPayload(
+            f"The payload cannot be encoded as JSON ({exc}). "
+            "Send only objects, lists, strings, numbers, booleans and null.",
+            errors={"payload": [f"Not JSON-serialisable: {exc}"]},
+        ) from None
+    limit = jobs_settings.max_payload_bytes
+    check_payload_size(encoded, limit)
+    if jt.payload_serializer is None:
+        return dict(payload), encoded
+    fast_path = payload_fast_path(jt.payload_serializer)
+    normalised = fast_path(payload) if fast_path is not None else None
+    if normalised is None:
+        assert jt.payload_serializer is not None
+        serializer = bound_serializer(jt.payload_serializer, dict(payload), cache=serializers)
+        if not serializer.is_valid():
+            fields = ", ".join(sorted(serializer.errors))
+            raise InvalidPayload(
+                f"The payload of {jt.name!r} is invalid in: {fields}.", errors=serializer.errors
+            )
+        normalised = dict(serializer.data)
+    encoded = _encode(normalised)
+    check_payload_size(encoded, limit)
+    return normalised, encoded
+
+
+def check_payload_size(encoded: str, limit: int) -> None:
+    # Compact JSON escapes every non-ASCII character, so its length is its size in bytes.
+    size = len(encoded) if encoded.isascii() else len(encoded.encode())
+    if size > limit:
+        raise PayloadTooLarge(
+            f"The payload is {size} bytes, over JOBS_MAX_PAYLOAD_BYTES={limit}. "
+            "Pass a reference (an id or a URL) to large data instead of the data itself.",
+            errors={"payload": [f"Payload is {size} bytes; the limit is {limit}."]},
+        )

@@ -31,7 +31,8 @@ QUEUES: tuple[str, ...] = (
     "dead_letter",
 )
 
-DEFAULT_QUEUE = "default"
+#: Queues that workers consume. ``dead_letter`` is only browsed, never consumed.
+CONSUMED_QUEUES: tuple[str, ...] = tuple(q for q in QUEUES if q != "dead_letter")
 
 
 class Band(StrEnum):

@@ -1,7 +1,7 @@
 """The job types: name → function, payload serializer, home queue and limits.
 
 Modules declare job types with :func:`job_type` at import time, but no
-Dramatiq actor exists until :func:`bind` runs from ``JobsConfig.ready()``
+Dramatiq actor exists until ``jobs.broker.bind`` runs from ``JobsConfig.ready()``
 with the broker that ``jobs.broker`` built. That keeps the broker out of
 import time, and lets every process (web, worker, scheduler) share one list.
 """
@@ -212,20 +212,3 @@ def autodiscover() -> None:
         if hasattr(module, "__path__"):
             for info in pkgutil.walk_packages(module.__path__, prefix=module.__name__ + "."):
                 importlib.import_module(info.name)
-
-
-def bind(broker: dramatiq.Broker) -> None:
-    """Create (or re-create) a Dramatiq actor on ``broker`` for every job type."""
-    from jobs.runtime import make_actor_fn
-
-    for jt in _registry.values():
-        if jt.name in broker.actors:
-            del broker.actors[jt.name]
-        jt.actor = dramatiq.Actor(
-            make_actor_fn(jt),
-            broker=broker,
-            actor_name=jt.name,
-            queue_name=jt.queue,
-            priority=0,
-            options=jt.actor_options(),
-        )

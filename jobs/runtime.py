@@ -10,13 +10,13 @@ import json
 from collections.abc import Callable
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from jobs.conf import jobs_settings
 from jobs.errors import JobCancelled, ResultNotSerializable, ResultTooLarge
-
-if TYPE_CHECKING:
-    from jobs.registry import JobType
+from jobs.registry import JobType
+from jobs.services.control import job_cancel_requested, job_report_progress
+from jobs.transport.events import publish
 
 
 @dataclass
@@ -42,8 +42,6 @@ class JobContext:
 
     def progress(self, percent: int, message: str = "") -> None:
         """Record progress (0-100). Raises JobCancelled if a cancel was requested."""
-        from jobs.services import job_report_progress
-
         if job_report_progress(
             job_id=self.job_id, attempt=self.attempt, percent=percent, message=message
         ):
@@ -51,14 +49,10 @@ class JobContext:
 
     def publish_partial(self, text: str, **extra: Any) -> None:
         """Stream a piece of partial output (e.g. generated text) to the job's event stream."""
-        from jobs.events import publish
-
         publish(self.job_id, "partial", {"text": text, **extra})
 
     def checkpoint(self) -> None:
         """Raise JobCancelled if a cancel was requested; cheap enough to call in loops."""
-        from jobs.services import job_cancel_requested
-
         if job_cancel_requested(job_id=self.job_id):
             raise JobCancelled(f"Job {self.job_id} was cancelled while running.")
 

@@ -1,6 +1,7 @@
-"""Entry module for the ``dramatiq`` CLI: sets Django up, which builds the broker and actors.
+"""Entry module of the ``dramatiq`` CLI: sets Django up, which builds the broker and actors.
 
-``manage.py rundramatiq`` passes this module to ``dramatiq``; do not import it elsewhere.
+``manage.py rundramatiq`` passes this module to ``dramatiq`` (and
+``jobs.worker:serve_metrics`` as a fork function); do not import it elsewhere.
 """
 
 from __future__ import annotations
@@ -11,3 +12,8 @@ import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "toolboxai.settings")
 django.setup()
+
+# Django must be set up before the exporter's modules (models) are imported.
+from jobs.exporter import serve as serve_metrics  # noqa: E402
+
+__all__ = ["serve_metrics"]

@@ -74,10 +74,10 @@ def main() -> int:
     import django
 
     django.setup()
-    from jobs.broker import get_broker
     from jobs.conf import jobs_settings
     from jobs.models import Job, JobAttempt
     from jobs.services import job_cancel, job_submit
+    from jobs.transport.broker import get_broker
 
     print(
         f"JOBS_HEARTBEAT_TIMEOUT_MS={jobs_settings.heartbeat_timeout_ms} "

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.contrib.auth.models import AnonymousUser, User
 from django.db.models import QuerySet
 
-from tenants.models import Membership, Organization
+from tenants.models import Organization
 
 
 def organizations_for_user(*, user: User | AnonymousUser) -> QuerySet[Organization]:
@@ -15,7 +15,3 @@ def organizations_for_user(*, user: User | AnonymousUser) -> QuerySet[Organizati
     if not user.is_authenticated:
         return Organization.objects.none()
     return Organization.objects.filter(memberships__user=user).distinct()
-
-
-def membership_for(*, user: User, organization: Organization) -> Membership | None:
-    return Membership.objects.filter(user=user, organization=organization).first()

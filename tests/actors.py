@@ -7,11 +7,11 @@ from typing import Any
 
 from redis import Redis
 
-from jobs.broker import get_broker
 from jobs.errors import SoftTimeLimitExceeded
 from jobs.registry import job_type
 from jobs.runtime import current_job
 from jobs.scheduler.registry import periodic
+from jobs.transport.broker import get_broker
 from tenants.context import get_organization_id
 
 

@@ -15,7 +15,7 @@ import redis
 from django.conf import settings
 from dramatiq.brokers.redis import RedisBroker
 
-from jobs.broker import get_broker
+from jobs.transport.broker import get_broker
 
 #: Local servers speaking the providers' protocols (OpenAI, SendGrid, SMTP, Roblox).
 pytest_plugins = ["tests.fakes.fixtures"]

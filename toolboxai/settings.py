@@ -1,7 +1,7 @@
 """Django settings for toolboxai jobs.
 
-Every value comes from the environment, with embedded defaults that make
-``make run`` work on a fresh machine (SQLite plus a local Redis). This is the
+Every value comes from the environment, with defaults for a local machine
+(``make run`` starts an embedded Postgres and Redis and sets both URLs). This is the
 only module that reads the environment; README.md documents every variable.
 """
 
@@ -104,15 +104,13 @@ TEMPLATES = [
 
 DATABASES = {
     "default": parse_database_url(
-        env_str("DATABASE_URL", f"sqlite:///{STATE_DIR / 'db.sqlite3'}"), base_dir=BASE_DIR
+        env_str("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/toolboxai")
     )
 }
 # django-prometheus's wrappers of the same backends count queries and errors for /metrics.
 DATABASES["default"]["ENGINE"] = DATABASES["default"]["ENGINE"].replace(
     "django.db.backends.", "django_prometheus.db.backends."
 )
-if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
-    Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
 # Workers keep their connection between messages; the DB-connections
 # middleware closes it when it is older than this or broken.
 DATABASES["default"]["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0)
@@ -171,7 +169,7 @@ JOBS_REDIS_NAMESPACE = env_str("JOBS_REDIS_NAMESPACE", "dramatiq")
 # A worker whose heartbeat is older than this is dead; its messages are requeued.
 # With the recovery interval this bounds recovery after a `kill -9` (about 35 s).
 JOBS_HEARTBEAT_TIMEOUT_MS = env_int("JOBS_HEARTBEAT_TIMEOUT_MS", 30_000, minimum=1_000)
-# --- Recovery (jobs/recovery.py, `manage.py recover`) ---
+# --- Recovery (jobs/services/recovery.py, `manage.py recover`) ---
 # How often the recovery loop runs a pass.
 JOBS_RECOVERY_INTERVAL_MS = env_int("JOBS_RECOVERY_INTERVAL_MS", 5_000, minimum=50)
 # Most rows or workers one pass handles per step; the rest wait for the next pass.

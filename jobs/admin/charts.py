@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from jobs.dashboard import MinuteCount
+from jobs.selectors.dashboard import MinuteCount
 
 WIDTH = 1440  # one unit per minute of a 24-hour window
 HEIGHT = 200

@@ -17,15 +17,13 @@ logger = logging.getLogger(__name__)
 
 
 def estimate_count(queryset: QuerySet[Any]) -> int | None:
-    """The planner's row estimate for a queryset (Postgres only; None elsewhere).
+    """The planner's row estimate for a queryset (None when it cannot be had).
 
     ``EXPLAIN`` costs a planning step, not a scan: it reads table statistics
     (``ANALYZE``/autovacuum), so it is instant at any size and close enough
     for "about 1,000,000 jobs".
     """
     connection = connections[queryset.db]
-    if connection.vendor != "postgresql":
-        return None
     sql, params = queryset.query.get_compiler(using=queryset.db).as_sql()
     try:
         with connection.cursor() as cursor:

@@ -15,19 +15,23 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.views import View
 
-from jobs import dashboard
 from jobs.admin.charts import throughput_chart
-from jobs.admin.jobs import status_badge, visible_organizations
+from jobs.admin.common import status_badge, visible_organizations
 from jobs.conf import jobs_settings
-from jobs.dead_letters import (
+from jobs.redaction import redact_text
+from jobs.scheduler.overview import schedules_overview
+from jobs.selectors import dashboard
+from jobs.selectors.dead_letters import (
     dead_letter_group,
     dead_letter_group_job_ids,
     dead_letter_groups,
-    dead_letter_purge,
-    dead_letter_replay,
 )
-from jobs.inspection import queue_stats, workers
-from jobs.redaction import redact_text
+from jobs.selectors.queues import queue_stats, workers
+from jobs.services.dead_letters import (
+    dead_letter_group_purge,
+    dead_letter_group_replay,
+    dead_letters_purge_all,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -77,8 +81,7 @@ class DashboardView(_JobsAdminView):
                 }
                 for job in dashboard.recent_failures(organizations=organizations)
             ],
-            # LEAD: filled by the scheduler once it exists (see jobs.dashboard.schedules).
-            schedules=dashboard.schedules(),
+            schedules=schedules_overview(),
             show_broker=request.user.is_superuser,
             redis_error=None,
             queues=[],
@@ -155,24 +158,26 @@ class DeadLettersView(_JobsAdminView):
             )
             return TemplateResponse(request, "admin/jobs/dead_letters_confirm.html", context)
         user = request.user if isinstance(request.user, User) else None
-        if operation == "replay" and group is not None:
-            result = dead_letter_replay(
+        if group is None:
+            purged = dead_letters_purge_all(user=user, via="admin")
+            messages.success(
+                request, f"Purged {purged.redis_removed} dead-lettered message(s) from Redis."
+            )
+        elif operation == "replay":
+            result = dead_letter_group_replay(
                 group=group, organizations=organizations, user=user, via="admin"
             )
-            messages.success(request, f"Replayed {len(result.replayed)} job(s).")
+            messages.success(request, f"Replayed {result.done} job(s).")
             if result.skipped:
-                shown = "; ".join(f"{j[:8]} ({reason})" for j, reason in result.skipped[:20])
-                messages.warning(request, f"Skipped {len(result.skipped)}: {shown}.")
+                messages.warning(
+                    request,
+                    f"Skipped {result.skipped}: no longer dead letters (replayed meanwhile).",
+                )
         else:
-            job_ids = (
-                dead_letter_group_job_ids(group=group, organizations=organizations)
-                if group is not None
-                else None
-            )
-            purged = dead_letter_purge(
-                organizations=organizations, job_ids=job_ids, user=user, via="admin"
+            purged = dead_letter_group_purge(
+                group=group, organizations=organizations, user=user, via="admin"
             )
             messages.success(
-                request, f"Purged {purged.removed} dead-lettered message(s) from Redis."
+                request, f"Purged {purged.redis_removed} dead-lettered message(s) from Redis."
             )
         return HttpResponseRedirect(reverse("admin:jobs_dead_letters"))

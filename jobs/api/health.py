@@ -10,8 +10,8 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from jobs.broker import get_broker
 from jobs.conf import jobs_settings
+from jobs.transport.broker import broker_ping
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def _check_postgres() -> str:
 
 def _check_redis() -> str:
     try:
-        get_broker().client.ping()
+        broker_ping()
     except redis.RedisError as exc:
         logger.warning("Readiness: Redis is unavailable (%s).", exc)
         return f"unavailable ({type(exc).__name__})"

@@ -2,7 +2,7 @@
 
 It replays the job's current state first, then follows the ledger row by
 polling it (every API_EVENTS_POLL_MS) and forwards the partial results that
-workers publish on the job's Redis pub/sub channel (``jobs.events``). It
+workers publish on the job's Redis pub/sub channel (``jobs.transport.events``). It
 closes once the job finishes. Workers write nothing extra for it.
 
 There are two drivers over one :class:`JobEventTracker`: an async generator
@@ -27,8 +27,14 @@ import redis.asyncio
 from django.db import close_old_connections
 
 from jobs.conf import jobs_settings
-from jobs.events import channel_name
 from jobs.models import FINISHED_STATUSES, Job
+from jobs.selectors.jobs import (
+    ajob_for_stream,
+    ajob_stream_snapshot,
+    job_for_stream,
+    job_stream_snapshot,
+)
+from jobs.transport.events import async_events_client, channel_name
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +42,6 @@ logger = logging.getLogger(__name__)
 KEEPALIVE_SECONDS = 15.0
 #: How long a client waits before reconnecting after the stream ends early, in ms.
 RECONNECT_MS = 2000
-_LIGHT_FIELDS = ("status", "attempts", "progress", "progress_message")
 
 
 def sse_frame(event: str, data: Any) -> bytes:
@@ -66,13 +71,17 @@ class JobEventTracker:
         self._last: dict[str, Any] | None = None
         self.finished = False
 
-    def light_query(self) -> Any:
-        return Job.objects.filter(pk=self.job_id, organization_id=self.organization_id).values(
-            *_LIGHT_FIELDS
-        )
+    def snapshot(self) -> dict[str, Any] | None:
+        return job_stream_snapshot(job_id=self.job_id, organization_id=self.organization_id)
 
-    def full_query(self) -> Any:
-        return Job.objects.filter(pk=self.job_id, organization_id=self.organization_id)
+    async def asnapshot(self) -> dict[str, Any] | None:
+        return await ajob_stream_snapshot(job_id=self.job_id, organization_id=self.organization_id)
+
+    def full(self) -> Job | None:
+        return job_for_stream(job_id=self.job_id, organization_id=self.organization_id)
+
+    async def afull(self) -> Job | None:
+        return await ajob_for_stream(job_id=self.job_id, organization_id=self.organization_id)
 
     def needs_full(self, row: dict[str, Any] | None) -> bool:
         """Whether a status event (the whole job) is due for this snapshot."""
@@ -128,8 +137,8 @@ def stream_sync(tracker: JobEventTracker, pubsub: Any) -> Iterator[bytes]:
     try:
         yield f"retry: {RECONNECT_MS}\n\n".encode()
         while True:
-            row = tracker.light_query().first()
-            job = tracker.full_query().first() if tracker.needs_full(row) else None
+            row = tracker.snapshot()
+            job = tracker.full() if tracker.needs_full(row) else None
             out = _drain_sync(tracker, pubsub, 0) + tracker.frames(row, job)
             if tracker.finished:
                 out += _drain_sync(tracker, pubsub, 0)
@@ -171,7 +180,7 @@ async def stream_async(tracker: JobEventTracker) -> AsyncIterator[bytes]:
     """The ASGI driver: subscribes with redis.asyncio, reads the ledger with the async ORM."""
     poll = jobs_settings.api_events_poll_ms / 1000
     deadline = time.monotonic() + jobs_settings.api_events_max_seconds
-    client: Any = redis.asyncio.Redis.from_url(jobs_settings.redis_url)
+    client: Any = async_events_client()
     pubsub: Any = client.pubsub(ignore_subscribe_messages=True)
     last_sent = time.monotonic()
     try:
@@ -182,8 +191,8 @@ async def stream_async(tracker: JobEventTracker) -> AsyncIterator[bytes]:
             pubsub = None
         yield f"retry: {RECONNECT_MS}\n\n".encode()
         while True:
-            row = await tracker.light_query().afirst()
-            job = await tracker.full_query().afirst() if tracker.needs_full(row) else None
+            row = await tracker.asnapshot()
+            job = await tracker.afull() if tracker.needs_full(row) else None
             out = await _drain_async(tracker, pubsub, 0) + tracker.frames(row, job)
             if tracker.finished:
                 out += await _drain_async(tracker, pubsub, 0)

@@ -32,14 +32,13 @@ from jobs.api.serializers import (
     public_job_type_names,
 )
 from jobs.api.streaming import JobEventTracker, stream_async, stream_sync
-from jobs.broker import get_broker
 from jobs.conf import jobs_settings
 from jobs.errors import UnknownJobType
-from jobs.events import channel_name
 from jobs.models import Job, JobStatus
 from jobs.registry import JobType, all_job_types, get_job_type
 from jobs.selectors import job_get, jobs_for_organization
 from jobs.services import JobRequest, job_cancel, job_retry, job_submit, job_submit_many
+from jobs.transport.events import events_pubsub
 from tenants.api.authentication import request_organization
 
 VIA = "api"
@@ -342,8 +341,7 @@ class JobEventsView(APIView):
             content = stream_async(tracker)
         else:
             # Subscribing here turns a Redis outage into a 503 before the stream starts.
-            pubsub = get_broker().client.pubsub(ignore_subscribe_messages=True)
-            pubsub.subscribe(channel_name(str(job.pk)))
+            pubsub = events_pubsub(str(job.pk))
             content = stream_sync(tracker, pubsub)
         response = StreamingHttpResponse(content, content_type="text/event-stream")
         response["Cache-Control"] = "no-cache"

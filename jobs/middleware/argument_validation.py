@@ -12,7 +12,10 @@ from django.db import DatabaseError
 from dramatiq.middleware import Middleware, SkipMessage
 
 from jobs.errors import InvalidPayload, UnknownJobType
-from jobs.registry import VALIDATED_OPTION
+from jobs.registry import VALIDATED_OPTION, get_job_type
+from jobs.services.ledger_writer import release_claims_ahead
+from jobs.services.recovery_ledger import job_dead_letter
+from jobs.services.submission import validate_payload
 
 logger = logging.getLogger(__name__)
 
@@ -24,8 +27,8 @@ class ArgumentValidation(Middleware):
     """Checks a message's arguments against its job type; a bad one never runs.
 
     A payload stamped at submission (:data:`VALIDATED_OPTION`) with the stamp
-    this worker computes for it is not checked again: checking was a tenth of
-    a no-op job's worker CPU.
+    this worker computes for it is not checked again: checking every payload
+    twice was a large share of a short job's CPU (bench/HISTORY.md).
 
     Retrying a message whose arguments are wrong only fails again, so it is
     dead-lettered at once (``message.fail()`` + ``SkipMessage``), its job is
@@ -37,8 +40,6 @@ class ArgumentValidation(Middleware):
         self._local = threading.local()
 
     def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
-        from jobs.registry import get_job_type
-
         try:
             jt = get_job_type(message.actor_name)
         except UnknownJobType:
@@ -47,16 +48,13 @@ class ArgumentValidation(Middleware):
         if stamp is not None and not message.args and stamp == jt.payload_stamp(message.kwargs):
             return  # this very payload passed these very rules at submission
         # One serializer per job type and worker thread: building a DRF serializer
-        # deep-copies its fields, a fifth of a no-op job's worker time.
+        # deep-copies its fields every time.
         serializers = getattr(self._local, "serializers", None)
         if serializers is None:
             serializers = self._local.serializers = {}
         problem = _problem(jt, message.args, message.kwargs, serializers)
         if problem is None:
             return
-        from jobs.middleware.ledger import release_claims_ahead
-        from jobs.services.recovery import job_dead_letter
-
         release_claims_ahead([message])  # the row must be waiting to be dead-lettered
 
         logger.error(
@@ -80,8 +78,6 @@ class ArgumentValidation(Middleware):
 def _problem(
     jt: Any, args: Any, kwargs: Any, serializers: dict[str, Any] | None = None
 ) -> str | None:
-    from jobs.services import validate_payload
-
     if args:
         return f"job types take keyword arguments only, got {len(args)} positional"
     if not isinstance(kwargs, dict):

@@ -20,8 +20,7 @@ class DbConnections(DbConnectionsMiddleware):
     Like Django between requests, it closes connections that errored or
     outlived ``CONN_MAX_AGE`` around every message. Django then also probes
     the connection (``SELECT 1``, with ``CONN_HEALTH_CHECKS``) before its
-    next query, which cost one Postgres round trip per job (bench/results/
-    profile-worker.txt). A connection this thread used for a message that
+    next query: one Postgres round trip per job. A connection this thread used for a message that
     finished less than ``RECENT_USE_SECONDS`` ago skips the probe; an idle one
     is still probed. Should a trusted connection have died meanwhile, the
     ledger's first query fails, the ledger re-delivers the message later

@@ -17,16 +17,15 @@ from jobs.background import BackgroundThread
 from jobs.conf import jobs_settings
 from jobs.errors import UnknownJobType
 from jobs.metrics import record_deferral
-from jobs.middleware.ledger import release_claims_ahead
-from jobs.redis_broker import add_fetch_listener, remove_fetch_listener
 from jobs.registry import get_job_type
 from jobs.services.control import job_cancel_for_inactive_organization
-from jobs.services.fairness import (
+from jobs.services.fairness import organization_limits, organization_limits_cached
+from jobs.services.ledger_writer import release_claims_ahead
+from jobs.transport.broker import add_fetch_listener, remove_fetch_listener
+from jobs.transport.limits import (
     concurrency_acquire,
     concurrency_acquire_many,
     concurrency_release_many,
-    organization_limits,
-    organization_limits_cached,
     type_rate_take,
 )
 

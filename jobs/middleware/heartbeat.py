@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
@@ -15,20 +14,17 @@ import redis
 from dramatiq.middleware import Middleware
 
 from jobs.conf import jobs_settings
+from jobs.transport.broker import JobsRedisBroker
+from jobs.transport.workers import worker_entry_remove, worker_entry_write
 
 logger = logging.getLogger(__name__)
 
 
-def workers_key(namespace: str) -> str:
-    return f"{namespace}:__workers__"
-
-
 class WorkerHeartbeat(Middleware):
-    """Writes ``{namespace}:__workers__[broker_id]`` every few seconds while a worker runs.
+    """Keeps this worker process's entry in the worker registry fresh while it runs.
 
-    Dramatiq's own heartbeats (used to requeue a dead worker's messages) also
-    count web processes that merely enqueue; this registry lists only workers,
-    with their host, pid, threads and queues.
+    The registry (:mod:`jobs.transport.workers`) lists only workers, with
+    their host, pid, threads and queues; dashboards and liveness checks read it.
 
     Parameters:
       interval_ms: how often the entry is refreshed, in milliseconds.
@@ -58,11 +54,10 @@ class WorkerHeartbeat(Middleware):
 
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         self._stop.set()
+        if not isinstance(broker, JobsRedisBroker):
+            return
         try:
-            broker.client.hdel(  # type: ignore[attr-defined]
-                workers_key(broker.namespace),  # type: ignore[attr-defined]
-                broker.broker_id,  # type: ignore[attr-defined]
-            )
+            worker_entry_remove(broker)
         except redis.RedisError:
             logger.warning("Could not unregister worker %s from Redis.", self._entry.get("pid"))
 
@@ -71,13 +66,10 @@ class WorkerHeartbeat(Middleware):
             self._beat(broker)
 
     def _beat(self, broker: dramatiq.Broker) -> None:
-        entry = {**self._entry, "last_seen": time.time()}
+        if not isinstance(broker, JobsRedisBroker):
+            return
         try:
-            broker.client.hset(  # type: ignore[attr-defined]
-                workers_key(broker.namespace),  # type: ignore[attr-defined]
-                broker.broker_id,  # type: ignore[attr-defined]
-                json.dumps(entry),
-            )
+            worker_entry_write(broker, {**self._entry, "last_seen": time.time()})
         except redis.RedisError as exc:
             logger.warning("Worker heartbeat to Redis failed: %s", exc)
 

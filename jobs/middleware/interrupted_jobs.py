@@ -9,6 +9,10 @@ from django.db import DatabaseError, connection
 from dramatiq.middleware import Middleware
 from redis import RedisError
 
+from jobs.services.recovery import recover_worker
+from jobs.services.recovery_ledger import WORKER_SHUTDOWN
+from jobs.transport.broker import JobsRedisBroker
+
 logger = logging.getLogger(__name__)
 
 
@@ -24,10 +28,6 @@ class InterruptedJobs(Middleware):
     """
 
     def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
-        from jobs.recovery import recover_worker
-        from jobs.redis_broker import JobsRedisBroker
-        from jobs.services.recovery import WORKER_SHUTDOWN
-
         if not isinstance(broker, JobsRedisBroker):
             return
         try:

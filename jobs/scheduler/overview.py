@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from jobs.registry import get_job_type
-from jobs.scheduler.lock import LockHolder
 from jobs.scheduler.registry import all_schedules
 from jobs.scheduler.runner import last_run, leader_lock, utc_now
+from jobs.transport.leader_lock import LockHolder
 
 
 @dataclass(frozen=True)

@@ -25,13 +25,14 @@ from enum import StrEnum
 import redis
 from django.db import DatabaseError, close_old_connections
 
-from jobs.broker import get_broker
 from jobs.conf import jobs_settings
 from jobs.errors import JobsError
 from jobs.models import Job
 from jobs.registry import get_job_type
-from jobs.scheduler.lock import LeaderLock, scheduler_identity
 from jobs.scheduler.registry import LeaderTask, Schedule, all_leader_tasks, all_schedules
+from jobs.services.submission import job_submit
+from jobs.transport.broker import get_broker
+from jobs.transport.leader_lock import LeaderLock, scheduler_identity
 
 logger = logging.getLogger(__name__)
 
@@ -218,8 +219,6 @@ class Scheduler:
         return outcomes
 
     def _decide(self, schedule: Schedule, tick: datetime, now: datetime) -> TickOutcome:
-        from jobs.services import job_submit
-
         previous = last_run(schedule)
         if previous is not None and previous.tick >= tick:
             return TickOutcome(schedule.name, tick, TickAction.ALREADY_RAN, previous.job_id)

@@ -1,4 +1,9 @@
-"""Writes to the ledger. Views, admin actions, commands and actors call these."""
+"""Writes to the ledger. Views, admin actions, commands and actors call these.
+
+The public entry points are re-exported here (``from jobs.services import
+job_submit``); modules inside this package import each other by their own
+names, never this package.
+"""
 
 from __future__ import annotations
 
@@ -8,32 +13,18 @@ from jobs.services.control import (
     job_report_progress,
     job_retry,
 )
+from jobs.services.messages import job_message
 from jobs.services.submission import (
     JobRequest,
     Submission,
-    job_message,
     job_submit,
     job_submit_many,
     validate_payload,
 )
-from jobs.services.transitions import (
-    AttemptEnd,
-    StartDecision,
-    StartVerdict,
-    job_adopt_message,
-    job_attempt_finish,
-    job_attempt_start,
-)
 
 __all__ = [
-    "AttemptEnd",
     "JobRequest",
-    "StartDecision",
-    "StartVerdict",
     "Submission",
-    "job_adopt_message",
-    "job_attempt_finish",
-    "job_attempt_start",
     "job_cancel",
     "job_cancel_requested",
     "job_message",

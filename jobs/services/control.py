@@ -11,10 +11,10 @@ from django.db.models import F
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from jobs.broker import enqueue_messages
 from jobs.errors import InvalidTransition
 from jobs.models import Job, JobEvent, JobEventKind, JobStatus
-from jobs.services.submission import job_message
+from jobs.services.dispatch import jobs_send
+from jobs.services.messages import job_message
 from jobs.services.transitions import running_filter
 
 logger = logging.getLogger(__name__)
@@ -37,6 +37,22 @@ REQUEUED_FIELDS: dict[str, Any] = {
     "error_traceback": "",
     "enqueued_at": None,  # until the new message reaches Redis (the outbox relay's cue)
 }
+
+
+def job_cancel_refusal(job: Job) -> str | None:
+    """Why :func:`job_cancel` would refuse (or do nothing to) this job now; None if it would not."""
+    if job.status in _CANCELLABLE_AT_ONCE:
+        return None
+    if job.status == JobStatus.RUNNING:
+        return "a cancel was already requested" if job.cancel_requested_at is not None else None
+    return f"it already finished ({job.status})"
+
+
+def job_retry_refusal(job: Job) -> str | None:
+    """Why :func:`job_retry` would refuse this job now; None if it would not."""
+    if job.status in _RETRYABLE:
+        return None
+    return f"it is {job.status}; only failed or cancelled jobs can be retried"
 
 
 def job_cancel(*, job: Job, user: User | None = None, via: str = "system") -> Job:
@@ -100,7 +116,7 @@ def job_retry(
             )
         _audit(job, kind, user=user, via=via)
         message = job_message(job)
-        transaction.on_commit(lambda: enqueue_messages([(message, None)]))
+        transaction.on_commit(lambda: jobs_send([(message, None)]))
     logger.info(
         "Job %s queued again by an explicit %s via %s.", job.pk, kind, via, extra=_log_fields(job)
     )

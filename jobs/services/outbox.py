@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime
 
 from django.db import DatabaseError, connection
 
-from jobs.models import Job, JobOutbox, JobStatus
+from jobs.models import JobOutbox
 
 logger = logging.getLogger(__name__)
 
@@ -34,17 +33,3 @@ def job_outbox_delete(*, outbox_id: int) -> None:
             outbox_id,
             exc,
         )
-
-
-def job_outboxes_due(*, created_before: datetime, limit: int) -> list[JobOutbox]:
-    """Outbox rows older than ``created_before``: their send did not happen or not finish."""
-    return list(JobOutbox.objects.filter(created_at__lt=created_before).order_by("pk")[:limit])
-
-
-def job_outbox_waiting_jobs(*, outbox: JobOutbox) -> list[Job]:
-    """The jobs of an outbox row that are still queued (the others have moved on)."""
-    return list(
-        Job.objects.filter(pk__in=list(outbox.job_ids), status=JobStatus.QUEUED).order_by(
-            "created_at"
-        )
-    )

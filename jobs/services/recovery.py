@@ -1,200 +1,336 @@
-"""Ledger writes of the recovery loop: lost attempts, dead letters, and the outbox.
+"""The recovery loop: no job is lost when workers, processes or Redis fail.
 
-These are system operations across every organization (the recovery loop
-has no tenant); each one is a conditional update, safe to run twice or from
-two processes at once.
+:func:`run_once` is one pass. ``manage.py recover`` runs it every
+``JOBS_RECOVERY_INTERVAL_MS``; the scheduler's leader may call it too. It is
+idempotent, bounded (at most ``JOBS_RECOVERY_BATCH_SIZE`` rows or workers per
+step) and safe to call from several processes at once: a short Redis lock
+lets one pass run at a time, and every write is conditional anyway.
+
+A pass, in order:
+
+1. **Redis state.** ``<ns>:__recovery__`` marks a Redis that still has our
+   data. If it is missing (first run, or Redis restarted without persistence,
+   was flushed or failed over), the messages of waiting jobs are gone: every
+   waiting row sent before that moment is re-sent (step 4), and heartbeats
+   are not trusted for one heartbeat timeout, so live workers can reconnect.
+   The same hold-off applies when no pass ran for a heartbeat timeout.
+2. **Dead workers.** A worker process is dead when both its Dramatiq
+   heartbeat (``<ns>:__heartbeats__``) and its registry entry
+   (``<ns>:__workers__``) are older than ``JOBS_HEARTBEAT_TIMEOUT_MS``, or
+   when the ledger has attempts open on a worker Redis does not know. Its
+   open attempts become ``lost`` and their jobs ``retrying``; then every
+   message it held, in every queue, band and delay queue, goes back to its
+   queue. A lost job whose message was not found is re-sent from the ledger.
+3. **Outbox relay.** A ``queued`` row that never reached Redis (a crash
+   between commit and send, or Redis failing at that moment) is sent once it
+   is ``JOBS_OUTBOX_GRACE_MS`` old. A ``retrying`` row whose retry should have
+   run long ago (its retry message was lost) is sent again.
+4. **Reconcile** after a data loss (step 1), in batches over several passes.
+5. **Dead letters** older than ``JOBS_DEAD_MESSAGE_TTL_MS`` leave Redis
+   (Dramatiq's random maintenance did that; the ledger keeps them for good).
+
+Redis is reached through :mod:`jobs.transport.recovery` (lock, marker,
+heartbeats), :mod:`jobs.transport.queues` (dead letters) and the broker's
+``requeue_worker``: only keys ``<ns>:*``, never ``KEYS`` or ``SCAN``. The
+scripts reach keys they compute from the namespace, like Dramatiq's own, so
+this needs a single Redis (not Cluster). ACL: ``+@read +@write +@scripting
++ping ~<ns>:*``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+import contextlib
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
-from django.db import connection, transaction
-from django.db.models import Count, Q
+import redis
 from django.utils import timezone
-from dramatiq import Message
 
-from jobs.models import AttemptOutcome, Job, JobAttempt, JobStatus
-from jobs.services.submission import job_message
-from jobs.services.transitions import POISON as POISON
-from jobs.services.transitions import WORKER_LOST as WORKER_LOST
+from jobs.conf import jobs_settings
+from jobs.errors import UnknownJobType
+from jobs.models import Job, JobStatus
+from jobs.registry import all_job_types, get_job_type
+from jobs.selectors.recovery import (
+    job_outbox_waiting_jobs,
+    job_outboxes_due,
+    jobs_sent_before,
+    jobs_stranded_retrying,
+    jobs_unsent,
+    open_attempt_workers,
+    open_attempt_workers_of,
+)
+from jobs.services.dispatch import jobs_send
+from jobs.services.outbox import job_outbox_delete
+from jobs.services.recovery_ledger import (
+    WORKER_LOST,
+    job_attempts_mark_lost,
+    job_dead_letter,
+    relay_messages,
+)
+from jobs.transport import recovery as redis_state
+from jobs.transport.broker import JobsRedisBroker, get_broker
+from jobs.transport.queues import dead_messages_expire
+from jobs.transport.workers import worker_entry_remove
 
-#: ``error_type`` of an attempt cut short by a worker shutdown (does not count as poison).
-WORKER_SHUTDOWN = "WorkerShutdown"
+logger = logging.getLogger(__name__)
 
-_WAITING = (JobStatus.QUEUED, JobStatus.RETRYING)
+#: Set when a pass in this process failed on Redis; the next pass holds off judging heartbeats.
+_redis_failed = False
 
 
-@dataclass(frozen=True)
-class LostAttempts:
-    """What marking a worker's open attempts as lost did.
+@dataclass
+class WorkerRecovery:
+    """What recovering one worker process did.
 
     Parameters:
-      rerun: jobs moved from running to retrying; each needs a message in Redis.
-      cancelled: jobs whose cancel was pending; now cancelled instead.
+      broker_id: the worker's Dramatiq broker id.
+      lost: jobs whose open attempt was closed as lost; each runs again.
+      cancelled: jobs whose pending cancel was applied instead.
+      requeued: messages moved from the worker's acks sets back to their queues.
+      resent: lost jobs whose message was gone from Redis, sent again from the ledger.
     """
 
-    rerun: list[str]
-    cancelled: list[str]
+    broker_id: str
+    lost: list[str] = field(default_factory=list)
+    cancelled: list[str] = field(default_factory=list)
+    requeued: int = 0
+    resent: list[str] = field(default_factory=list)
 
 
-def job_attempts_mark_lost(
-    *, worker_ids: Sequence[str], error_type: str, error_message: str
-) -> LostAttempts:
-    """Close the open attempts of dead (or stopping) worker processes as ``lost``.
+@dataclass
+class RecoveryReport:
+    """What one pass did. ``skipped`` means another process held the pass lock."""
 
-    The job of each such attempt moves from ``running`` to ``retrying`` (or to
-    ``cancelled`` when a cancel was pending), so the next delivery of its
-    message claims it. ``worker_ids`` are full ``host:pid:broker-id`` values.
+    skipped: bool = False
+    redis_data_lost: bool = False
+    heartbeats_trusted: bool = True
+    dead_workers: list[WorkerRecovery] = field(default_factory=list)
+    relayed: list[str] = field(default_factory=list)
+    reconciled: list[str] = field(default_factory=list)
+    undeliverable: list[str] = field(default_factory=list)
+    expired_dead_letters: int = 0
+
+    @property
+    def did_something(self) -> bool:
+        return bool(
+            self.redis_data_lost
+            or self.dead_workers
+            or self.relayed
+            or self.reconciled
+            or self.undeliverable
+            or self.expired_dead_letters
+        )
+
+    def summary(self) -> str:
+        lost = sum(len(w.lost) for w in self.dead_workers)
+        requeued = sum(w.requeued for w in self.dead_workers)
+        resent = sum(len(w.resent) for w in self.dead_workers)
+        return (
+            f"dead workers {len(self.dead_workers)}, lost attempts {lost}, "
+            f"requeued {requeued}, re-sent {resent}, relayed {len(self.relayed)}, "
+            f"reconciled {len(self.reconciled)}, undeliverable {len(self.undeliverable)}, "
+            f"expired dead letters {self.expired_dead_letters}"
+            + (", Redis data loss detected" if self.redis_data_lost else "")
+        )
+
+
+def run_once(broker: JobsRedisBroker | None = None) -> RecoveryReport:
+    """Run one recovery pass (see the module docstring). Raises Redis and database errors."""
+    global _redis_failed
+    broker = broker or get_broker()
+    lock_ms = max(30_000, 6 * jobs_settings.recovery_interval_ms)
+    try:
+        token = redis_state.pass_lock_acquire(broker, ttl_ms=lock_ms)
+    except redis.RedisError:
+        _redis_failed = True
+        raise
+    if token is None:
+        return RecoveryReport(skipped=True)
+    try:
+        report = RecoveryReport()
+        now_ms = _now_ms()
+        report.heartbeats_trusted, report.redis_data_lost, reconcile_before_ms = _state(
+            broker, now_ms, redis_was_down=_redis_failed
+        )
+        _redis_failed = False
+        if report.heartbeats_trusted:
+            _recover_dead_workers(broker, now_ms, report)
+        _relay(broker, report)
+        if reconcile_before_ms is not None:
+            _reconcile(broker, reconcile_before_ms, report)
+        report.expired_dead_letters = dead_messages_expire(
+            broker,
+            sorted(broker.get_declared_queues()),
+            before_ms=now_ms - jobs_settings.dead_message_ttl_ms,
+            limit=jobs_settings.recovery_batch_size,
+        )
+        redis_state.state_write(broker, {"last_pass_ms": _now_ms()})
+        if report.did_something:
+            logger.info("Recovery pass: %s.", report.summary())
+        return report
+    except redis.RedisError:
+        _redis_failed = True
+        raise
+    finally:
+        with contextlib.suppress(redis.RedisError):
+            redis_state.pass_lock_release(broker, token)
+
+
+def recover_worker(
+    broker: JobsRedisBroker,
+    broker_id: str,
+    *,
+    error_type: str = WORKER_LOST,
+    error_message: str = "The worker process died while running this job; it runs again.",
+) -> WorkerRecovery:
+    """Close a worker's open attempts as lost and hand every message it held back.
+
+    Used for dead workers by :func:`run_once` and for a stopping worker's
+    unfinished jobs by the ``InterruptedJobs`` middleware.
     """
-    if not worker_ids:
-        return LostAttempts(rerun=[], cancelled=[])
+    outcome = WorkerRecovery(broker_id=broker_id)
+    # The ledger first: a message put back finds its job ``retrying``, claimable.
+    lost = job_attempts_mark_lost(
+        worker_ids=open_attempt_workers_of(broker_ids=[broker_id]),
+        error_type=error_type,
+        error_message=error_message,
+    )
+    outcome.lost, outcome.cancelled = lost.rerun, lost.cancelled
+    requeued = broker.requeue_worker(broker_id, broker.all_queue_names(), forget=True)
+    outcome.requeued = len(requeued)
+    worker_entry_remove(broker, broker_id)
+    missing = sorted(set(outcome.lost) - set(requeued))
+    if missing:
+        outcome.resent = _send(Job.objects.filter(pk__in=missing, status=JobStatus.RETRYING))
+    return outcome
+
+
+def _recover_dead_workers(broker: JobsRedisBroker, now_ms: int, report: RecoveryReport) -> None:
+    timeout_ms = jobs_settings.heartbeat_timeout_ms
+    batch = jobs_settings.recovery_batch_size
+    cutoff_ms = now_ms - timeout_ms
+    candidates = redis_state.heartbeats_older_than(broker, cutoff_ms=cutoff_ms, limit=batch)
+    started_before = datetime.fromtimestamp(cutoff_ms / 1000, tz=UTC)
+    for worker in open_attempt_workers(started_before=started_before, limit=batch):
+        broker_id = worker.rsplit(":", 1)[-1]
+        if broker_id not in candidates:
+            candidates.append(broker_id)
+    candidates = [c for c in candidates if c != broker.broker_id]
+    if not candidates:
+        return
+    seen = redis_state.last_seen_ms(broker, candidates)
+    for broker_id, last_seen in zip(candidates, seen, strict=True):
+        if last_seen is not None and last_seen >= cutoff_ms:
+            continue
+        outcome = recover_worker(broker, broker_id)
+        report.dead_workers.append(outcome)
+        logger.warning(
+            "Worker %s is dead (no heartbeat for %d ms): %d attempt(s) lost, %d message(s) "
+            "requeued, %d re-sent.",
+            broker_id,
+            timeout_ms,
+            len(outcome.lost),
+            outcome.requeued,
+            len(outcome.resent),
+        )
+
+
+def _relay(broker: JobsRedisBroker, report: RecoveryReport) -> None:
     now = timezone.now()
-    rerun: list[str] = []
-    cancelled: list[str] = []
-    with transaction.atomic():
-        attempts = list(
-            JobAttempt.objects.select_for_update(skip_locked=True)
-            .filter(finished_at__isnull=True, worker_id__in=list(worker_ids))
-            .values_list("pk", "job_id", "number")
-        )
-        if not attempts:
-            return LostAttempts(rerun=[], cancelled=[])
-        JobAttempt.objects.filter(pk__in=[pk for pk, _, _ in attempts]).update(
-            outcome=AttemptOutcome.LOST,
-            finished_at=now,
-            error_type=error_type,
-            error_message=error_message[:2000],
-        )
-        for _pk, job_id, number in attempts:
-            current = Job.objects.filter(pk=job_id, status=JobStatus.RUNNING, attempts=number)
-            if current.filter(cancel_requested_at__isnull=False).update(
-                status=JobStatus.CANCELLED, finished_at=now
-            ):
-                cancelled.append(str(job_id))
-            elif current.update(status=JobStatus.RETRYING, enqueued_at=now):
-                rerun.append(str(job_id))
-    return LostAttempts(rerun=rerun, cancelled=cancelled)
-
-
-def job_dead_letter(*, job_id: str, error_type: str, error_message: str) -> bool:
-    """Fail a waiting job whose message was dead-lettered before it could run.
-
-    Used for messages that cannot run at all (unknown job type, invalid
-    arguments). Returns whether the row changed.
-    """
-    now = timezone.now()
-    return bool(
-        Job.objects.filter(pk=job_id, status__in=_WAITING).update(
-            status=JobStatus.FAILED,
-            error_type=error_type[:200],
-            error_message=error_message,
-            finished_at=now,
-            dead_lettered_at=now,
-        )
+    batch = jobs_settings.recovery_batch_size
+    for outbox in job_outboxes_due(
+        created_before=now - timedelta(milliseconds=jobs_settings.outbox_grace_ms), limit=batch
+    ):
+        waiting = job_outbox_waiting_jobs(outbox=outbox)
+        ids, sent = _send_checked(waiting, report=report)
+        report.relayed += ids
+        if sent:
+            job_outbox_delete(outbox_id=outbox.pk)
+    unsent = jobs_unsent(
+        created_before=now - timedelta(milliseconds=jobs_settings.outbox_grace_ms), limit=batch
     )
-
-
-def jobs_mark_enqueued(*, job_ids: Sequence[str], at: datetime | None = None) -> int:
-    """Record that the messages of these jobs reached Redis.
-
-    Runs after every send, so it is one plain statement: building the ORM
-    query cost more CPU than the rest of a single submission's database work.
-    """
-    if not job_ids:
-        return 0
-    at = at or timezone.now()
-    if connection.vendor != "postgresql":  # SQLite (make run)
-        return Job.objects.filter(pk__in=list(job_ids)).update(enqueued_at=at)
-    table = connection.ops.quote_name(Job._meta.db_table)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {table} SET enqueued_at = %s WHERE id = ANY(%s::uuid[])",  # noqa: S608
-            [at, list(job_ids)],
-        )
-        return int(cursor.rowcount)
-
-
-def jobs_unsent(*, created_before: datetime, limit: int) -> list[Job]:
-    """Queued rows whose message never reached Redis (a crash or an outage at submission)."""
-    return list(
-        Job.objects.filter(
-            status=JobStatus.QUEUED, enqueued_at__isnull=True, created_at__lt=created_before
-        ).order_by("created_at")[:limit]
+    report.relayed += _send(unsent, report=report)
+    longest_backoff_ms = max(
+        [jobs_settings.default_max_backoff_ms] + [jt.max_backoff_ms or 0 for jt in all_job_types()]
     )
-
-
-def jobs_stranded_retrying(*, enqueued_before: datetime, limit: int) -> list[Job]:
-    """Retrying rows whose retry message should have been delivered long ago."""
-    return list(
-        Job.objects.filter(status=JobStatus.RETRYING)
-        .filter(Q(enqueued_at__lt=enqueued_before) | Q(enqueued_at__isnull=True))
-        .order_by("enqueued_at")[:limit]
+    horizon = timedelta(
+        milliseconds=longest_backoff_ms
+        + jobs_settings.outbox_grace_ms
+        + jobs_settings.heartbeat_timeout_ms
     )
+    stranded = jobs_stranded_retrying(enqueued_before=now - horizon, limit=batch)
+    report.relayed += _send(stranded, report=report)
 
 
-def jobs_sent_before(*, before: datetime, limit: int) -> list[Job]:
-    """Waiting rows last sent before ``before`` (their messages were lost with Redis's data)."""
-    return list(
-        Job.objects.filter(status__in=_WAITING)
-        .filter(Q(enqueued_at__lt=before) | Q(enqueued_at__isnull=True, created_at__lt=before))
-        .order_by("created_at")[:limit]
-    )
+def _reconcile(broker: JobsRedisBroker, before_ms: int, report: RecoveryReport) -> None:
+    batch = jobs_settings.recovery_batch_size
+    before = datetime.fromtimestamp(before_ms / 1000, tz=UTC)
+    rows = jobs_sent_before(before=before, limit=batch)
+    report.reconciled += _send(rows, report=report)
+    if len(rows) < batch:
+        redis_state.state_forget(broker, "reconcile_before_ms")
+        logger.info("Reconciled the ledger with Redis after the data loss.")
 
 
-def open_attempt_workers(*, started_before: datetime, limit: int) -> list[str]:
-    """Worker ids (``host:pid:broker-id``) holding attempts open since before a time."""
-    return list(
-        JobAttempt.objects.filter(finished_at__isnull=True, started_at__lt=started_before)
-        .values_list("worker_id", flat=True)
-        .distinct()
-        .order_by("worker_id")[:limit]
-    )
+def _send(jobs: Iterable[Job], *, report: RecoveryReport | None = None) -> list[str]:
+    """Send ledger rows' messages; rows of job types no longer registered are failed."""
+    return _send_checked(jobs, report=report)[0]
 
 
-def open_attempt_workers_of(*, broker_ids: Sequence[str]) -> list[str]:
-    """Full worker ids of the open attempts of these broker ids."""
-    if not broker_ids:
-        return []
-    query = Q()
-    for broker_id in broker_ids:
-        query |= Q(worker_id__endswith=f":{broker_id}")
-    return list(
-        JobAttempt.objects.filter(query, finished_at__isnull=True)
-        .values_list("worker_id", flat=True)
-        .distinct()
-    )
-
-
-def relay_messages(jobs: Sequence[Job]) -> list[tuple[Message[Any], int | None]]:
-    """Rebuild the messages of ledger rows to send again, with their remaining delay.
-
-    A retried job keeps the count of its failed attempts, so re-sending it
-    does not hand it a fresh retry budget.
-    """
-    failures: dict[str, int] = {}
-    retrying = [job.pk for job in jobs if job.status == JobStatus.RETRYING]
-    if retrying:
-        failures = {
-            str(row["job_id"]): row["n"]
-            for row in JobAttempt.objects.filter(
-                job_id__in=retrying,
-                outcome__in=[AttemptOutcome.FAILED, AttemptOutcome.TIMED_OUT],
-            )
-            .values("job_id")
-            .annotate(n=Count("pk"))
-        }
-    now = timezone.now()
-    items: list[tuple[Message[Any], int | None]] = []
+def _send_checked(
+    jobs: Iterable[Job], *, report: RecoveryReport | None = None
+) -> tuple[list[str], bool]:
+    """:func:`_send`, and whether Redis took the messages."""
+    sendable: list[Job] = []
     for job in jobs:
-        message = job_message(job)
-        if failures.get(str(job.pk)):
-            message.options["retries"] = failures[str(job.pk)]
-        delay_ms = None
-        if job.status == JobStatus.QUEUED and job.scheduled_for and job.scheduled_for > now:
-            delay_ms = int((job.scheduled_for - now).total_seconds() * 1000)
-        items.append((message, delay_ms))
-    return items
+        try:
+            get_job_type(job.job_type)
+        except UnknownJobType:
+            if job_dead_letter(
+                job_id=str(job.pk),
+                error_type="UnknownJobType",
+                error_message=f"No job type {job.job_type!r} is registered; it cannot run.",
+            ):
+                logger.error("Job %s names unknown job type %r; failed.", job.pk, job.job_type)
+                if report is not None:
+                    report.undeliverable.append(str(job.pk))
+            continue
+        sendable.append(job)
+    sent = jobs_send(relay_messages(sendable)) if sendable else True
+    return [str(job.pk) for job in sendable], sent
+
+
+def _state(
+    broker: JobsRedisBroker, now_ms: int, *, redis_was_down: bool
+) -> tuple[bool, bool, int | None]:
+    """(heartbeats trusted, data loss detected now, reconcile-before timestamp)."""
+    timeout_ms = jobs_settings.heartbeat_timeout_ms
+    state = redis_state.state_read(broker)
+    data_lost = "epoch_ms" not in state
+    if data_lost:
+        logger.warning(
+            "Redis has no recovery marker (%s): this is the first pass against it, or it "
+            "lost its data (restart without persistence, flush, failover). Re-sending every "
+            "waiting job sent before now; duplicates are skipped by the ledger.",
+            redis_state.state_key(broker),
+        )
+        state = {
+            "epoch_ms": now_ms,
+            "reconcile_before_ms": now_ms,
+            "hold_until_ms": now_ms + timeout_ms,
+        }
+        redis_state.state_write(broker, state)
+    elif redis_was_down or now_ms - state.get("last_pass_ms", now_ms) > timeout_ms:
+        # Redis was unreachable, or no pass ran for a whole timeout: heartbeats may be stale
+        # for everyone. Give live workers one timeout to beat again before judging them.
+        state["hold_until_ms"] = now_ms + timeout_ms
+        redis_state.state_write(broker, {"hold_until_ms": state["hold_until_ms"]})
+    trusted = now_ms >= state.get("hold_until_ms", 0)
+    return trusted, data_lost, state.get("reconcile_before_ms")
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from datetime import UTC, date, datetime, time, timedelta
 
@@ -73,35 +72,9 @@ def daily_report_generate(*, day: date) -> list[DailyReport]:
 
 
 def _percentiles(start: datetime, end: datetime) -> dict[int, tuple[int | None, int | None]]:
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute(_PG_DURATIONS, {"start": start, "end": end})
-            return {int(org_id): (_ms(p50), _ms(p95)) for org_id, p50, p95 in cursor.fetchall()}
-    # Portable path (SQLite in development): the same interpolated percentiles in Python.
-    samples: dict[int, list[float]] = defaultdict(list)
-    rows = Job.objects.filter(
-        organization__isnull=False,
-        created_at__gte=start,
-        created_at__lt=end,
-        status__in=[JobStatus.SUCCEEDED, JobStatus.FAILED],
-        started_at__isnull=False,
-        finished_at__isnull=False,
-    ).values_list("organization_id", "started_at", "finished_at")
-    for org_id, started, finished in rows:
-        if org_id is not None and started is not None and finished is not None:
-            samples[org_id].append((finished - started).total_seconds())
-    return {
-        org_id: (_ms(_percentile(values, 0.5)), _ms(_percentile(values, 0.95)))
-        for org_id, values in samples.items()
-    }
-
-
-def _percentile(values: list[float], fraction: float) -> float:
-    """Linear interpolation between closest ranks, as Postgres's percentile_cont."""
-    ordered = sorted(values)
-    position = fraction * (len(ordered) - 1)
-    low, high = math.floor(position), math.ceil(position)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+    with connection.cursor() as cursor:
+        cursor.execute(_PG_DURATIONS, {"start": start, "end": end})
+        return {int(org_id): (_ms(p50), _ms(p95)) for org_id, p50, p95 in cursor.fetchall()}
 
 
 def _ms(seconds: object) -> int | None:

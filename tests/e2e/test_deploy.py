@@ -25,9 +25,9 @@ import yaml
 from django.db import connection
 from dramatiq.brokers.redis import RedisBroker
 
-from jobs.inspection import workers
 from jobs.models import Job, JobStatus
-from jobs.redis_client import connect_redis
+from jobs.selectors.queues import workers
+from jobs.transport.client import connect_redis
 from tests.servers import Process, RedisServer, free_port, redis_server_binary, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]

@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from jobs.broker import get_broker
 from jobs.models import AttemptOutcome, Job, JobAttempt, JobOutbox, JobStatus
 from jobs.services import job_submit
-from jobs.services.recovery import POISON, WORKER_LOST, WORKER_SHUTDOWN
+from jobs.services.recovery_ledger import POISON, WORKER_LOST, WORKER_SHUTDOWN
+from jobs.transport.broker import get_broker
 from tests.actors import side_effects
 from tests.e2e.conftest import FAST_RECOVERY_ENV, ManagedProcess
 

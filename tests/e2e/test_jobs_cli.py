@@ -14,8 +14,8 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from jobs.inspection import queue_stats, workers
 from jobs.models import Job, JobAttempt, JobEvent, JobStatus
+from jobs.selectors.queues import queue_stats, workers
 from jobs.services import job_submit
 from tests.e2e.commands import manage
 

@@ -11,9 +11,9 @@ from rest_framework import serializers
 
 from jobs.models import Job, JobStatus
 from jobs.payloads import PayloadSerializer
-from jobs.redis_broker import JobsRedisBroker
 from jobs.registry import VALIDATED_OPTION, JobType, get_job_type
 from jobs.services import job_submit
+from jobs.transport.broker import JobsRedisBroker
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 

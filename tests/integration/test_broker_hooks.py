@@ -9,7 +9,7 @@ import dramatiq
 import pytest
 from dramatiq.middleware import SkipMessage
 
-from jobs.redis_broker import JobsRedisBroker
+from jobs.transport.broker import JobsRedisBroker
 
 
 class Recorder(dramatiq.Middleware):

@@ -17,10 +17,11 @@ import dramatiq
 import pytest
 
 from jobs.models import Job, JobAttempt, JobStatus
-from jobs.redis_broker import JobsRedisBroker
 from jobs.services import job_cancel, job_submit
-from jobs.services.fairness import concurrency_running, organization_limits
-from jobs.services.transitions import job_attempts_release, job_attempts_start_many
+from jobs.services.fairness import organization_limits
+from jobs.services.transitions import job_attempts_release, job_transitions_write
+from jobs.transport.broker import JobsRedisBroker
+from jobs.transport.limits import concurrency_running
 from tests.actors import side_effects
 from tests.factories import OrganizationFactory
 
@@ -62,7 +63,7 @@ def test_a_released_claim_leaves_the_row_as_it_was_before_the_claim(broker: Any)
     JobAttempt.objects.create(job_id=again, number=1, worker_id="h:1:a", outcome="failed")
     JobAttempt.objects.filter(job_id=again).update(finished_at=Job.objects.get(pk=again).created_at)
 
-    claimed = job_attempts_start_many([(fresh, "h:1:a"), (again, "h:1:a")])
+    claimed = job_transitions_write(starts=[(fresh, "h:1:a"), (again, "h:1:a")])[1]
     assert claimed == {fresh: 1, again: 2}
     assert job_attempts_release([(fresh, 1), (again, 2)]) == {fresh, again}
 

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from django.db import connection
 
-from jobs.broker import get_broker
 from jobs.middleware.db_connections import DbConnections
 from jobs.models import Job, JobStatus
 from jobs.services import job_submit
+from jobs.transport.broker import get_broker
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 

@@ -8,15 +8,19 @@ import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 
-from jobs.dead_letters import (
+from jobs.models import Job, JobEvent, JobEventKind, JobStatus
+from jobs.selectors.dead_letters import (
     dead_letter_group,
     dead_letter_groups,
-    dead_letter_purge,
-    dead_letter_replay,
+    dead_letter_ids,
     dead_messages_in_redis,
 )
-from jobs.models import Job, JobEvent, JobEventKind, JobStatus
 from jobs.services import job_submit
+from jobs.services.dead_letters import (
+    dead_letter_group_replay,
+    dead_letters_purge,
+    dead_letters_purge_all,
+)
 from tenants.models import Organization
 from tests.factories import OrganizationFactory
 
@@ -59,10 +63,10 @@ def test_failed_jobs_are_grouped_replayed_with_a_fresh_budget_and_succeed(
     )
     assert "<n>" in group.message
 
-    result = dead_letter_replay(group=group, organizations=_scope(org), via="cli")
+    result = dead_letter_group_replay(group=group, organizations=_scope(org), via="cli")
 
-    assert sorted(result.replayed) == sorted(str(j.pk) for j in jobs)
-    assert result.skipped == []
+    assert sorted(result.job_ids) == sorted(str(j.pk) for j in jobs)
+    assert result.skipped == 0
     assert not {str(j.pk) for j in jobs} & set(dead_messages_in_redis())
     wait_for(lambda: all(_status(j) == JobStatus.SUCCEEDED for j in jobs), timeout=30)
     assert [j.attempts for j in jobs] == [2, 2]
@@ -77,18 +81,18 @@ def test_purge_removes_only_the_callers_dead_letters_from_redis_and_keeps_histor
     mine, theirs = _fail_once(a), _fail_once(b)
     wait_for(lambda: {str(mine.pk), str(theirs.pk)} <= set(dead_messages_in_redis()), timeout=30)
 
-    result = dead_letter_purge(organizations=_scope(a), via="cli")
+    result = dead_letters_purge(job_ids=dead_letter_ids(organization=a), via="cli")
 
-    assert (result.removed, result.job_ids) == (1, [str(mine.pk)])
+    assert (result.redis_removed, result.job_ids) == (1, [str(mine.pk)])
     left = set(dead_messages_in_redis())
     assert str(mine.pk) not in left and str(theirs.pk) in left
     assert _status(mine) == JobStatus.FAILED  # the ledger keeps the history
     assert JobEvent.objects.get(job=mine).kind == JobEventKind.PURGED
     assert not JobEvent.objects.filter(job=theirs).exists()
 
-    everything = dead_letter_purge(organizations=None)
+    everything = dead_letters_purge_all()
 
-    assert everything.removed == 1
+    assert everything.redis_removed == 1
     assert dead_messages_in_redis() == {}
 
 

@@ -8,8 +8,8 @@ import pytest
 from dramatiq import Message
 from dramatiq.common import dq_name
 
-from jobs.broker import enqueue_messages
-from jobs.redis_broker import JobsRedisBroker
+from jobs.services.dispatch import jobs_send
+from jobs.transport.broker import JobsRedisBroker
 
 pytestmark = [pytest.mark.integration]
 
@@ -31,14 +31,14 @@ def test_one_message_and_a_delayed_one_are_stored_with_their_redis_ids_and_eta(
         message_id="11111111-1111-4111-8111-111111111111",
         message_timestamp=1_700_000_000_000,
     )
-    assert enqueue_messages([(message, None)], mark_enqueued=False)
+    assert jobs_send([(message, None)], mark_enqueued=False)
     (now,) = _stored(broker, "default")
     assert now.asdict() == {
         **message.asdict(),
         "options": {**message.options, "redis_message_id": now.options["redis_message_id"]},
     }
 
-    assert enqueue_messages([(message, None), (message, 60_000)], mark_enqueued=False)
+    assert jobs_send([(message, None), (message, 60_000)], mark_enqueued=False)
     (later,) = _stored(broker, dq_name("default"))
     assert later.queue_name == dq_name("default")
     assert later.options["eta"] > message.message_timestamp

@@ -11,7 +11,8 @@ from django.utils import timezone
 from jobs.errors import OrganizationInactive, QuotaExceeded, RateLimited
 from jobs.models import AttemptOutcome, Job, JobAttempt, JobStatus
 from jobs.services import JobRequest, job_submit, job_submit_many
-from jobs.services.fairness import concurrency_running, organization_limits_forget
+from jobs.services.fairness import organization_limits_forget
+from jobs.transport.limits import concurrency_running
 from tests.factories import OrganizationFactory
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]

@@ -8,7 +8,7 @@ from typing import Any
 import dramatiq
 import pytest
 
-from jobs.inspection import queue_stats, workers
+from jobs.selectors.queues import queue_stats, workers
 from jobs.services import job_submit
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]

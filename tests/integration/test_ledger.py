@@ -11,21 +11,23 @@ import pytest
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
-from jobs.broker import enqueue_messages
 from jobs.errors import InvalidTransition
 from jobs.models import AttemptOutcome, Job, JobStatus
 from jobs.queues import redis_queue_name
 from jobs.services import (
-    AttemptEnd,
     JobRequest,
-    StartVerdict,
-    job_attempt_finish,
-    job_attempt_start,
     job_cancel,
     job_message,
     job_retry,
     job_submit,
     job_submit_many,
+)
+from jobs.services.dispatch import jobs_send
+from jobs.services.transitions import (
+    AttemptEnd,
+    StartVerdict,
+    job_attempt_finish,
+    job_attempt_start,
 )
 from tests.actors import side_effects
 from tests.factories import OrganizationFactory
@@ -205,7 +207,7 @@ def test_a_duplicate_delivery_of_a_succeeded_job_does_not_run_it_again(
     wait_for(lambda: _finished(job))
     assert side_effects().get("tests:runs:dup") == b"1"
 
-    enqueue_messages([(job_message(job), None)])
+    jobs_send([(job_message(job), None)])
     broker.join("default", timeout=10_000)
     worker.join()
 
@@ -450,14 +452,14 @@ def test_the_end_of_an_attempt_is_recorded_after_the_database_connection_drops(
 def test_a_retry_that_arrives_before_its_failed_attempt_is_recorded_waits_for_it(
     broker: Any, worker: Any, wait_for: Any
 ) -> None:
-    from jobs.inspection import queue_stats
+    from jobs.selectors.queues import queue_stats
 
     job = job_submit(job_type="tests.count", payload={"key": "early-retry"}).job
     # Take the first message out of play and claim attempt 1 by hand, as a worker would.
     broker.client.delete(f"{broker.namespace}:default", f"{broker.namespace}:default.msgs")
     assert job_attempt_start(job_id=str(job.pk), worker_id="h:1:a").attempt == 1
     retry = job_message(job).copy(options={"retries": 1})
-    enqueue_messages([(retry, None)])
+    jobs_send([(retry, None)])
 
     # The worker sees the row still `running` and puts the retry back with a delay.
     wait_for(lambda: {s.queue: s for s in queue_stats(broker)}["default"].delayed == 1)

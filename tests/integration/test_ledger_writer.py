@@ -15,14 +15,13 @@ from typing import Any
 import pytest
 from django.db import DatabaseError, connection
 
-from jobs import ledger_writer
-from jobs.acks import Acker, AckGate
-from jobs.ledger_writer import LedgerWriter, _Pending
 from jobs.middleware.fairness import SlotReleaser
 from jobs.models import AttemptOutcome, Job, JobStatus
-from jobs.services import AttemptEnd, job_submit
-from jobs.services.fairness import concurrency_acquire, concurrency_running
-from jobs.services.transitions import job_transitions_write
+from jobs.services import job_submit, ledger_writer
+from jobs.services.ledger_writer import LedgerWriter, _Pending
+from jobs.services.transitions import AttemptEnd, job_transitions_write
+from jobs.transport.acks import Acker, AckGate
+from jobs.transport.limits import concurrency_acquire, concurrency_running
 from tests.factories import OrganizationFactory
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]

@@ -20,21 +20,20 @@ import pytest
 from django.db import transaction
 from django.test import override_settings
 
-from jobs.broker import enqueue_messages, get_broker
 from jobs.errors import BrokerUnavailable
 from jobs.models import AttemptOutcome, Job, JobAttempt, JobOutbox, JobStatus
-from jobs.recovery import run_once
-from jobs.redis_broker import JobsRedisBroker
 from jobs.services import (
     JobRequest,
-    job_attempt_start,
     job_message,
     job_retry,
     job_submit,
     job_submit_many,
 )
-from jobs.services.recovery import POISON, WORKER_LOST, job_attempts_mark_lost
-from jobs.services.transitions import StartVerdict
+from jobs.services.dispatch import jobs_send
+from jobs.services.recovery import run_once
+from jobs.services.recovery_ledger import POISON, WORKER_LOST, job_attempts_mark_lost
+from jobs.services.transitions import StartVerdict, job_attempt_start
+from jobs.transport.broker import JobsRedisBroker, get_broker
 from tests.actors import side_effects
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -308,7 +307,7 @@ def test_a_second_copy_of_a_running_job_is_acknowledged_without_running(
     job = job_submit(
         job_type="tests.count", payload={"key": "dup-running", "sleep_seconds": 1.0}
     ).job
-    enqueue_messages([(job_message(job), None)])  # a duplicate delivery, concurrent
+    jobs_send([(job_message(job), None)])  # a duplicate delivery, concurrent
 
     wait_for(lambda: _reload(job).status == JobStatus.SUCCEEDED)
     broker.join("default", timeout=10_000)

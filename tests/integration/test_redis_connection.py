@@ -12,7 +12,7 @@ import pytest
 import redis
 from django.core.exceptions import ImproperlyConfigured
 
-from jobs.redis_client import connect_redis
+from jobs.transport.client import connect_redis
 from tests.servers import RedisServer, free_port, wait_until
 
 PASSWORD = "tls-test-password"

@@ -21,7 +21,7 @@ from jobs.scheduler import (
     leader_lock,
     schedules_overview,
 )
-from jobs.scheduler.lock import LeaderLock
+from jobs.transport.leader_lock import LeaderLock
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 

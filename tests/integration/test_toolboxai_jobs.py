@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from jobs.broker import enqueue_messages
 from jobs.errors import InvalidPayload
-from jobs.events import channel_name
 from jobs.models import DeliveryStatus, Job, JobStatus, ProviderDelivery
 from jobs.registry import get_job_type
 from jobs.services import job_message, job_submit
+from jobs.services.dispatch import jobs_send
+from jobs.transport.events import channel_name
 from tests.fakes.fixtures import OPENAI_TEST_KEY, ROBLOX_TEST_KEY, SENDGRID_TEST_KEY
 from tests.fakes.openai_server import openai_error
 from tests.fakes.sendgrid_server import sendgrid_error
@@ -228,7 +228,7 @@ def test_a_redelivered_email_job_is_not_sent_twice(
     # success: the recovery loop marks the attempt lost, the job `retrying`, and Redis
     # delivers the message again.
     Job.objects.filter(pk=job.pk).update(status=JobStatus.RETRYING, finished_at=None)
-    enqueue_messages([(job_message(job), None)])
+    jobs_send([(job_message(job), None)])
     wait_for(lambda: _finished(job) and job.attempts == 2, timeout=30)
 
     assert job.status == JobStatus.SUCCEEDED

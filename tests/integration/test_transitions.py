@@ -1,4 +1,4 @@
-"""The forward-only transitions, on both the Postgres fast path and the portable ORM path."""
+"""The forward-only transitions of the ledger (one path: Postgres)."""
 
 from __future__ import annotations
 
@@ -7,27 +7,19 @@ import json
 import pytest
 
 from jobs.models import AttemptOutcome, JobStatus
-from jobs.services import (
+from jobs.services import job_cancel, job_submit, transitions
+from jobs.services.recovery_ledger import WORKER_LOST, job_attempts_mark_lost
+from jobs.services.transitions import (
     AttemptEnd,
     StartVerdict,
     job_attempt_finish,
     job_attempt_start,
-    job_cancel,
-    job_submit,
-    transitions,
 )
-from jobs.services.recovery import WORKER_LOST, job_attempts_mark_lost
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 
-@pytest.fixture(params=["postgres-sql", "orm"])
-def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setattr(transitions, "USE_POSTGRES_FAST_PATH", request.param == "postgres-sql")
-    return str(request.param)
-
-
-def test_a_job_moves_through_start_retry_and_success(broker: object, path: str) -> None:
+def test_a_job_moves_through_start_retry_and_success(broker: object) -> None:
     job = job_submit(job_type="diagnostics.echo", payload={"message": "m"}).job
 
     first = job_attempt_start(job_id=str(job.pk), worker_id="h:1:a")
@@ -64,9 +56,7 @@ def test_a_job_moves_through_start_retry_and_success(broker: object, path: str) 
     ]
 
 
-def test_a_late_event_from_an_older_attempt_changes_only_its_attempt(
-    broker: object, path: str
-) -> None:
+def test_a_late_event_from_an_older_attempt_changes_only_its_attempt(broker: object) -> None:
     job = job_submit(job_type="diagnostics.echo", payload={"message": "m"}).job
     job_attempt_start(job_id=str(job.pk), worker_id="h:1:a")
     # A second delivery while attempt 1 runs is a duplicate: it does not claim the job.
@@ -83,7 +73,7 @@ def test_a_late_event_from_an_older_attempt_changes_only_its_attempt(
     assert list(job.attempt_set.values_list("number", "outcome")) == [(1, "lost"), (2, "")]
 
 
-def test_a_finished_job_is_not_claimed_again(broker: object, path: str) -> None:
+def test_a_finished_job_is_not_claimed_again(broker: object) -> None:
     job = job_submit(job_type="diagnostics.echo", payload={"message": "m"}).job
     job_attempt_start(job_id=str(job.pk), worker_id="h:1:a")
     job_attempt_finish(
@@ -97,7 +87,7 @@ def test_a_finished_job_is_not_claimed_again(broker: object, path: str) -> None:
     assert job.attempts == 1
 
 
-def test_a_pending_cancel_cancels_instead_of_starting(broker: object, path: str) -> None:
+def test_a_pending_cancel_cancels_instead_of_starting(broker: object) -> None:
     job = job_submit(job_type="diagnostics.echo", payload={"message": "m"}).job
     job_attempt_start(job_id=str(job.pk), worker_id="h:1:a")
     job_cancel(job=job)  # running: only a request
@@ -114,7 +104,7 @@ def test_a_pending_cancel_cancels_instead_of_starting(broker: object, path: str)
     assert job.status == JobStatus.CANCELLED
 
 
-def test_a_message_without_a_row_is_reported_missing(broker: object, path: str) -> None:
+def test_a_message_without_a_row_is_reported_missing(broker: object) -> None:
     decision = job_attempt_start(job_id="00000000-0000-0000-0000-000000000001", worker_id="h:1:a")
     assert decision.verdict is StartVerdict.MISSING
 

@@ -7,8 +7,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from jobs.admin.charts import throughput_chart
-from jobs.dashboard import MinuteCount, schedules
-from jobs.dead_letters import group_key, normalise_error_message
+from jobs.scheduler.overview import schedules_overview
+from jobs.selectors.dashboard import MinuteCount
+from jobs.selectors.dead_letters import group_key, normalise_error_message
 
 
 def test_messages_differing_only_in_ids_and_numbers_share_a_group() -> None:
@@ -55,10 +56,10 @@ def test_the_chart_stacks_failed_on_succeeded_and_draws_the_failure_rate() -> No
 
 @pytest.mark.django_db
 def test_the_dashboard_lists_the_spec_schedules_with_their_next_runs() -> None:
-    rows = {row.job_type: row for row in schedules()}
+    rows = {row.job_type: row for row in schedules_overview()}
 
-    assert rows["analytics.generate_daily_report"].schedule == "0 2 * * *"
-    assert rows["cleanup.remove_old_jobs"].schedule == "0 3 * * *"
-    assert rows["tenant.check_usage_limits"].schedule == "*/30 * * * *"
+    assert rows["analytics.generate_daily_report"].cron == "0 2 * * *"
+    assert rows["cleanup.remove_old_jobs"].cron == "0 3 * * *"
+    assert rows["tenant.check_usage_limits"].cron == "*/30 * * * *"
     assert all(row.next_run is not None for row in rows.values())
-    assert rows["cleanup.remove_old_jobs"].last_run is None
+    assert rows["cleanup.remove_old_jobs"].last_tick is None

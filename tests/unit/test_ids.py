@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from jobs.ids import uuid4_texts, uuid4s
+from jobs.transport.ids import uuid4_texts, uuid4s
 
 
 def test_batched_ids_are_version_4_uuids_with_their_text() -> None:

@@ -13,11 +13,13 @@ from django.db.models.signals import post_init
 from django.utils import timezone
 from dramatiq import Message
 
-from jobs.broker import _message_encoder
-from jobs.ids import uuid4s
 from jobs.models import Job
 from jobs.services import JobRequest
-from jobs.services.submission import _job, _model_plan, _prepare, _rows_json
+from jobs.services.submission import _prepare
+from jobs.services.submission_sql import _model_plan, _rows_json
+from jobs.services.submission_sql import job_instance as _job
+from jobs.transport.ids import uuid4s
+from jobs.transport.send import _message_encoder
 
 
 def _prepared(**request: Any) -> Any:

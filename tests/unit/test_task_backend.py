@@ -9,7 +9,8 @@ from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from django.tasks import task_backends
 
-from jobs.backends import DramatiqBackend, _exception_path, job_priority_of
+from jobs.backends import DramatiqBackend, job_priority_of
+from jobs.backends.results import _exception_path
 from tests import tasks as test_tasks
 
 

@@ -13,7 +13,6 @@ from typing import Any
 import redis
 from django.core.management.base import BaseCommand, CommandError
 
-from jobs import recovery
 from jobs.conf import jobs_settings
 from jobs.errors import JobsError
 from jobs.scheduler import (
@@ -24,6 +23,7 @@ from jobs.scheduler import (
     scheduler_leader,
     schedules_overview,
 )
+from jobs.services import recovery
 
 logger = logging.getLogger("jobs.scheduler")
 
@@ -52,7 +52,7 @@ class Command(BaseCommand):
             return
         if not options["no_recovery"]:
             # Requeue dead workers' messages, relay unsent rows, close lost attempts
-            # (jobs.recovery); it takes its own lock, so a separate `recover` is harmless.
+            # (jobs.services.recovery); it takes its own lock, so a separate `recover` is harmless.
             register_leader_task(
                 "recovery", jobs_settings.recovery_interval_ms / 1000, recovery.run_once
             )

@@ -14,7 +14,7 @@ from django.db import DatabaseError, close_old_connections
 from redis import RedisError
 
 from jobs.conf import jobs_settings
-from jobs.recovery import run_once
+from jobs.services.recovery import run_once
 
 logger = logging.getLogger(__name__)
 

@@ -15,10 +15,9 @@ from typing import Any
 from django.core.management.base import CommandError
 from django_dramatiq.management.commands.rundramatiq import Command as DjangoDramatiqCommand
 
-from jobs.broker import CONSUMED_QUEUES
 from jobs.conf import jobs_settings
 from jobs.exporter import prepare_metrics_dir
-from jobs.queues import all_redis_queue_names
+from jobs.queues import CONSUMED_QUEUES, all_redis_queue_names
 
 
 class Command(DjangoDramatiqCommand):
@@ -62,7 +61,7 @@ class Command(DjangoDramatiqCommand):
             metrics_dir = jobs_settings.metrics_dir
             prepare_metrics_dir(metrics_dir)
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-            options["forks"] = [*(options.get("forks") or []), "jobs.exporter:serve"]
+            options["forks"] = [*(options.get("forks") or []), "jobs.worker:serve_metrics"]
         super().handle(*args, **options)
 
     def discover_tasks_modules(self) -> list[str]:

@@ -9,8 +9,8 @@ import pytest
 from django.utils import timezone
 from dramatiq.brokers.redis import RedisBroker
 
-from jobs.inspection import queue_stats
 from jobs.models import Job, JobEvent, JobStatus
+from jobs.selectors.queues import queue_stats
 from jobs.services import job_submit
 from tests.integration.api.conftest import Tenant
 

@@ -20,75 +20,45 @@ into a :class:`~django.tasks.TaskResult`.
 
 from __future__ import annotations
 
-import builtins
 import logging
-import re
-import uuid
 from collections.abc import Sequence
-from dataclasses import replace
 from datetime import datetime, timedelta
-from traceback import format_exception
 from typing import Any
 
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
-from django.dispatch import Signal
-from django.tasks import TaskContext, TaskResult, TaskResultStatus
+from django.tasks import TaskResult, TaskResultStatus
 from django.tasks.backends.base import BaseTaskBackend
 from django.tasks.base import (
     DEFAULT_TASK_QUEUE_NAME,
     TASK_MAX_PRIORITY,
     TASK_MIN_PRIORITY,
     Task,
-    TaskError,
 )
-from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
-from django.tasks.signals import task_enqueued, task_finished, task_started
+from django.tasks.exceptions import InvalidTask
+from django.tasks.signals import task_enqueued
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 from django.utils.json import normalize_json
-from django.utils.module_loading import import_string
 
-from jobs.broker import CONSUMED_QUEUES
-from jobs.errors import JobCancelled, PermanentJobError
-from jobs.models import AttemptOutcome, Job, JobAttempt, JobStatus
-from jobs.queues import MAX_PRIORITY, MIN_PRIORITY
-from jobs.runtime import current_job, encode_result
-from jobs.services import job_submit
-from jobs.services.submission import MAX_DELAY
+from jobs.backends.results import (
+    TASK_JOB_TYPE,
+    load_task,
+    result_from_job,
+    send_task_signal,
+    task_job,
+)
+from jobs.queues import CONSUMED_QUEUES, MAX_PRIORITY, MIN_PRIORITY
+from jobs.services.submission import MAX_DELAY, job_submit
 from tenants.context import get_organization_id
 from tenants.models import Organization
 
 logger = logging.getLogger(__name__)
 
-#: The internal job type every task runs as (registered in ``jobs/actors/django_tasks.py``).
-TASK_JOB_TYPE = "django_tasks.run"
 
 #: OPTIONS this backend understands, with their defaults.
 OPTION_DEFAULTS: dict[str, Any] = {"enqueue_on_commit": True, "max_retries": 0}
 MAX_TASK_RETRIES = 100
-
-_STATUS = {
-    JobStatus.QUEUED: TaskResultStatus.READY,
-    JobStatus.RETRYING: TaskResultStatus.READY,
-    JobStatus.RUNNING: TaskResultStatus.RUNNING,
-    JobStatus.SUCCEEDED: TaskResultStatus.SUCCESSFUL,
-    JobStatus.FAILED: TaskResultStatus.FAILED,
-    JobStatus.CANCELLED: TaskResultStatus.FAILED,
-}
-
-#: Attempt outcomes that count as an error of the task.
-_ERROR_OUTCOMES = (AttemptOutcome.FAILED, AttemptOutcome.TIMED_OUT, AttemptOutcome.CANCELLED)
-
-#: Where exceptions the worker raises on its own live, for errors recorded by short name.
-_KNOWN_EXCEPTIONS = {
-    "JobCancelled": "jobs.errors.JobCancelled",
-    "SoftTimeLimitExceeded": "jobs.errors.SoftTimeLimitExceeded",
-    "ResultTooLarge": "jobs.errors.ResultTooLarge",
-    "ResultNotSerializable": "jobs.errors.ResultNotSerializable",
-    "TimeLimitExceeded": "dramatiq.middleware.time_limit.TimeLimitExceeded",
-}
 
 
 def job_priority_of(task_priority: int) -> int:
@@ -224,7 +194,7 @@ class DramatiqBackend(BaseTaskBackend):
 
         def announce() -> None:
             object.__setattr__(result, "enqueued_at", job.created_at)
-            _send(task_enqueued, type(self), result)
+            send_task_signal(task_enqueued, type(self), result)
 
         if on_commit:
             # Registered after job_submit's own callback, so it runs once the message is sent.
@@ -240,200 +210,8 @@ class DramatiqBackend(BaseTaskBackend):
 
         Inside a tenant context only that organization's tasks are found.
         """
-        job = _task_job(result_id)
+        job = task_job(result_id, organization_id=get_organization_id())
         return result_from_job(job, task=load_task(job.payload))
-
-
-# --- the worker's half ----------------------------------------------------------
-
-
-def task_run(
-    *,
-    task: str,
-    args: list[Any],
-    kwargs: dict[str, Any],
-    backend: str,
-    queue_name: str,
-    priority: int,
-    run_after: str | None = None,
-) -> Any:
-    """Run one attempt of an enqueued task on the worker (the body of ``django_tasks.run``).
-
-    Sends ``task_started`` and ``task_finished`` around the call. A failed attempt
-    that will be retried finishes as READY; the last one as FAILED.
-    """
-    ctx = current_job()
-    if ctx is None:
-        raise RuntimeError(f"{TASK_JOB_TYPE} runs only on a worker, inside a job.")
-    task_obj = load_task(
-        {
-            "task": task,
-            "backend": backend,
-            "queue_name": queue_name,
-            "priority": priority,
-            "run_after": run_after,
-        }
-    )
-    job = Job.objects.get(pk=ctx.job_id)
-    result = result_from_job(job, task=task_obj)
-    object.__setattr__(result, "status", TaskResultStatus.RUNNING)
-    sender = type(task_obj.get_backend())
-    _send(task_started, sender, result)
-    try:
-        # The context is passed explicitly: nothing relies on ContextVars reaching
-        # async_to_sync's event loop for an async task.
-        if task_obj.takes_context:
-            raw = task_obj.call(TaskContext(task_result=result), *args, **kwargs)
-        else:
-            raw = task_obj.call(*args, **kwargs)
-        value = normalize_json(raw)
-        encode_result(value)  # refuse what the ledger cannot store before reporting success
-    except BaseException as exc:
-        last = isinstance(exc, PermanentJobError | JobCancelled) or ctx.retries >= job.max_retries
-        result.errors.append(
-            TaskError(
-                exception_class_path=f"{type(exc).__module__}.{type(exc).__qualname__}",
-                traceback="".join(format_exception(exc)),
-            )
-        )
-        object.__setattr__(
-            result, "status", TaskResultStatus.FAILED if last else TaskResultStatus.READY
-        )
-        if last:
-            object.__setattr__(result, "finished_at", timezone.now())
-        _send(task_finished, sender, result)
-        raise
-    object.__setattr__(result, "_return_value", value)
-    object.__setattr__(result, "status", TaskResultStatus.SUCCESSFUL)
-    object.__setattr__(result, "finished_at", timezone.now())
-    _send(task_finished, sender, result)
-    return value
-
-
-# --- ledger → TaskResult --------------------------------------------------------
-
-
-def load_task(payload: dict[str, Any]) -> Task[..., Any]:
-    """The Task a ledger payload names, with the options it was enqueued with."""
-    path = payload["task"]
-    try:
-        obj = import_string(path)
-    except ImportError as exc:
-        raise InvalidTask(
-            f"Cannot import task {path!r} ({exc}); deploy the code that defines it."
-        ) from None
-    if not isinstance(obj, Task):
-        raise InvalidTask(f"{path!r} is not a Task; decorate the function with @task.")
-    run_after = payload.get("run_after")
-    return replace(
-        obj,
-        backend=payload["backend"],
-        queue_name=payload["queue_name"],
-        priority=payload["priority"],
-        run_after=parse_datetime(run_after) if run_after else None,
-    )
-
-
-def result_from_job(job: Job, *, task: Task[..., Any]) -> TaskResult[..., Any]:
-    """Build a TaskResult from a ledger row and its attempt rows."""
-    payload = job.payload or {}
-    attempts = list(JobAttempt.objects.filter(job=job).order_by("number"))
-    status = _STATUS[JobStatus(job.status)]
-    result: TaskResult[..., Any] = TaskResult(
-        task=task,
-        id=str(job.pk),
-        status=status,
-        enqueued_at=job.created_at,
-        started_at=job.started_at,
-        last_attempted_at=attempts[-1].started_at if attempts else None,
-        finished_at=job.finished_at if status in _FINISHED else None,
-        args=payload.get("args", []),
-        kwargs=payload.get("kwargs", {}),
-        backend=payload.get("backend", task.backend),
-        errors=_errors(job, attempts),
-        worker_ids=[a.worker_id for a in attempts],
-    )
-    if status == TaskResultStatus.SUCCESSFUL:
-        object.__setattr__(result, "_return_value", job.result)
-    return result
-
-
-_FINISHED = (TaskResultStatus.SUCCESSFUL, TaskResultStatus.FAILED)
-
-
-def _errors(job: Job, attempts: list[JobAttempt]) -> list[TaskError]:
-    # The ledger keeps the traceback of the latest failure only; earlier
-    # attempts keep their error type and message.
-    failing = [a for a in attempts if a.outcome in _ERROR_OUTCOMES]
-    errors = []
-    for index, attempt in enumerate(failing):
-        latest = index == len(failing) - 1 and job.error_type == attempt.error_type
-        errors.append(
-            TaskError(
-                exception_class_path=_exception_path(attempt.error_type, job.error_traceback),
-                traceback=(
-                    job.error_traceback
-                    if latest and job.error_traceback
-                    else _one_line(attempt.error_type, attempt.error_message)
-                ),
-            )
-        )
-    if not failing and job.status in (JobStatus.FAILED, JobStatus.CANCELLED) and job.error_type:
-        # Failed or cancelled without an attempt failing (expired, cancelled before it ran).
-        errors.append(
-            TaskError(
-                exception_class_path=_exception_path(job.error_type, job.error_traceback),
-                traceback=job.error_traceback or _one_line(job.error_type, job.error_message),
-            )
-        )
-    elif not failing and job.status == JobStatus.CANCELLED:
-        errors.append(
-            TaskError(
-                exception_class_path=_KNOWN_EXCEPTIONS["JobCancelled"],
-                traceback=_one_line("JobCancelled", "Cancelled before it ran."),
-            )
-        )
-    return errors
-
-
-def _one_line(error_type: str, message: str) -> str:
-    return f"{error_type}: {message}\n" if message else f"{error_type}\n"
-
-
-def _exception_path(name: str, traceback: str) -> str:
-    """The dotted path of an exception the ledger recorded by class name.
-
-    Python prints a traceback's exception line as ``module.Qualname: message``
-    (no module for builtins), so the latest traceback names the module.
-    """
-    if not name:
-        return "builtins.Exception"
-    matches = re.findall(
-        rf"^((?:[A-Za-z_]\w*\.)*){re.escape(name)}(?::|$)", traceback or "", flags=re.MULTILINE
-    )
-    if matches and matches[-1]:
-        return f"{matches[-1]}{name}"
-    if isinstance(getattr(builtins, name, None), type):
-        return f"builtins.{name}"
-    return _KNOWN_EXCEPTIONS.get(name, name)
-
-
-def _task_job(result_id: str) -> Job:
-    try:
-        pk = uuid.UUID(str(result_id))
-    except ValueError:
-        raise TaskResultDoesNotExist(result_id) from None
-    jobs = Job.objects.filter(pk=pk, job_type=TASK_JOB_TYPE)
-    organization_id = get_organization_id()
-    if organization_id is not None:
-        jobs = jobs.filter(organization_id=organization_id)
-    job = jobs.first()
-    if job is None:
-        raise TaskResultDoesNotExist(result_id)
-    return job
-
-
-# --- helpers -------------------------------------------------------------------
 
 
 def _option_problems(params: dict[str, Any]) -> list[str]:
@@ -489,9 +267,3 @@ def _current_organization() -> Organization | None:
     if organization_id is None:
         return None
     return Organization.objects.get(pk=organization_id)
-
-
-def _send(signal: Signal, sender: type[BaseTaskBackend], result: TaskResult[..., Any]) -> None:
-    # A faulty receiver must not change a task's outcome nor break a commit;
-    # send_robust logs its exception on the ``django.dispatch`` logger.
-    signal.send_robust(sender=sender, task_result=result)

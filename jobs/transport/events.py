@@ -13,8 +13,10 @@ import logging
 from typing import Any
 
 import redis
+import redis.asyncio
 
-from jobs.broker import get_broker
+from jobs.conf import jobs_settings
+from jobs.transport.broker import get_broker
 
 logger = logging.getLogger(__name__)
 
@@ -32,3 +34,15 @@ def publish(job_id: str, event: str, data: dict[str, Any]) -> None:
         )
     except redis.RedisError as exc:
         logger.warning("Could not publish %s event of job %s: %s", event, job_id, exc)
+
+
+def events_pubsub(job_id: str) -> Any:
+    """A pub/sub connection subscribed to one job's channel (raises ``redis.RedisError``)."""
+    pubsub = get_broker().client.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(channel_name(job_id))
+    return pubsub
+
+
+def async_events_client() -> redis.asyncio.Redis:
+    """An asyncio Redis client for event streams (REDIS_URL; not Sentinel-aware yet)."""
+    return redis.asyncio.Redis.from_url(jobs_settings.redis_url)

@@ -1,7 +1,7 @@
 """Random (version 4) UUIDs in batches: one read of the OS's RNG for a whole submission.
 
-``uuid.uuid4()`` per job (a ``urandom`` system call, a ``UUID`` object, then
-``str()``) was 7 % of a bulk submission's CPU. These are the same ids: 122
+``uuid.uuid4()`` per job costs a ``urandom`` system call, a ``UUID`` object
+and ``str()`` each (bench/HISTORY.md). These are the same ids: 122
 random bits from ``os.urandom`` with the version and variant bits set.
 """
 

@@ -1,7 +1,7 @@
 """Connects to Redis from the settings: a URL (password, ``rediss://`` TLS) or Redis Sentinel.
 
-Only :func:`jobs.broker.build_redis_client` calls this; everything else that
-needs Redis uses ``get_broker().client``, so one configuration reaches every
+:func:`build_redis_client` is the broker's client; everything else that needs
+Redis uses ``get_broker().client``, so one configuration reaches every
 connection of a process.
 """
 
@@ -15,6 +15,8 @@ from django.core.exceptions import ImproperlyConfigured
 from redis.connection import parse_url
 from redis.sentinel import Sentinel
 
+from jobs.conf import jobs_settings
+
 #: Applied to every connection: detect dead connections, and never hang on connect.
 COMMON_OPTIONS: dict[str, Any] = {
     "health_check_interval": 30,
@@ -23,6 +25,20 @@ COMMON_OPTIONS: dict[str, Any] = {
 }
 #: Sentinel queries are short; a silent Sentinel is skipped for the next one.
 SENTINEL_SOCKET_TIMEOUT_SECONDS = 5
+
+
+def build_redis_client() -> redis.Redis:
+    """The broker's Redis client: REDIS_URL (password, TLS) or the master Redis Sentinel names."""
+    return connect_redis(
+        url=jobs_settings.redis_url,
+        tls_ca_file=jobs_settings.redis_tls_ca_file,
+        tls_cert_file=jobs_settings.redis_tls_cert_file,
+        tls_key_file=jobs_settings.redis_tls_key_file,
+        sentinels=jobs_settings.redis_sentinels,
+        sentinel_master=jobs_settings.redis_sentinel_master,
+        sentinel_username=jobs_settings.redis_sentinel_username,
+        sentinel_password=jobs_settings.redis_sentinel_password,
+    )
 
 
 def connect_redis(
@@ -130,3 +146,15 @@ def _tls_options(
         "ssl_certfile": cert_file or url_cert_file,
         "ssl_keyfile": key_file or url_key_file,
     }
+
+
+def server_eviction_policy(client: redis.Redis) -> str | None:
+    """The server's ``maxmemory-policy``, from CONFIG GET or, if CONFIG is refused, INFO."""
+    try:
+        value = client.config_get("maxmemory-policy").get("maxmemory-policy")
+    except redis.ResponseError:
+        # Managed Redis services and ACLs often refuse CONFIG; INFO reports it too.
+        value = client.info("memory").get("maxmemory_policy")
+    if value is None:
+        return None
+    return value.decode() if isinstance(value, bytes) else str(value)

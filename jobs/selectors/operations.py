@@ -1,39 +1,24 @@
-"""Operator reads and actions behind ``manage.py jobs``: status, running jobs, stats, purge, ping.
+"""What operators inspect (``manage.py jobs``, the API's queue view): status, active jobs, stats.
 
-Reads of the broker go through :mod:`jobs.inspection`; reads of the ledger
-are here. ``organization=None`` means every organization: these functions
-serve operators, not tenants.
+Reads of the broker come from :mod:`jobs.selectors.queues`; reads of the
+ledger are here. ``organization=None`` means every organization: these
+functions serve operators, not tenants.
 """
 
 from __future__ import annotations
 
-import json
-import logging
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.db import transaction
 from django.db.models import Count, Q
 from django.utils import timezone
-from dramatiq.brokers.redis import RedisBroker
 
-from jobs.broker import CONSUMED_QUEUES, get_broker
-from jobs.errors import JobsError
-from jobs.inspection import QueueStats, WorkerInfo, queue_stats, workers
-from jobs.models import Job, JobAttempt, JobEvent, JobEventKind, JobStatus
-from jobs.queues import band_queue_names
+from jobs.models import Job, JobAttempt, JobStatus
+from jobs.selectors.queues import QueueStats, WorkerInfo, queue_stats, workers
+from jobs.transport.broker import JobsRedisBroker
 from tenants.models import Organization
-
-logger = logging.getLogger(__name__)
-
-
-class UnknownQueue(JobsError):
-    """Raised when an operator names a queue that does not exist."""
-
-    code = "unknown_queue"
-
 
 # --- status ----------------------------------------------------------------------------------
 
@@ -52,7 +37,7 @@ class SystemStatus:
     queues: list[QueueStatus]
 
 
-def system_status(*, broker: RedisBroker | None = None) -> SystemStatus:
+def system_status(*, broker: JobsRedisBroker | None = None) -> SystemStatus:
     """Workers alive, and every queue with its depths and dead-letter count."""
     stats = queue_stats(broker)
     dead = dict(
@@ -68,7 +53,7 @@ def system_status(*, broker: RedisBroker | None = None) -> SystemStatus:
 
 
 def workers_on_host(
-    *, host: str | None = None, broker: RedisBroker | None = None
+    *, host: str | None = None, broker: JobsRedisBroker | None = None
 ) -> list[WorkerInfo]:
     """Worker processes on ``host`` (this machine by default) whose heartbeat is fresh."""
     host = host or socket.gethostname()
@@ -103,7 +88,7 @@ def active_jobs(
     organization: Organization | None = None,
     running_only: bool = False,
     limit: int = 50,
-    broker: RedisBroker | None = None,
+    broker: JobsRedisBroker | None = None,
 ) -> list[ActiveJob]:
     """Running jobs first (longest-running first), then retrying and queued ones (oldest first)."""
     statuses = (
@@ -249,119 +234,3 @@ def _row_maker(by_type: dict[str, TypeStats], window: str) -> Callable[[str], Ty
         return by_type.setdefault(job_type, TypeStats(job_type=job_type, window=window))
 
     return row
-
-
-# --- purge -----------------------------------------------------------------------------------
-
-
-@dataclass
-class PurgeResult:
-    """What a queue purge removed.
-
-    Parameters:
-      removed_messages: messages deleted from Redis (waiting and delayed).
-      cancelled_jobs: ledger rows moved to ``cancelled`` (each with a ``purged`` event).
-      without_row: deleted messages that had no ledger row, or whose job had already finished.
-      in_flight: messages workers had already fetched; they were left to finish.
-    """
-
-    queue: str
-    removed_messages: int = 0
-    cancelled_jobs: int = 0
-    without_row: int = 0
-    in_flight: int = 0
-    job_ids: list[str] = field(default_factory=list)
-
-
-def queue_purge(
-    *,
-    queue: str,
-    via: str = "system",
-    progress: Callable[[int, int], None] | None = None,
-    broker: RedisBroker | None = None,
-) -> PurgeResult:
-    """Delete a queue's waiting and delayed messages, and cancel their jobs in the ledger.
-
-    Each Redis list is emptied atomically (read and delete in one
-    transaction), so a message sent meanwhile is either purged and cancelled
-    or left untouched, never lost silently. Messages already fetched by a
-    worker are not touched: a purged job a worker still holds is skipped by
-    the ledger when it comes up, because its row is cancelled.
-    """
-    if queue not in CONSUMED_QUEUES:
-        raise UnknownQueue(f"Unknown queue {queue!r}. Choose from: {', '.join(CONSUMED_QUEUES)}.")
-    broker = broker or get_broker()
-    ns = broker.namespace
-    result = PurgeResult(queue=queue)
-    result.in_flight = next(s.in_flight for s in queue_stats(broker) if s.queue == queue)
-    bodies: list[bytes] = []
-    for band in band_queue_names(queue):
-        # Ready messages: only the ids in the list (in-flight bodies share the hash).
-        with broker.client.pipeline(transaction=True) as pipe:
-            pipe.lrange(f"{ns}:{band}", 0, -1)
-            pipe.delete(f"{ns}:{band}")
-            ids, _ = pipe.execute()
-        for start in range(0, len(ids), 1_000):
-            chunk = ids[start : start + 1_000]
-            with broker.client.pipeline(transaction=True) as pipe:
-                pipe.hmget(f"{ns}:{band}.msgs", chunk)
-                pipe.hdel(f"{ns}:{band}.msgs", *chunk)
-                found, _ = pipe.execute()
-            bodies.extend(b for b in found if b is not None)
-        # Delayed messages: every body, including those a worker holds until their ETA.
-        with broker.client.pipeline(transaction=True) as pipe:
-            pipe.hvals(f"{ns}:{band}.DQ.msgs")
-            pipe.delete(f"{ns}:{band}.DQ", f"{ns}:{band}.DQ.msgs")
-            delayed, _ = pipe.execute()
-        bodies.extend(delayed)
-    result.removed_messages = len(bodies)
-    job_ids = list(dict.fromkeys(i for i in (_message_id(b) for b in bodies) if i))
-    for start in range(0, len(job_ids), 1_000):
-        cancelled = _cancel_purged(job_ids[start : start + 1_000], queue=queue, via=via)
-        result.job_ids.extend(cancelled)
-        if progress is not None:
-            progress(min(start + 1_000, len(job_ids)), len(job_ids))
-    result.cancelled_jobs = len(result.job_ids)
-    result.without_row = result.removed_messages - result.cancelled_jobs
-    logger.warning(
-        "Queue %s purged via %s: %d message(s) removed, %d job(s) cancelled.",
-        queue,
-        via,
-        result.removed_messages,
-        result.cancelled_jobs,
-    )
-    return result
-
-
-def _cancel_purged(ids: list[str], *, queue: str, via: str) -> list[str]:
-    now = timezone.now()
-    with transaction.atomic():
-        jobs = list(
-            Job.objects.select_for_update()
-            .filter(pk__in=ids, status__in=[JobStatus.QUEUED, JobStatus.RETRYING])
-            .only("id", "organization_id")
-        )
-        Job.objects.filter(pk__in=[j.pk for j in jobs]).update(
-            status=JobStatus.CANCELLED, cancel_requested_at=now, finished_at=now
-        )
-        JobEvent.objects.bulk_create(
-            [
-                JobEvent(
-                    job=job,
-                    organization_id=job.organization_id,
-                    kind=JobEventKind.PURGED,
-                    via=via,
-                    detail={"queue": queue},
-                    created_at=now,
-                )
-                for job in jobs
-            ]
-        )
-    return [str(j.pk) for j in jobs]
-
-
-def _message_id(body: bytes) -> str | None:
-    try:
-        return str(json.loads(body)["message_id"])
-    except (ValueError, KeyError, TypeError):
-        return None

@@ -1,4 +1,4 @@
-"""The scheduler's leader lock: one Redis key with a TTL, renewed by its holder.
+"""A leader lock (the scheduler's): one Redis key with a TTL, renewed by its holder.
 
 Acquire is ``SET key me NX PX ttl``; renew and release are compare-and-set
 scripts, so a scheduler whose lock expired (and was taken by another) can

@@ -1,7 +1,7 @@
 """Reads behind the admin dashboard: throughput, failure rate, backlog, latest failures.
 
 Every function takes ``organizations`` (``None`` = every job, system jobs
-included). Queue depths and workers come from :mod:`jobs.inspection`.
+included). Queue depths and workers come from :mod:`jobs.selectors.queues`.
 """
 
 from __future__ import annotations
@@ -124,35 +124,3 @@ def recent_failures(*, organizations: QuerySet[Organization] | None, limit: int 
         .select_related("organization")
         .order_by("-created_at")[:limit]
     )
-
-
-# --- Schedules ---------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ScheduleRow:
-    """One periodic schedule as the dashboard shows it."""
-
-    name: str
-    job_type: str
-    schedule: str
-    next_run: datetime | None
-    last_run: datetime | None
-    last_status: str | None = None
-
-
-def schedules() -> list[ScheduleRow]:
-    """The scheduler's schedules (system jobs) with their next and last runs."""
-    from jobs.scheduler import schedules_overview
-
-    return [
-        ScheduleRow(
-            name=row.name,
-            job_type=row.job_type,
-            schedule=row.cron,
-            next_run=row.next_run,
-            last_run=row.last_tick,
-            last_status=row.last_status,
-        )
-        for row in schedules_overview()
-    ]

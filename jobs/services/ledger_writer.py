@@ -2,7 +2,7 @@
 
 Each worker thread used to claim and close its job with its own statements,
 two round trips and two commits per job, and Postgres planned every one of
-them again (bench/results/profile-worker.txt). A process now has one writer
+them again. A process now has one writer
 thread. Worker threads hand it their transition and wait for the answer; it
 takes whatever has piled up since its last statement and writes it at once:
 
@@ -30,10 +30,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from django.db import connection
+from django.db import DatabaseError, connection
 
 from jobs.background import BackgroundThread
-from jobs.services.transitions import AttemptEnd, job_transitions_write
+from jobs.services.transitions import AttemptEnd, job_attempts_release, job_transitions_write
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +45,9 @@ RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0)
 
 #: A connection used this recently is trusted without Django's ``SELECT 1`` probe.
 RECENT_USE_SECONDS = 1.0
+
+#: Pauses between tries to give back claims while the database is unreachable.
+RELEASE_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0)
 
 
 class _Pending:
@@ -114,6 +117,27 @@ class LedgerWriter(BackgroundThread):
     def finish(self, *, job_id: str, attempt: int, end: AttemptEnd) -> bool:
         """Close an attempt; whether the job row moved."""
         return bool(self._submit(self._finishes, _Pending(job_id, (attempt, end))).wait())
+
+    def finish_and_wait(self, *, job_id: str, attempt: int, end: AttemptEnd) -> bool:
+        """:meth:`finish`, trying again through a short database outage (about 15 s).
+
+        For outcomes that must be committed before the worker moves on (a
+        dead-lettered message's nack is not gated on the commit).
+        """
+        for delay in (*RETRY_DELAYS, None):
+            try:
+                return self.finish(job_id=job_id, attempt=attempt, end=end)
+            except DatabaseError as exc:
+                if delay is None:
+                    raise
+                logger.warning(
+                    "Could not record the end of job %s (%s); trying again in %.1f s.",
+                    job_id,
+                    exc,
+                    delay,
+                )
+                time.sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def finish_later(
         self,
@@ -257,3 +281,68 @@ class LedgerWriter(BackgroundThread):
             with connection.cursor() as cursor:
                 cursor.execute("SET enable_seqscan = off")
             self._tuned = raw
+
+
+def release_claims_ahead(messages: Any) -> None:
+    """Give back the claims taken at fetch (``Ledger.take_ahead``) of messages that will
+    not run here: before a middleware defers, dead-letters or cancels one, and for
+    those a stopping worker puts back on their queue.
+
+    Waits for each claim's own write, then undoes the claimed ones in one
+    statement, so the row is waiting again before anything else touches it
+    or another worker receives its message. Messages without such a claim
+    (or whose claim the ledger middleware took over) are ignored.
+    """
+    claims: list[tuple[str, int]] = []
+    for message in messages:
+        pending = getattr(message, "jobs_claim", None)
+        if pending is None:
+            continue
+        message.jobs_claim = None
+        try:
+            attempt = pending.wait()
+        except Exception:  # its batch failed and was rolled back: nothing to give back
+            attempt = None
+        if attempt is not None:
+            claims.append((message.message_id, attempt))
+    if not claims:
+        return
+    for delay in (*RELEASE_RETRY_DELAYS, None):
+        try:
+            job_attempts_release(claims)
+            return
+        except DatabaseError as exc:
+            connection.close()
+            if delay is None:
+                # The recovery loop marks the attempts lost once this worker is gone.
+                logger.error("Could not give back the claims of %d job(s): %s", len(claims), exc)
+                return
+            time.sleep(delay)
+
+
+def log_attempt_end(
+    job_id: str, attempt: int, end: AttemptEnd, changed: bool, started: float
+) -> None:
+    """The line that ends an attempt (its outcome and duration since ``started``, monotonic).
+
+    ``changed=False``: the outcome no longer applied, because the job had moved on.
+    """
+    seconds = round(time.monotonic() - started, 3)
+    if changed:
+        logger.info(
+            "Job %s %s after attempt %d (%.3f s).",
+            job_id,
+            end.status,
+            attempt,
+            seconds,
+            extra={"duration_seconds": seconds},
+        )
+    else:
+        logger.info(
+            "Attempt %d of job %s ended (%s); the job had already moved on, so the ledger "
+            "keeps its newer state.",
+            attempt,
+            job_id,
+            end.outcome,
+            extra={"duration_seconds": seconds},
+        )

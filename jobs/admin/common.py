@@ -1,0 +1,73 @@
+"""What the job admin's pages share: scope, status badges, escaped JSON, durations.
+
+Everything a job carries is user data: it is rendered through ``format_html``
+(which escapes) and redacted (``jobs.redaction``); nothing here calls
+``mark_safe`` on it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+
+from jobs.models import JobStatus
+from jobs.redaction import redact
+from tenants.models import Organization
+from tenants.selectors import organizations_for_user
+
+STATUS_COLOURS = {
+    JobStatus.QUEUED: "#6c757d",
+    JobStatus.RUNNING: "#0d6efd",
+    JobStatus.RETRYING: "#fd7e14",
+    JobStatus.SUCCEEDED: "#198754",
+    JobStatus.FAILED: "#dc3545",
+    JobStatus.CANCELLED: "#495057",
+}
+
+
+def visible_organizations(request: HttpRequest) -> QuerySet[Organization] | None:
+    """The organizations a request's user may see; None means every job (superusers)."""
+    if request.user.is_superuser:
+        return None
+    return organizations_for_user(user=request.user)
+
+
+def status_badge(status: str) -> SafeString:
+    colour = STATUS_COLOURS.get(JobStatus(status), "#6c757d") if status in JobStatus else "#6c757d"
+    return format_html(
+        '<span class="job-status job-status-{}" style="background:{};color:#fff;'
+        'padding:2px 8px;border-radius:10px;font-size:11px;white-space:nowrap">{}</span>',
+        status,
+        colour,
+        JobStatus(status).label if status in JobStatus else status,
+    )
+
+
+def pretty_json(value: Any) -> SafeString:
+    """Redacted, indented JSON in an escaped ``<pre>``."""
+    if value is None:
+        return format_html("<span>{}</span>", "—")
+    text = json.dumps(redact(value), indent=2, sort_keys=True, ensure_ascii=False, default=str)
+    return format_html('<pre class="job-json">{}</pre>', text)
+
+
+def human_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min"
+
+
+def short_id(job_id: Any) -> str:
+    """The first eight characters of a job id, as the admin lists it."""
+    return str(job_id)[:8]

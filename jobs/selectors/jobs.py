@@ -1,0 +1,116 @@
+"""Reads of jobs. Every read for an organization takes it explicitly.
+
+:func:`job_find` is the operators' read (the CLI), across organizations.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from django.db.models import QuerySet
+
+from jobs.errors import JobNotFound
+from jobs.models import Job, JobAttempt
+from tenants.models import Organization
+
+
+def jobs_for_organization(
+    *,
+    organization: Organization,
+    status: str | None = None,
+    job_type: str | None = None,
+    queue: str | None = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+) -> QuerySet[Job]:
+    """One organization's jobs, newest first, optionally filtered."""
+    qs = Job.objects.filter(organization=organization)
+    if status:
+        qs = qs.filter(status=status)
+    if job_type:
+        qs = qs.filter(job_type=job_type)
+    if queue:
+        qs = qs.filter(queue=queue)
+    if created_after is not None:
+        qs = qs.filter(created_at__gte=created_after)
+    if created_before is not None:
+        qs = qs.filter(created_at__lt=created_before)
+    return qs.order_by("-created_at", "-id")
+
+
+def job_get(*, organization: Organization, job_id: uuid.UUID | str) -> Job:
+    """One job of the organization.
+
+    Raises:
+      JobNotFound: no such job in this organization (another organization's
+        jobs are reported exactly like missing ones).
+    """
+    try:
+        parsed = job_id if isinstance(job_id, uuid.UUID) else uuid.UUID(str(job_id))
+    except ValueError:
+        raise JobNotFound(f"No job {str(job_id)[:64]!r}: job ids are UUIDs.") from None
+    job = Job.objects.filter(organization=organization, pk=parsed).first()
+    if job is None:
+        raise JobNotFound(f"No job {str(parsed)!r} in this organization.")
+    return job
+
+
+def job_find(*, job_id: str) -> Job:
+    """One job by id, in any organization (operators: the CLI, the recovery tools).
+
+    Raises:
+      JobNotFound: no such job.
+    """
+    job = Job.objects.filter(pk=job_id).select_related("organization").first()
+    if job is None:
+        raise JobNotFound(
+            f"No job with id {job_id!r}. Check the id with `python manage.py jobs inspect`."
+        )
+    return job
+
+
+#: What an event stream compares between two reads of a job.
+STREAM_FIELDS = ("status", "attempts", "progress", "progress_message")
+
+
+def job_stream_snapshot(*, job_id: uuid.UUID, organization_id: int) -> dict[str, Any] | None:
+    """The few fields of a job an event stream follows, or None once the job is gone."""
+    return (
+        Job.objects.filter(pk=job_id, organization_id=organization_id)
+        .values(*STREAM_FIELDS)
+        .first()
+    )
+
+
+async def ajob_stream_snapshot(*, job_id: uuid.UUID, organization_id: int) -> dict[str, Any] | None:
+    """:func:`job_stream_snapshot` for the async stream."""
+    return (
+        await Job.objects.filter(pk=job_id, organization_id=organization_id)
+        .values(*STREAM_FIELDS)
+        .afirst()
+    )
+
+
+def job_for_stream(*, job_id: uuid.UUID, organization_id: int) -> Job | None:
+    """The whole job, for an event stream's ``status`` event (None once it is gone)."""
+    return Job.objects.filter(pk=job_id, organization_id=organization_id).first()
+
+
+async def ajob_for_stream(*, job_id: uuid.UUID, organization_id: int) -> Job | None:
+    """:func:`job_for_stream` for the async stream."""
+    return await Job.objects.filter(pk=job_id, organization_id=organization_id).afirst()
+
+
+def job_attempts(*, job_id: uuid.UUID | str) -> list[JobAttempt]:
+    """A job's attempts, first first."""
+    return list(JobAttempt.objects.filter(job_id=job_id).order_by("number"))
+
+
+def task_job_row(*, job_id: uuid.UUID, job_type: str, organization_id: int | None) -> Job | None:
+    """A job of one type by id, only in ``organization_id`` when given (``django.tasks`` results)."""
+    jobs = Job.objects.filter(pk=job_id, job_type=job_type)
+    if organization_id is not None:
+        jobs = jobs.filter(organization_id=organization_id)
+    return jobs.first()
