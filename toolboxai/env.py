@@ -7,7 +7,6 @@ settings through the per-app accessors (``jobs.conf``, ``tenants.conf``).
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -70,32 +69,17 @@ def env_host_ports(name: str) -> list[tuple[str, int]]:
     return pairs
 
 
-def parse_database_url(url: str, *, base_dir: Path) -> dict[str, Any]:
-    """Turn ``postgres://user:pass@host:port/name`` or ``sqlite:///path`` into DATABASES['default']."""
+def parse_database_url(url: str) -> dict[str, Any]:
+    """Turn ``postgres://user:pass@host:port/name`` into DATABASES['default'] (SQLite is refused)."""
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     options = dict(parse_qsl(parts.query))
-    if scheme == "sqlite":
-        # sqlite:///relative/path.db (three slashes) or sqlite:////absolute/path.db (four).
-        # sqlite:///relative.db has path "/relative.db"; sqlite:////abs.db has "//abs.db".
-        raw_path = unquote(parts.path)
-        name = raw_path[1:] if raw_path.startswith("/") else raw_path
-        if not name:
-            raise ImproperlyConfigured(
-                "DATABASE_URL for SQLite needs a file: sqlite:///state/db.sqlite3"
-            )
-        path = Path(name)
-        if not path.is_absolute():
-            path = base_dir / path
-        return {
-            "ENGINE": "django.db.backends.sqlite3",
-            "NAME": str(path),
-            "OPTIONS": {
-                "timeout": 20,
-                "transaction_mode": "IMMEDIATE",
-                "init_command": "PRAGMA journal_mode=WAL;",
-            },
-        }
+    if scheme.startswith("sqlite"):
+        raise ImproperlyConfigured(
+            f"DATABASE_URL {redact_url(url)!r} is SQLite, which the job ledger does not run on: "
+            "it needs Postgres. Use postgres://user:password@host:5432/dbname, or unset "
+            "DATABASE_URL and run `make run`, which starts an embedded Postgres."
+        )
     if scheme in {"postgres", "postgresql", "pgsql"}:
         if not parts.path.strip("/"):
             raise ImproperlyConfigured(
@@ -112,7 +96,8 @@ def parse_database_url(url: str, *, base_dir: Path) -> dict[str, Any]:
             "OPTIONS": options,
         }
     raise ImproperlyConfigured(
-        f"DATABASE_URL scheme {scheme!r} is not supported. Use postgres://... or sqlite:///..."
+        f"DATABASE_URL scheme {scheme!r} is not supported. "
+        "Use postgres://user:password@host:5432/dbname."
     )
 
 

@@ -1,27 +1,25 @@
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
 from toolboxai.env import parse_database_url, redact_url
 
 
-def test_a_relative_sqlite_url_is_resolved_against_the_project(tmp_path: Path) -> None:
-    db = parse_database_url("sqlite:///.state/db.sqlite3", base_dir=tmp_path)
-    assert db["NAME"] == str(tmp_path / ".state" / "db.sqlite3")
-
-
-def test_an_absolute_sqlite_url_keeps_its_path(tmp_path: Path) -> None:
-    db = parse_database_url("sqlite:////var/lib/app/db.sqlite3", base_dir=tmp_path)
-    assert db["NAME"] == "/var/lib/app/db.sqlite3"
+@pytest.mark.parametrize(
+    "url", ["sqlite:///.state/db.sqlite3", "sqlite:////var/lib/app/db.sqlite3", "sqlite3://x"]
+)
+def test_a_sqlite_url_is_refused_with_the_fix(url: str) -> None:
+    with pytest.raises(ImproperlyConfigured) as refused:
+        parse_database_url(url)
+    message = str(refused.value)
+    assert "needs Postgres" in message
+    assert "postgres://user:password@host:5432/dbname" in message
+    assert "make run" in message
 
 
 def test_a_postgres_url_is_split_into_django_settings() -> None:
-    db = parse_database_url(
-        "postgres://u:p%40ss@db.example:6543/app?sslmode=require", base_dir=Path(".")
-    )
+    db = parse_database_url("postgres://u:p%40ss@db.example:6543/app?sslmode=require")
     assert (db["USER"], db["PASSWORD"], db["HOST"], db["PORT"], db["NAME"]) == (
         "u",
         "p@ss",
@@ -33,8 +31,8 @@ def test_a_postgres_url_is_split_into_django_settings() -> None:
 
 
 def test_an_unknown_scheme_is_refused_with_the_supported_ones() -> None:
-    with pytest.raises(ImproperlyConfigured, match=r"postgres://\.\.\. or sqlite:///"):
-        parse_database_url("mysql://x/y", base_dir=Path("."))
+    with pytest.raises(ImproperlyConfigured, match=r"Use postgres://user:password@host"):
+        parse_database_url("mysql://x/y")
 
 
 def test_passwords_are_redacted_from_urls() -> None:
