@@ -16,11 +16,12 @@ from typing import Any
 import dramatiq
 import pytest
 
-from jobs.broker import enqueue_messages
-from jobs.models import JobStatus
-from jobs.redis_broker import JobsRedisBroker, JobsRedisConsumer
+from jobs.models import Job, JobStatus
 from jobs.services import job_message, job_submit
-from jobs.wakeups import QueueWakeups, wakeup_channel
+from jobs.services.dispatch import jobs_send
+from jobs.transport.broker import JobsRedisBroker
+from jobs.transport.consumer import JobsRedisConsumer
+from jobs.transport.wakeups import QueueWakeups, wakeup_channel
 from tests.actors import side_effects
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -62,6 +63,10 @@ def _all_waiting(worker: dramatiq.Worker) -> bool:
     return all(_waiting(worker, queue) for queue in _QUEUES)
 
 
+def _status(job: Job) -> str:
+    return str(Job.objects.values_list("status", flat=True).get(pk=job.pk))
+
+
 def _runs(key: str) -> int:
     return int(side_effects().get(f"tests:runs:{key}") or 0)
 
@@ -75,8 +80,8 @@ def test_an_enqueue_wakes_the_idle_consumer_of_its_queue(
 
     wait_for(lambda: _runs("woken") == 1)
     assert wakeups.notifications > before
-    job.refresh_from_db()
-    assert job.status == JobStatus.SUCCEEDED
+    # The outcome is committed by the ledger writer after the job's side effect.
+    wait_for(lambda: _status(job) == JobStatus.SUCCEEDED)
 
 
 def test_a_bulk_enqueue_wakes_every_band_it_filled(
@@ -87,7 +92,7 @@ def test_a_bulk_enqueue_wakes_every_band_it_filled(
         for p in (9, 5)
     ]
     # Re-send both rows together: the pipelined path, one round trip for both bands.
-    enqueue_messages([(job_message(job), None) for job in jobs])
+    jobs_send([(job_message(job), None) for job in jobs])
 
     wait_for(lambda: _runs("bulk-9") >= 1 and _runs("bulk-5") >= 1)
 
@@ -102,8 +107,8 @@ def test_a_delayed_job_runs_when_due_without_waiting_for_a_poll(
     # The delay-queue consumer is woken to fetch it, returns to its thread when
     # the eta passes, and the move to the queue wakes the queue's consumer.
     wait_for(lambda: _runs("delayed") == 1)
-    job.refresh_from_db()
-    assert job.status == JobStatus.SUCCEEDED
+    # The outcome is committed by the ledger writer after the job's side effect.
+    wait_for(lambda: _status(job) == JobStatus.SUCCEEDED)
 
 
 def test_the_listener_resubscribes_after_its_connection_is_killed_and_wake_ups_resume(
