@@ -52,12 +52,16 @@ def redis_binary() -> str | None:
     return str(candidate) if candidate.exists() else None
 
 
+def port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
 def wait_for_port(port: int, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
+        if port_open(port):
+            return
         time.sleep(0.1)
     raise SystemExit(f"Redis did not start on port {port}; see {STATE / 'redis' / 'redis.log'}.")
 
@@ -173,6 +177,12 @@ def main() -> int:
     )
     procs.append(("scheduler", subprocess.Popen([PY, "manage.py", "periodiq"], cwd=ROOT, env=env)))
 
+    # The URLs are printed once the web server answers, so they work when read.
+    deadline = time.monotonic() + 120
+    while not port_open(web_port) and time.monotonic() < deadline:
+        if any(proc.poll() is not None for _name, proc in procs):
+            break  # supervise() reports which one exited
+        time.sleep(0.2)
     base = f"http://127.0.0.1:{web_port}"
     print(
         "\n"
