@@ -201,6 +201,10 @@ JOBS_FAIRNESS_CACHE_SECONDS = env_int("JOBS_FAIRNESS_CACHE_SECONDS", 5, minimum=
 JOBS_FAIRNESS_DEFER_MS = env_int("JOBS_FAIRNESS_DEFER_MS", 1_000, minimum=10)
 
 JOBS_MAX_PAYLOAD_BYTES = env_int("JOBS_MAX_PAYLOAD_BYTES", 256 * 1024, minimum=1)
+# Deepest nesting of objects and lists in a payload (400 beyond it). At most 200:
+# validation, JSON encoding, redaction and rendering recurse a few frames per
+# level, and Python's recursion limit (1,000 frames) must stay out of reach.
+JOBS_MAX_PAYLOAD_DEPTH = env_int("JOBS_MAX_PAYLOAD_DEPTH", 64, minimum=1, maximum=200)
 JOBS_MAX_RESULT_BYTES = env_int("JOBS_MAX_RESULT_BYTES", 64 * 1024, minimum=1)
 
 # --- Scheduler (manage.py periodiq) ------------------------------------------
