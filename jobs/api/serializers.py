@@ -10,6 +10,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.reverse import reverse
 
+from jobs.api.fields import StrictFloatField
 from jobs.models import Job, JobStatus
 from jobs.queues import DEFAULT_PRIORITY, MAX_PRIORITY, MIN_PRIORITY, QUEUES
 from jobs.registry import all_job_types
@@ -141,7 +142,7 @@ class JobCreateSerializer(serializers.Serializer[Any]):
         trim_whitespace=False,
         help_text="Submitting the same key again returns the first job instead of a new one.",
     )
-    delay_seconds = serializers.FloatField(
+    delay_seconds = StrictFloatField(
         required=False,
         allow_null=True,
         min_value=0,
