@@ -51,8 +51,10 @@ from django.utils.json import normalize_json
 from django.utils.module_loading import import_string
 
 from jobs.broker import CONSUMED_QUEUES
-from jobs.errors import JobCancelled, PermanentJobError
+from jobs.conf import jobs_settings
+from jobs.errors import InvalidPayload, JobCancelled, PermanentJobError
 from jobs.models import AttemptOutcome, Job, JobAttempt, JobStatus
+from jobs.payload_limits import depth_problem
 from jobs.queues import MAX_PRIORITY, MIN_PRIORITY
 from jobs.runtime import current_job, encode_result
 from jobs.services import job_submit
@@ -476,6 +478,13 @@ def _delay_until(run_after: datetime | None) -> timedelta | None:
 def _json_arguments(task: Task[..., Any], name: str, value: Any) -> Any:
     try:
         return normalize_json(value)
+    except RecursionError:
+        # normalize_json recurses; submission refuses what is nested beyond its limit.
+        limit = jobs_settings.max_payload_depth
+        raise InvalidPayload(
+            f"The {name} of task {task.module_path!r} are nested too deeply: {depth_problem(limit)}",
+            errors={"payload": [depth_problem(limit)]},
+        ) from None
     except (TypeError, ValueError) as exc:
         raise TypeError(
             f"The {name} of task {task.module_path!r} must be JSON-safe "

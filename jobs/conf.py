@@ -144,6 +144,10 @@ class JobsSettings:
         return int(_get("JOBS_MAX_PAYLOAD_BYTES", 256 * 1024))
 
     @property
+    def max_payload_depth(self) -> int:
+        return int(_get("JOBS_MAX_PAYLOAD_DEPTH", 64))
+
+    @property
     def max_result_bytes(self) -> int:
         return int(_get("JOBS_MAX_RESULT_BYTES", 64 * 1024))
 

@@ -34,6 +34,14 @@ class PayloadSerializer(serializers.Serializer[dict[str, Any]]):
                 raise serializers.ValidationError(
                     {name: ["Unknown field; this job type does not take it."] for name in unknown}
                 )
+            # DRF's FloatField reads true as 1.0 and false as 0.0.
+            booleans = {
+                name: [field.error_messages["invalid"]]
+                for name, field in self.fields.items()
+                if isinstance(field, serializers.FloatField) and isinstance(data.get(name), bool)
+            }
+            if booleans:
+                raise serializers.ValidationError(booleans)
         return super().to_internal_value(data)
 
 

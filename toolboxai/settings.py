@@ -69,6 +69,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # First and last: request count and latency for /metrics (django-prometheus).
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    # API bodies over API_MAX_BODY_BYTES (413) or chunked (411), answered before anything reads them.
+    "jobs.api.body_limits.api_body_limits",
     # Skips the SELECT 1 probe of a connection this thread used a moment ago.
     "jobs.api.connections.trust_recent_connections",
     "django.middleware.security.SecurityMiddleware",
@@ -201,6 +203,10 @@ JOBS_FAIRNESS_CACHE_SECONDS = env_int("JOBS_FAIRNESS_CACHE_SECONDS", 5, minimum=
 JOBS_FAIRNESS_DEFER_MS = env_int("JOBS_FAIRNESS_DEFER_MS", 1_000, minimum=10)
 
 JOBS_MAX_PAYLOAD_BYTES = env_int("JOBS_MAX_PAYLOAD_BYTES", 256 * 1024, minimum=1)
+# Deepest nesting of objects and lists in a payload (400 beyond it). At most 200:
+# validation, JSON encoding, redaction and rendering recurse a few frames per
+# level, and Python's recursion limit (1,000 frames) must stay out of reach.
+JOBS_MAX_PAYLOAD_DEPTH = env_int("JOBS_MAX_PAYLOAD_DEPTH", 64, minimum=1, maximum=200)
 JOBS_MAX_RESULT_BYTES = env_int("JOBS_MAX_RESULT_BYTES", 64 * 1024, minimum=1)
 
 # --- Scheduler (manage.py periodiq) ------------------------------------------
@@ -290,6 +296,9 @@ JOBS_METRICS_ORGANIZATION_IDS = [int(v) for v in _metrics_org_ids]
 # Largest request body the API reads, in bytes (413 above it). A batch of
 # 1,000 small jobs fits in well under a megabyte.
 API_MAX_BODY_BYTES = env_int("API_MAX_BODY_BYTES", 5 * 1024 * 1024, minimum=1024)
+# Django's own limit on a body read into memory follows, so a body under
+# API_MAX_BODY_BYTES is never refused by it (its default, 2.5 MiB, was lower).
+DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES
 # Jobs per page of GET /api/v1/jobs/ (clients may ask for up to API_MAX_PAGE_SIZE).
 API_PAGE_SIZE = env_int("API_PAGE_SIZE", 50, minimum=1)
 API_MAX_PAGE_SIZE = env_int("API_MAX_PAGE_SIZE", 500, minimum=1)
@@ -311,8 +320,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["jobs.api.permissions.HasOrganization"],
     "DEFAULT_PARSER_CLASSES": ["jobs.api.parsers.LimitedJSONParser"],
     "DEFAULT_RENDERER_CLASSES": [
-        "rest_framework.renderers.JSONRenderer",
-        "rest_framework.renderers.BrowsableAPIRenderer",
+        "jobs.api.renderers.SafeJSONRenderer",
+        "jobs.api.renderers.SafeBrowsableAPIRenderer",
     ],
     "DEFAULT_THROTTLE_CLASSES": [],
     "EXCEPTION_HANDLER": "jobs.api.errors.api_exception_handler",

@@ -29,6 +29,7 @@ from jobs.conf import jobs_settings
 from jobs.errors import InvalidPayload, InvalidSubmission, PayloadTooLarge
 from jobs.ids import uuid4s
 from jobs.models import Job, JobOutbox
+from jobs.payload_limits import payload_problem, text_problem
 from jobs.payloads import payload_fast_path
 from jobs.queues import DEFAULT_PRIORITY, MAX_PRIORITY, MIN_PRIORITY, redis_queue_name
 from jobs.registry import VALIDATED_OPTION, JobType, get_job_type
@@ -286,6 +287,14 @@ def _validate(
             f"The payload must be a JSON object, not {type(payload).__name__}.",
             errors={"payload": ["Expected a JSON object."]},
         )
+    # Before anything that recurses (encoding, the serializer): a deep payload is refused here.
+    problem = payload_problem(payload, max_depth=jobs_settings.max_payload_depth)
+    if problem is not None:
+        path, message = problem
+        raise InvalidPayload(
+            f"The payload is invalid at {'payload.' + path if path else 'payload'}: {message}",
+            errors={path or "payload": [message]},
+        )
     try:
         encoded = _encode_strict(payload)
     except (TypeError, ValueError) as exc:
@@ -384,14 +393,20 @@ def _prepare(
             f"{MAX_IDEMPOTENCY_KEY_LENGTH} characters, not {key!r}.",
             field="idempotency_key",
         )
+    if key is not None and (problem := text_problem(key)) is not None:
+        raise InvalidSubmission(f"idempotency_key is refused: {problem}", field="idempotency_key")
     delay = request.delay
     if delay is not None and not timedelta(0) <= delay <= MAX_DELAY:
         raise InvalidSubmission(
             f"delay {delay} is out of range; use 0 seconds to 7 days.", field="delay_seconds"
         )
-    if request.max_retries is not None and not 0 <= request.max_retries <= 100:
+    if request.max_retries is not None and (
+        isinstance(request.max_retries, bool)
+        or not isinstance(request.max_retries, int)
+        or not 0 <= request.max_retries <= 100
+    ):
         raise InvalidSubmission(
-            f"max_retries {request.max_retries!r} is out of range; use 0 to 100.",
+            f"max_retries must be a whole number from 0 to 100, not {request.max_retries!r}.",
             field="max_retries",
         )
     queue = jt.queue if request.queue is None else request.queue
