@@ -250,7 +250,7 @@ class JobsSettings:
     @property
     def redact_keys(self) -> tuple[str, ...]:
         """Extra words that mark a key as secret (see ``jobs.redaction``)."""
-        return tuple(str(word) for word in _get("JOBS_REDACT_KEYS", ()))
+        return tuple(map(str, _get("JOBS_REDACT_KEYS", ())))
 
     @property
     def admin_exact_count_limit(self) -> int:

@@ -427,19 +427,20 @@ class TaskStatusView(APIView):
     )
     def get(self, request: Request, task_id: str) -> Response:
         job = job_get(organization=request_organization(request), job_id=task_id)
-        state = CELERY_STATES[JobStatus(job.status)]
+        # The job's API representation: its result and error come redacted.
+        shown = JobSerializer(job, context={"request": request}).data
         info: Any = None
         if job.status in (JobStatus.RUNNING, JobStatus.RETRYING):
-            info = {"progress": job.progress, "message": job.progress_message}
+            info = {"progress": shown["progress"], "message": shown["progress_message"]}
         elif job.status == JobStatus.SUCCEEDED:
-            info = job.result
+            info = shown["result"]
         elif job.status == JobStatus.FAILED:
-            info = {"type": job.error_type, "message": job.error_message}
+            info = shown["error"] or {"type": "", "message": ""}
         return Response(
             {
-                "task_id": str(job.pk),
-                "status": state,
-                "result": job.result if job.status == JobStatus.SUCCEEDED else None,
+                "task_id": shown["id"],
+                "status": CELERY_STATES[JobStatus(job.status)],
+                "result": shown["result"] if job.status == JobStatus.SUCCEEDED else None,
                 "info": info,
             }
         )
