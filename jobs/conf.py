@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import Any
 
 from django.conf import settings
@@ -227,7 +228,15 @@ class JobsSettings:
 
     @property
     def prometheus_host(self) -> str:
-        return str(_get("PROMETHEUS_HOST", "0.0.0.0"))  # noqa: S104
+        return str(_get("PROMETHEUS_HOST", "127.0.0.1"))
+
+    @property
+    def metrics_token(self) -> str:
+        return str(_get("METRICS_TOKEN", "") or "")
+
+    @property
+    def metrics_allowed_networks(self) -> tuple[IPv4Network | IPv6Network, ...]:
+        return tuple(ip_network(str(v)) for v in _get("METRICS_ALLOWED_NETWORKS", ()))
 
     @property
     def metrics_dir(self) -> str:

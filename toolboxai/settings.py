@@ -18,6 +18,7 @@ from toolboxai.env import (
     env_host_ports,
     env_int,
     env_list,
+    env_networks,
     env_str,
     parse_database_url,
 )
@@ -288,8 +289,17 @@ TASKS = {
 }
 # --- Metrics ----------------------------------------------------------------
 # Port (and address) of the worker's Prometheus exporter, served by `rundramatiq`.
+# Loopback unless configured: beyond it the exporter needs METRICS_TOKEN or
+# METRICS_ALLOWED_NETWORKS in production (docker-compose.yml sets 0.0.0.0 and a token).
 PROMETHEUS_PORT = env_int("PROMETHEUS_PORT", 9540, minimum=0)
-PROMETHEUS_HOST = env_str("PROMETHEUS_HOST", "0.0.0.0")  # noqa: S104
+PROMETHEUS_HOST = env_str("PROMETHEUS_HOST", "127.0.0.1")
+# Who may read /metrics (the web's, and a worker exporter's beyond loopback): a request with
+# `Authorization: Bearer <METRICS_TOKEN>`, or from one of METRICS_ALLOWED_NETWORKS (the
+# connecting address, REMOTE_ADDR: behind a proxy, the proxy's). Development: loopback.
+METRICS_TOKEN = env_str("METRICS_TOKEN", "")
+METRICS_ALLOWED_NETWORKS = env_networks(
+    "METRICS_ALLOWED_NETWORKS", ["127.0.0.0/8", "::1/128"] if DEBUG else []
+)
 # Where the worker processes of one `rundramatiq` share their counters; emptied at start.
 # Empty: a directory under the system temp dir, one per PROMETHEUS_PORT.
 JOBS_METRICS_DIR = env_str("JOBS_METRICS_DIR", "")
