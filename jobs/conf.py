@@ -267,6 +267,18 @@ class JobsSettings:
         return int(_get("JOBS_DASHBOARD_REFRESH_SECONDS", 15))
 
     @property
+    def admin_login_max_failures(self) -> int:
+        return int(_get("ADMIN_LOGIN_MAX_FAILURES", 5))
+
+    @property
+    def admin_login_window_seconds(self) -> int:
+        return int(_get("ADMIN_LOGIN_WINDOW_SECONDS", 900))
+
+    @property
+    def admin_login_trust_x_forwarded_for(self) -> bool:
+        return bool(_get("ADMIN_LOGIN_TRUST_X_FORWARDED_FOR", False))
+
+    @property
     def api_max_body_bytes(self) -> int:
         return int(_get("API_MAX_BODY_BYTES", 5 * 1024 * 1024))
 

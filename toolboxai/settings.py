@@ -96,6 +96,8 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    # 429 for a login to the admin while its username or address has too many failures.
+    "jobs.admin.login_throttle.LoginThrottleMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
@@ -277,6 +279,15 @@ JOBS_REDACT_KEYS = env_list("JOBS_REDACT_KEYS", [])
 JOBS_ADMIN_EXACT_COUNT_LIMIT = env_int("JOBS_ADMIN_EXACT_COUNT_LIMIT", 10_000, minimum=0)
 # How often the admin dashboard reloads itself.
 JOBS_DASHBOARD_REFRESH_SECONDS = env_int("JOBS_DASHBOARD_REFRESH_SECONDS", 15, minimum=2)
+# Failed admin logins: after this many for one username, or from one address, within the
+# window (counted from the first failure), that username or address gets HTTP 429 until
+# the window has passed. Counted in Redis, so every web process sees the same numbers.
+ADMIN_LOGIN_MAX_FAILURES = env_int("ADMIN_LOGIN_MAX_FAILURES", 5, minimum=1)
+ADMIN_LOGIN_WINDOW_SECONDS = env_int("ADMIN_LOGIN_WINDOW_SECONDS", 900, minimum=1)
+# The address is REMOTE_ADDR, which behind a reverse proxy is the proxy's (gunicorn does not
+# rewrite it). 1 behind a proxy that appends the client's address to X-Forwarded-For (nginx:
+# $proxy_add_x_forwarded_for): then that last address counts. Never 1 without such a proxy.
+ADMIN_LOGIN_TRUST_X_FORWARDED_FOR = env_bool("ADMIN_LOGIN_TRUST_X_FORWARDED_FOR", False)
 
 # --- django.tasks -----------------------------------------------------------
 # Every app's @task runs on our workers, as a ledger job (README, "Django tasks").
