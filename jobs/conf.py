@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import Any
 
 from django.conf import settings
@@ -231,7 +232,15 @@ class JobsSettings:
 
     @property
     def prometheus_host(self) -> str:
-        return str(_get("PROMETHEUS_HOST", "0.0.0.0"))  # noqa: S104
+        return str(_get("PROMETHEUS_HOST", "127.0.0.1"))
+
+    @property
+    def metrics_token(self) -> str:
+        return str(_get("METRICS_TOKEN", "") or "")
+
+    @property
+    def metrics_allowed_networks(self) -> tuple[IPv4Network | IPv6Network, ...]:
+        return tuple(ip_network(str(v)) for v in _get("METRICS_ALLOWED_NETWORKS", ()))
 
     @property
     def metrics_dir(self) -> str:
@@ -260,6 +269,18 @@ class JobsSettings:
     @property
     def dashboard_refresh_seconds(self) -> int:
         return int(_get("JOBS_DASHBOARD_REFRESH_SECONDS", 15))
+
+    @property
+    def admin_login_max_failures(self) -> int:
+        return int(_get("ADMIN_LOGIN_MAX_FAILURES", 5))
+
+    @property
+    def admin_login_window_seconds(self) -> int:
+        return int(_get("ADMIN_LOGIN_WINDOW_SECONDS", 900))
+
+    @property
+    def admin_login_trust_x_forwarded_for(self) -> bool:
+        return bool(_get("ADMIN_LOGIN_TRUST_X_FORWARDED_FOR", False))
 
     @property
     def api_max_body_bytes(self) -> int:

@@ -6,6 +6,7 @@ settings through the per-app accessors (``jobs.conf``, ``tenants.conf``).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,20 @@ def env_list(name: str, default: list[str]) -> list[str]:
     if raw is None:
         return default
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def env_networks(name: str, default: list[str]) -> list[str]:
+    """Comma-separated CIDRs (``10.0.0.0/8,::1/128``; a bare address is one host), validated."""
+    networks = env_list(name, default)
+    for item in networks:
+        try:
+            ipaddress.ip_network(item)
+        except ValueError as exc:
+            raise ImproperlyConfigured(
+                f"{name} has {item!r}, which is not a network ({exc}). Use comma-separated "
+                f"CIDRs with the host bits zero, such as {name}=127.0.0.1/32,10.0.0.0/8."
+            ) from None
+    return networks
 
 
 def env_host_ports(name: str) -> list[tuple[str, int]]:
