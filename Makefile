@@ -56,7 +56,7 @@ lint: install
 # Parses docker-compose.yml with Debian's docker-compose (no Docker engine needed), with
 # .env.example as the .env: once with the secrets filled in (must pass), once without
 # (must refuse, naming the secret). Installs docker-compose when it is missing.
-COMPOSE_SECRETS := DJANGO_SECRET_KEY=compose-check POSTGRES_PASSWORD=compose-check REDIS_PASSWORD=compose-check
+COMPOSE_SECRETS := DJANGO_SECRET_KEY=compose-check POSTGRES_PASSWORD=compose-check REDIS_PASSWORD=compose-check METRICS_TOKEN=compose-check
 compose-check:
 	@command -v docker-compose >/dev/null 2>&1 || { \
 		echo "Installing Debian's docker-compose (to validate docker-compose.yml)"; \

@@ -27,8 +27,10 @@ control_socket_disable = True
 graceful_timeout = 30
 # Idle keep-alive to the proxy in front.
 keepalive = 5
-# Access log lines to stdout, next to the application's JSON logs.
+# Access log lines to stdout, next to the application's JSON logs, with secret query
+# parameters (?api_key=, ?token=) and credential headers redacted (toolboxai/access_log.py).
 accesslog = "-"
+logger_class = "toolboxai.access_log.RedactingLogger"
 
 
 def child_exit(server: object, worker: object) -> None:

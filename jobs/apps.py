@@ -10,9 +10,12 @@ class JobsConfig(AppConfig):
 
     def ready(self) -> None:
         # Django requires these imports here (the app registry is ready only now):
-        # the system checks register themselves on import, and setup() builds the broker.
+        # the system checks register themselves on import, setup() builds the broker,
+        # and the receivers below connect to Django's signals.
         from jobs import broker, checks  # noqa: F401
+        from jobs.admin import login_throttle
         from jobs.api import connections
 
         broker.setup()
         connections.connect()
+        login_throttle.connect()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import Any
 
 from django.conf import settings
@@ -144,6 +145,10 @@ class JobsSettings:
         return int(_get("JOBS_MAX_PAYLOAD_BYTES", 256 * 1024))
 
     @property
+    def max_payload_depth(self) -> int:
+        return int(_get("JOBS_MAX_PAYLOAD_DEPTH", 64))
+
+    @property
     def max_result_bytes(self) -> int:
         return int(_get("JOBS_MAX_RESULT_BYTES", 64 * 1024))
 
@@ -227,7 +232,15 @@ class JobsSettings:
 
     @property
     def prometheus_host(self) -> str:
-        return str(_get("PROMETHEUS_HOST", "0.0.0.0"))  # noqa: S104
+        return str(_get("PROMETHEUS_HOST", "127.0.0.1"))
+
+    @property
+    def metrics_token(self) -> str:
+        return str(_get("METRICS_TOKEN", "") or "")
+
+    @property
+    def metrics_allowed_networks(self) -> tuple[IPv4Network | IPv6Network, ...]:
+        return tuple(ip_network(str(v)) for v in _get("METRICS_ALLOWED_NETWORKS", ()))
 
     @property
     def metrics_dir(self) -> str:
@@ -246,7 +259,7 @@ class JobsSettings:
     @property
     def redact_keys(self) -> tuple[str, ...]:
         """Extra words that mark a key as secret (see ``jobs.redaction``)."""
-        return tuple(str(word) for word in _get("JOBS_REDACT_KEYS", ()))
+        return tuple(map(str, _get("JOBS_REDACT_KEYS", ())))
 
     @property
     def admin_exact_count_limit(self) -> int:
@@ -256,6 +269,18 @@ class JobsSettings:
     @property
     def dashboard_refresh_seconds(self) -> int:
         return int(_get("JOBS_DASHBOARD_REFRESH_SECONDS", 15))
+
+    @property
+    def admin_login_max_failures(self) -> int:
+        return int(_get("ADMIN_LOGIN_MAX_FAILURES", 5))
+
+    @property
+    def admin_login_window_seconds(self) -> int:
+        return int(_get("ADMIN_LOGIN_WINDOW_SECONDS", 900))
+
+    @property
+    def admin_login_trust_x_forwarded_for(self) -> bool:
+        return bool(_get("ADMIN_LOGIN_TRUST_X_FORWARDED_FOR", False))
 
     @property
     def api_max_body_bytes(self) -> int:

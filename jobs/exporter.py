@@ -4,7 +4,8 @@
 ``PROMETHEUS_MULTIPROC_DIR`` (emptied at start) and runs :func:`serve` as a
 Dramatiq fork process (``jobs.worker:serve_metrics``, which sets Django up first). Each scrape sums the processes' counters and histograms
 and reads the live broker state (queue depths, oldest message, dead letters,
-workers alive) from Redis through :mod:`jobs.selectors.queues`.
+workers alive) from Redis through :mod:`jobs.selectors.queues`. Beyond loopback it
+answers only to METRICS_TOKEN or METRICS_ALLOWED_NETWORKS (:mod:`jobs.metrics_access`).
 """
 
 from __future__ import annotations
@@ -13,18 +14,27 @@ import glob
 import logging
 import os
 import shutil
+import socket
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from http import HTTPStatus
 from pathlib import Path
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import redis
-from prometheus_client import start_http_server
+from prometheus_client import make_wsgi_app
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from jobs.conf import jobs_settings
+from jobs.metrics_access import is_loopback_host, metrics_denial
 from jobs.selectors.queues import queue_stats, workers
+
+#: A WSGI application (PEP 3333), loosely typed as wsgiref's own helpers are.
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 logger = logging.getLogger(__name__)
 
@@ -113,12 +123,59 @@ def build_registry(metrics_dir: str) -> CollectorRegistry:
     return registry
 
 
+def guarded(app: WSGIApp) -> WSGIApp:
+    """``app`` for METRICS_TOKEN or METRICS_ALLOWED_NETWORKS only (401 or 403 otherwise)."""
+
+    def guarded_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        denial = metrics_denial(
+            authorization=str(environ.get("HTTP_AUTHORIZATION", "")),
+            address=str(environ.get("REMOTE_ADDR", "")),
+        )
+        if denial is None:
+            return app(environ, start_response)
+        body = f"{denial.message}\n".encode()
+        start_response(
+            f"{denial.status} {HTTPStatus(denial.status).phrase}",
+            [
+                ("Content-Type", "text/plain; charset=utf-8"),
+                ("Content-Length", str(len(body))),
+                *denial.headers.items(),
+            ],
+        )
+        return [body]
+
+    return guarded_app
+
+
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """No access-log line per scrape."""
+
+
+def start_server(host: str, port: int, app: WSGIApp) -> WSGIServer:
+    """Serve ``app`` on host:port (IPv4 or IPv6, as the host resolves) from a daemon thread."""
+    family = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM)[0][0]
+    server_class = type("MetricsServer", (_ThreadingServer,), {"address_family": family})
+    server: WSGIServer = make_server(
+        host, port, app, server_class=server_class, handler_class=_QuietHandler
+    )
+    threading.Thread(target=server.serve_forever, name="metrics-exporter", daemon=True).start()
+    return server
+
+
 def serve() -> int:
     """Serve ``/metrics`` on PROMETHEUS_HOST:PROMETHEUS_PORT (``rundramatiq``'s fork process)."""
     metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or jobs_settings.metrics_dir
     host, port = jobs_settings.prometheus_host, jobs_settings.prometheus_port
+    app: WSGIApp = make_wsgi_app(build_registry(metrics_dir))
+    if not is_loopback_host(host):
+        app = guarded(app)
     try:
-        server, _thread = start_http_server(port, addr=host, registry=build_registry(metrics_dir))
+        server = start_server(host, port, app)
     except OSError as exc:
         logger.error(
             "The worker metrics exporter cannot listen on %s:%d (%s). Set PROMETHEUS_PORT to a "

@@ -17,7 +17,9 @@ from contextvars import ContextVar, Token
 from multiprocessing import util as multiprocessing_util
 from typing import Any, TextIO
 
-from jobs.redaction import redact, redact_text
+from django.http import HttpRequest
+
+from jobs.redaction import redact, redact_text, redact_url
 
 _EMPTY: dict[str, Any] = {}
 _log_context: ContextVar[dict[str, Any]] = ContextVar("jobs_log_context", default=_EMPTY)
@@ -59,7 +61,9 @@ class RedactSecretsFilter(logging.Filter):
 
     The message is formatted here (``record.msg % record.args``) so a secret
     passed as an argument is caught too; the traceback is rendered and scrubbed
-    into ``exc_text``.
+    into ``exc_text``. A request in the extras (``django.request`` passes one)
+    becomes ``"GET /path?query"`` with secret query values redacted: a
+    formatter would write its repr, the query string as sent.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -72,7 +76,10 @@ class RedactSecretsFilter(logging.Filter):
         for name, value in list(vars(record).items()):
             if name in _RECORD_ATTRS or name in CONTEXT_FIELDS:
                 continue
-            setattr(record, name, redact(value, key=name))
+            if isinstance(value, HttpRequest):
+                setattr(record, name, _request_summary(value))
+            else:
+                setattr(record, name, redact(value, key=name))
         if record.exc_info and record.exc_info[0] is not None:
             record.exc_text = redact_text(logging.Formatter().formatException(record.exc_info))
             record.exc_info = None
@@ -81,6 +88,13 @@ class RedactSecretsFilter(logging.Filter):
         if record.stack_info:
             record.stack_info = redact_text(record.stack_info)
         return True
+
+
+def _request_summary(request: HttpRequest) -> str:
+    try:
+        return f"{request.method} {redact_url(request.get_full_path())}"
+    except Exception:  # a request too broken to describe: say only what it is
+        return f"<{type(request).__name__}>"
 
 
 class DeferredSkipFilter(logging.Filter):

@@ -31,6 +31,7 @@ from rest_framework.validators import ProhibitSurrogateCharactersValidator
 
 from jobs.conf import jobs_settings
 from jobs.errors import InvalidPayload, PayloadTooLarge
+from jobs.payload_limits import payload_problem
 from jobs.registry import JobType
 
 
@@ -44,6 +45,14 @@ class PayloadSerializer(serializers.Serializer[dict[str, Any]]):
                 raise serializers.ValidationError(
                     {name: ["Unknown field; this job type does not take it."] for name in unknown}
                 )
+            # DRF's FloatField reads true as 1.0 and false as 0.0.
+            booleans = {
+                name: [field.error_messages["invalid"]]
+                for name, field in self.fields.items()
+                if isinstance(field, serializers.FloatField) and isinstance(data.get(name), bool)
+            }
+            if booleans:
+                raise serializers.ValidationError(booleans)
         return super().to_internal_value(data)
 
 
@@ -270,6 +279,14 @@ def validate_payload_json(
         raise InvalidPayload(
             f"The payload must be a JSON object, not {type(payload).__name__}.",
             errors={"payload": ["Expected a JSON object."]},
+        )
+    # Before anything that recurses (encoding, the serializer): a deep payload is refused here.
+    problem = payload_problem(payload, max_depth=jobs_settings.max_payload_depth)
+    if problem is not None:
+        path, message = problem
+        raise InvalidPayload(
+            f"The payload is invalid at {'payload.' + path if path else 'payload'}: {message}",
+            errors={path or "payload": [message]},
         )
     try:
         encoded = _encode_strict(payload)

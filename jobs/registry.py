@@ -195,8 +195,12 @@ def get_job_type(name: str) -> JobType:
     try:
         return _registry[name]
     except KeyError:
-        known = ", ".join(sorted(_registry)) or "none"
-        raise UnknownJobType(f"Unknown job type {name!r}. Known types: {known}.") from None
+        # Only the public types: internal ones (django_tasks.run, periodic jobs) are not
+        # for submitters to learn from an error message.
+        public = ", ".join(jt.name for jt in all_job_types() if jt.public) or "none"
+        raise UnknownJobType(
+            f"Unknown job type {name!r}. Job types you can submit: {public}."
+        ) from None
 
 
 def all_job_types() -> list[JobType]:

@@ -6,6 +6,7 @@ settings through the per-app accessors (``jobs.conf``, ``tenants.conf``).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -34,7 +35,9 @@ def env_bool(name: str, default: bool) -> bool:
     )
 
 
-def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
+def env_int(
+    name: str, default: int, *, minimum: int | None = None, maximum: int | None = None
+) -> int:
     raw = os.environ.get(name)
     if raw is None or raw.strip() == "":
         return default
@@ -44,6 +47,8 @@ def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
         raise ImproperlyConfigured(f"{name}={raw!r} is not a whole number.") from None
     if minimum is not None and value < minimum:
         raise ImproperlyConfigured(f"{name}={value!r} must be at least {minimum}.")
+    if maximum is not None and value > maximum:
+        raise ImproperlyConfigured(f"{name}={value!r} must be at most {maximum}.")
     return value
 
 
@@ -52,6 +57,20 @@ def env_list(name: str, default: list[str]) -> list[str]:
     if raw is None:
         return default
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def env_networks(name: str, default: list[str]) -> list[str]:
+    """Comma-separated CIDRs (``10.0.0.0/8,::1/128``; a bare address is one host), validated."""
+    networks = env_list(name, default)
+    for item in networks:
+        try:
+            ipaddress.ip_network(item)
+        except ValueError as exc:
+            raise ImproperlyConfigured(
+                f"{name} has {item!r}, which is not a network ({exc}). Use comma-separated "
+                f"CIDRs with the host bits zero, such as {name}=127.0.0.1/32,10.0.0.0/8."
+            ) from None
+    return networks
 
 
 def env_host_ports(name: str) -> list[tuple[str, int]]:

@@ -11,12 +11,14 @@ from pathlib import Path
 
 import django_stubs_ext
 from django.core.exceptions import ImproperlyConfigured
+from django.utils.csp import CSP
 
 from toolboxai.env import (
     env_bool,
     env_host_ports,
     env_int,
     env_list,
+    env_networks,
     env_str,
     parse_database_url,
 )
@@ -50,6 +52,20 @@ SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 0 if DEBUG else 31_5
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", not DEBUG)
 SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", not DEBUG)
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", not DEBUG)
+# Content-Security-Policy of every response. Every asset is ours (the API docs' come from
+# drf-spectacular-sidecar), so nothing loads from elsewhere, and an inline script or
+# style runs only with the response's nonce (the `csp` context processor's `csp_nonce`).
+# Inline images are data: URIs (Swagger UI's icons).
+SECURE_CSP = {
+    "default-src": [CSP.SELF],
+    "script-src": [CSP.SELF, CSP.NONCE],
+    "style-src": [CSP.SELF, CSP.NONCE],
+    "img-src": [CSP.SELF, "data:"],
+    "object-src": [CSP.NONE],
+    "base-uri": [CSP.SELF],
+    "form-action": [CSP.SELF],
+    "frame-ancestors": [CSP.NONE],
+}
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -69,9 +85,12 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # First and last: request count and latency for /metrics (django-prometheus).
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    # API bodies over API_MAX_BODY_BYTES (413) or chunked (411), answered before anything reads them.
+    "jobs.api.body_limits.api_body_limits",
     # Skips the SELECT 1 probe of a connection this thread used a moment ago.
     "jobs.api.connections.trust_recent_connections",
     "django.middleware.security.SecurityMiddleware",
+    "django.middleware.csp.ContentSecurityPolicyMiddleware",
     # Serves STATIC_ROOT (collected at image build) without a separate file server.
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -79,6 +98,8 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    # 429 for a login to the admin while its username or address has too many failures.
+    "jobs.admin.login_throttle.LoginThrottleMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
@@ -97,6 +118,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "django.template.context_processors.csp",
             ],
         },
     },
@@ -199,6 +221,10 @@ JOBS_FAIRNESS_CACHE_SECONDS = env_int("JOBS_FAIRNESS_CACHE_SECONDS", 5, minimum=
 JOBS_FAIRNESS_DEFER_MS = env_int("JOBS_FAIRNESS_DEFER_MS", 1_000, minimum=10)
 
 JOBS_MAX_PAYLOAD_BYTES = env_int("JOBS_MAX_PAYLOAD_BYTES", 256 * 1024, minimum=1)
+# Deepest nesting of objects and lists in a payload (400 beyond it). At most 200:
+# validation, JSON encoding, redaction and rendering recurse a few frames per
+# level, and Python's recursion limit (1,000 frames) must stay out of reach.
+JOBS_MAX_PAYLOAD_DEPTH = env_int("JOBS_MAX_PAYLOAD_DEPTH", 64, minimum=1, maximum=200)
 JOBS_MAX_RESULT_BYTES = env_int("JOBS_MAX_RESULT_BYTES", 64 * 1024, minimum=1)
 
 # --- Scheduler (manage.py periodiq) ------------------------------------------
@@ -257,6 +283,15 @@ JOBS_REDACT_KEYS = env_list("JOBS_REDACT_KEYS", [])
 JOBS_ADMIN_EXACT_COUNT_LIMIT = env_int("JOBS_ADMIN_EXACT_COUNT_LIMIT", 10_000, minimum=0)
 # How often the admin dashboard reloads itself.
 JOBS_DASHBOARD_REFRESH_SECONDS = env_int("JOBS_DASHBOARD_REFRESH_SECONDS", 15, minimum=2)
+# Failed admin logins: after this many for one username, or from one address, within the
+# window (counted from the first failure), that username or address gets HTTP 429 until
+# the window has passed. Counted in Redis, so every web process sees the same numbers.
+ADMIN_LOGIN_MAX_FAILURES = env_int("ADMIN_LOGIN_MAX_FAILURES", 5, minimum=1)
+ADMIN_LOGIN_WINDOW_SECONDS = env_int("ADMIN_LOGIN_WINDOW_SECONDS", 900, minimum=1)
+# The address is REMOTE_ADDR, which behind a reverse proxy is the proxy's (gunicorn does not
+# rewrite it). 1 behind a proxy that appends the client's address to X-Forwarded-For (nginx:
+# $proxy_add_x_forwarded_for): then that last address counts. Never 1 without such a proxy.
+ADMIN_LOGIN_TRUST_X_FORWARDED_FOR = env_bool("ADMIN_LOGIN_TRUST_X_FORWARDED_FOR", False)
 
 # --- django.tasks -----------------------------------------------------------
 # Every app's @task runs on our workers, as a ledger job (README, "Django tasks").
@@ -269,8 +304,17 @@ TASKS = {
 }
 # --- Metrics ----------------------------------------------------------------
 # Port (and address) of the worker's Prometheus exporter, served by `rundramatiq`.
+# Loopback unless configured: beyond it the exporter needs METRICS_TOKEN or
+# METRICS_ALLOWED_NETWORKS in production (docker-compose.yml sets 0.0.0.0 and a token).
 PROMETHEUS_PORT = env_int("PROMETHEUS_PORT", 9540, minimum=0)
-PROMETHEUS_HOST = env_str("PROMETHEUS_HOST", "0.0.0.0")  # noqa: S104
+PROMETHEUS_HOST = env_str("PROMETHEUS_HOST", "127.0.0.1")
+# Who may read /metrics (the web's, and a worker exporter's beyond loopback): a request with
+# `Authorization: Bearer <METRICS_TOKEN>`, or from one of METRICS_ALLOWED_NETWORKS (the
+# connecting address, REMOTE_ADDR: behind a proxy, the proxy's). Development: loopback.
+METRICS_TOKEN = env_str("METRICS_TOKEN", "")
+METRICS_ALLOWED_NETWORKS = env_networks(
+    "METRICS_ALLOWED_NETWORKS", ["127.0.0.0/8", "::1/128"] if DEBUG else []
+)
 # Where the worker processes of one `rundramatiq` share their counters; emptied at start.
 # Empty: a directory under the system temp dir, one per PROMETHEUS_PORT.
 JOBS_METRICS_DIR = env_str("JOBS_METRICS_DIR", "")
@@ -288,6 +332,9 @@ JOBS_METRICS_ORGANIZATION_IDS = [int(v) for v in _metrics_org_ids]
 # Largest request body the API reads, in bytes (413 above it). A batch of
 # 1,000 small jobs fits in well under a megabyte.
 API_MAX_BODY_BYTES = env_int("API_MAX_BODY_BYTES", 5 * 1024 * 1024, minimum=1024)
+# Django's own limit on a body read into memory follows, so a body under
+# API_MAX_BODY_BYTES is never refused by it (its default, 2.5 MiB, was lower).
+DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES
 # Jobs per page of GET /api/v1/jobs/ (clients may ask for up to API_MAX_PAGE_SIZE).
 API_PAGE_SIZE = env_int("API_PAGE_SIZE", 50, minimum=1)
 API_MAX_PAGE_SIZE = env_int("API_MAX_PAGE_SIZE", 500, minimum=1)
@@ -309,8 +356,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["jobs.api.permissions.HasOrganization"],
     "DEFAULT_PARSER_CLASSES": ["jobs.api.parsers.LimitedJSONParser"],
     "DEFAULT_RENDERER_CLASSES": [
-        "rest_framework.renderers.JSONRenderer",
-        "rest_framework.renderers.BrowsableAPIRenderer",
+        "jobs.api.renderers.SafeJSONRenderer",
+        "jobs.api.renderers.SafeBrowsableAPIRenderer",
     ],
     "DEFAULT_THROTTLE_CLASSES": [],
     "EXCEPTION_HANDLER": "jobs.api.errors.api_exception_handler",

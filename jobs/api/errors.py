@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import redis
+from django.core.exceptions import RequestDataTooBig
 from django.db import DatabaseError, InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
@@ -23,6 +24,7 @@ from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
+from jobs.api.exceptions import RequestBodyTooLarge
 from jobs.conf import jobs_settings
 from jobs.errors import (
     BrokerUnavailable,
@@ -165,6 +167,10 @@ def api_exception_handler(exc: Exception, context: Mapping[str, Any]) -> Respons
         )
     if isinstance(exc, DatabaseError):
         return None
+    if isinstance(exc, RequestDataTooBig):
+        # Django's DATA_UPLOAD_MAX_MEMORY_SIZE, met when reading the body (jobs.api.body_limits
+        # answers first while it is at least API_MAX_BODY_BYTES): the same 413, not HTML.
+        exc = RequestBodyTooLarge.over(jobs_settings.api_max_body_bytes)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound("Not found.")
     if not isinstance(exc, exceptions.APIException):

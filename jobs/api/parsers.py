@@ -29,10 +29,7 @@ class LimitedJSONParser(JSONParser):
         limit = jobs_settings.api_max_body_bytes
         request = (parser_context or {}).get("request")
         declared = request.META.get("CONTENT_LENGTH") if request is not None else None
-        too_large = RequestBodyTooLarge(
-            f"The request body is larger than API_MAX_BODY_BYTES={limit} bytes; "
-            "send fewer jobs per batch, or reference large data instead of embedding it."
-        )
+        too_large = RequestBodyTooLarge.over(limit)
         try:
             if declared and int(declared) > limit:
                 raise too_large

@@ -39,6 +39,7 @@ _COMMON_ERRORS = {
     "503": "Postgres or Redis is unavailable; retry after `Retry-After` seconds.",
 }
 _BODY_ERRORS = {
+    "411": "The body was sent without Content-Length (chunked); send it with its length.",
     "413": "The request body is larger than API_MAX_BODY_BYTES.",
     "415": "The body is not JSON (send Content-Type: application/json).",
 }

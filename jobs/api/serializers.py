@@ -10,28 +10,14 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.reverse import reverse
 
+from jobs.api.fields import StrictFloatField
 from jobs.models import Job, JobStatus
 from jobs.queues import DEFAULT_PRIORITY, MAX_PRIORITY, MIN_PRIORITY, QUEUES
+from jobs.redaction import redact, redact_text
 from jobs.registry import all_job_types
 from jobs.services.submission import MAX_DELAY, MAX_IDEMPOTENCY_KEY_LENGTH
 
 MAX_BATCH_SIZE = 1000
-
-
-def _has_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_nul(item) for item in value)
-    return False
-
-
-def refuse_nul_characters(value: Any) -> None:
-    """Postgres cannot store NUL characters in JSON: refuse them anywhere in a payload."""
-    if _has_nul(value):
-        raise serializers.ValidationError("Null characters (\\u0000) are not allowed.")
 
 
 def public_job_type_names() -> list[str]:
@@ -43,20 +29,43 @@ class JobErrorSerializer(serializers.Serializer[Any]):
     message = serializers.CharField()
 
 
+class RedactedDictField(serializers.DictField):
+    """A ``DictField`` whose output has its secrets redacted (``jobs.redaction.redact``)."""
+
+    def to_representation(self, value: Any) -> dict[str, Any]:
+        redacted: dict[str, Any] = redact(super().to_representation(value))
+        return redacted
+
+
+class RedactedJSONField(serializers.JSONField):
+    """A ``JSONField`` whose output has its secrets redacted (``jobs.redaction.redact``)."""
+
+    def to_representation(self, value: Any) -> Any:
+        return redact(super().to_representation(value))
+
+
+# Every API view of a job (detail, list, submissions, the event stream's status
+# events, the Celery-style task status) renders it through JobSerializer, which
+# redacts payload, result and error as the admin does (jobs.redaction).
 class JobSerializer(serializers.Serializer[Job]):
-    """A job as the API shows it (never its traceback)."""
+    """A job as the API shows it (never its traceback).
+
+    Values of secret-looking keys in the payload and result (``password``,
+    ``api_key``, ``authorization``, …) and secrets in text (``token=…``, API
+    keys) are shown as ``[redacted]``.
+    """
 
     id = serializers.UUIDField(read_only=True)
     type = serializers.CharField(source="job_type", read_only=True)
     status = serializers.ChoiceField(choices=JobStatus.choices, read_only=True)
     queue = serializers.CharField(read_only=True)
     priority = serializers.IntegerField(read_only=True)
-    payload = serializers.DictField(read_only=True)
+    payload = RedactedDictField(read_only=True)
     attempts = serializers.IntegerField(read_only=True)
     max_retries = serializers.IntegerField(read_only=True)
     progress = serializers.IntegerField(read_only=True)
     progress_message = serializers.CharField(read_only=True)
-    result = serializers.JSONField(read_only=True, allow_null=True)
+    result = RedactedJSONField(read_only=True, allow_null=True)
     error = serializers.SerializerMethodField()
     created_at = serializers.DateTimeField(read_only=True)
     scheduled_for = serializers.DateTimeField(read_only=True, allow_null=True)
@@ -68,7 +77,7 @@ class JobSerializer(serializers.Serializer[Job]):
     def get_error(self, job: Job) -> dict[str, str] | None:
         if not job.error_type and not job.error_message:
             return None
-        return {"type": job.error_type, "message": job.error_message}
+        return {"type": redact_text(job.error_type), "message": redact_text(job.error_message)}
 
     @extend_schema_field(OpenApiTypes.URI)
     def get_url(self, job: Job) -> str:
@@ -98,12 +107,12 @@ class JobSerializer(serializers.Serializer[Job]):
             "status": _STATUS.to_representation(job.status),
             "queue": str(job.queue),
             "priority": int(job.priority),
-            "payload": None if job.payload is None else _DICT.to_representation(job.payload),
+            "payload": None if job.payload is None else _PAYLOAD.to_representation(job.payload),
             "attempts": int(job.attempts),
             "max_retries": int(job.max_retries),
             "progress": int(job.progress),
             "progress_message": str(job.progress_message),
-            "result": job.result,
+            "result": None if job.result is None else _RESULT.to_representation(job.result),
             "error": self.get_error(job),
             "created_at": _DATETIME.to_representation(job.created_at),
             "scheduled_for": _datetime_or_none(job.scheduled_for),
@@ -116,7 +125,8 @@ class JobSerializer(serializers.Serializer[Job]):
 _URL_PLACEHOLDER = "00000000-0000-0000-0000-000000000000"
 _UUID = serializers.UUIDField()
 _STATUS = serializers.ChoiceField(choices=JobStatus.choices)
-_DICT = serializers.DictField()
+_PAYLOAD = RedactedDictField()
+_RESULT = RedactedJSONField()
 _DATETIME = serializers.DateTimeField()
 
 
@@ -139,11 +149,9 @@ class JobTypeChoiceField(serializers.ChoiceField):
 
 class JobCreateSerializer(serializers.Serializer[Any]):
     type = JobTypeChoiceField(help_text="A job type name from GET /api/v1/job-types/.")
+    # Depth, NUL characters and lone surrogates are refused by the service (jobs.payload_limits).
     payload = serializers.DictField(
-        required=False,
-        default=dict,
-        validators=[refuse_nul_characters],
-        help_text="The job type's payload (see its payload_schema).",
+        required=False, default=dict, help_text="The job type's payload (see its payload_schema)."
     )
     priority = serializers.IntegerField(
         min_value=MIN_PRIORITY,
@@ -159,7 +167,7 @@ class JobCreateSerializer(serializers.Serializer[Any]):
         trim_whitespace=False,
         help_text="Submitting the same key again returns the first job instead of a new one.",
     )
-    delay_seconds = serializers.FloatField(
+    delay_seconds = StrictFloatField(
         required=False,
         allow_null=True,
         min_value=0,
@@ -213,9 +221,7 @@ class TaskSubmitSerializer(serializers.Serializer[Any]):
         max_length=200,
         help_text='"content_generation", "send_email", or any job type name you can submit.',
     )
-    task_data = serializers.DictField(
-        required=False, default=dict, validators=[refuse_nul_characters]
-    )
+    task_data = serializers.DictField(required=False, default=dict)
     priority = serializers.IntegerField(
         min_value=MIN_PRIORITY, max_value=MAX_PRIORITY, default=DEFAULT_PRIORITY
     )

@@ -28,6 +28,7 @@ from django.db import close_old_connections
 
 from jobs.conf import jobs_settings
 from jobs.models import FINISHED_STATUSES, Job
+from jobs.redaction import redact
 from jobs.selectors.jobs import (
     ajob_for_stream,
     ajob_stream_snapshot,
@@ -126,7 +127,11 @@ class JobEventTracker:
         if not isinstance(message, dict):
             return None
         data: dict[str, Any] = message["data"] if isinstance(message.get("data"), dict) else {}
-        return sse_frame(str(message.get("event") or "partial"), {"id": str(self.job_id), **data})
+        # Redacted as the job's result is (status events render it through the
+        # API serializer): a partial result must not show what the result hides.
+        return sse_frame(
+            str(message.get("event") or "partial"), {"id": str(self.job_id), **redact(data)}
+        )
 
 
 def stream_sync(tracker: JobEventTracker, pubsub: Any) -> Iterator[bytes]:

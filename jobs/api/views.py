@@ -11,12 +11,13 @@ from django.http import HttpResponseBase, StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
-from rest_framework.pagination import CursorPagination
-from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from jobs.api.pagination import JobPagination
+from jobs.api.renderers import SafeJSONRenderer
 from jobs.api.schema import payload_json_schema
 from jobs.api.serializers import (
     JobBatchCreateSerializer,
@@ -32,7 +33,6 @@ from jobs.api.serializers import (
     public_job_type_names,
 )
 from jobs.api.streaming import JobEventTracker, stream_async, stream_sync
-from jobs.conf import jobs_settings
 from jobs.errors import UnknownJobType
 from jobs.models import Job, JobStatus
 from jobs.registry import JobType, all_job_types, get_job_type
@@ -54,18 +54,6 @@ def _delay(seconds: float | None) -> timedelta | None:
 
 def _user(request: Request) -> Any:
     return request.user if request.user.is_authenticated else None
-
-
-class JobPagination(CursorPagination):
-    """Newest first, stable while jobs are added; ``?page_size=`` up to API_MAX_PAGE_SIZE."""
-
-    ordering = ("-created_at", "-id")
-    page_size_query_param = "page_size"
-
-    def get_page_size(self, request: Request) -> int:
-        self.page_size = jobs_settings.api_page_size
-        self.max_page_size = jobs_settings.api_max_page_size
-        return int(super().get_page_size(request) or self.page_size)
 
 
 class JobTypeListView(APIView):
@@ -290,7 +278,7 @@ class EventStreamRenderer(BaseRenderer):
         accepted_media_type: str | None = None,
         renderer_context: Any = None,
     ) -> bytes:
-        return JSONRenderer().render(data)
+        return SafeJSONRenderer().render(data)
 
 
 #: One event of the stream, as SSE clients parse it; ``data`` is JSON text.
@@ -317,7 +305,7 @@ class JobEventsView(APIView):
     publishes, e.g. ``{"id", "text"}``), and ``gone`` if the job is deleted.
     """
 
-    renderer_classes = [JSONRenderer, EventStreamRenderer]
+    renderer_classes = [SafeJSONRenderer, EventStreamRenderer]
 
     @extend_schema(
         parameters=[_JOB_ID],
@@ -350,8 +338,8 @@ class JobEventsView(APIView):
 
     def handle_exception(self, exc: Exception) -> Response:
         # Errors are JSON even when the client asked for text/event-stream.
-        self.request.accepted_renderer = JSONRenderer()
-        self.request.accepted_media_type = JSONRenderer.media_type
+        self.request.accepted_renderer = SafeJSONRenderer()
+        self.request.accepted_media_type = SafeJSONRenderer.media_type
         return super().handle_exception(exc)
 
 
@@ -375,9 +363,17 @@ CELERY_STATES = {
 
 
 def _public_job_type(name: str) -> JobType:
-    jt = get_job_type(CELERY_TASK_TYPES.get(name, name))
+    # Unknown and internal types get one answer, which lists neither.
+    refusal = UnknownJobType(
+        f"{name!r} is not a job type you can submit; GET /api/v1/job-types/ lists them "
+        f"(and {', '.join(CELERY_TASK_TYPES)} are accepted as their Celery names)."
+    )
+    try:
+        jt = get_job_type(CELERY_TASK_TYPES.get(name, name))
+    except UnknownJobType:
+        raise refusal from None
     if not jt.public:
-        raise UnknownJobType(f"{name!r} is not a job type you can submit.")
+        raise refusal
     return jt
 
 
@@ -429,19 +425,20 @@ class TaskStatusView(APIView):
     )
     def get(self, request: Request, task_id: str) -> Response:
         job = job_get(organization=request_organization(request), job_id=task_id)
-        state = CELERY_STATES[JobStatus(job.status)]
+        # The job's API representation: its result and error come redacted.
+        shown = JobSerializer(job, context={"request": request}).data
         info: Any = None
         if job.status in (JobStatus.RUNNING, JobStatus.RETRYING):
-            info = {"progress": job.progress, "message": job.progress_message}
+            info = {"progress": shown["progress"], "message": shown["progress_message"]}
         elif job.status == JobStatus.SUCCEEDED:
-            info = job.result
+            info = shown["result"]
         elif job.status == JobStatus.FAILED:
-            info = {"type": job.error_type, "message": job.error_message}
+            info = shown["error"] or {"type": "", "message": ""}
         return Response(
             {
-                "task_id": str(job.pk),
-                "status": state,
-                "result": job.result if job.status == JobStatus.SUCCEEDED else None,
+                "task_id": shown["id"],
+                "status": CELERY_STATES[JobStatus(job.status)],
+                "result": shown["result"] if job.status == JobStatus.SUCCEEDED else None,
                 "info": info,
             }
         )

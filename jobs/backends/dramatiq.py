@@ -48,6 +48,9 @@ from jobs.backends.results import (
     send_task_signal,
     task_job,
 )
+from jobs.conf import jobs_settings
+from jobs.errors import InvalidPayload
+from jobs.payload_limits import depth_problem
 from jobs.queues import CONSUMED_QUEUES, MAX_PRIORITY, MIN_PRIORITY
 from jobs.services.submission import MAX_DELAY, job_submit
 from tenants.context import get_organization_id
@@ -254,6 +257,13 @@ def _delay_until(run_after: datetime | None) -> timedelta | None:
 def _json_arguments(task: Task[..., Any], name: str, value: Any) -> Any:
     try:
         return normalize_json(value)
+    except RecursionError:
+        # normalize_json recurses; submission refuses what is nested beyond its limit.
+        limit = jobs_settings.max_payload_depth
+        raise InvalidPayload(
+            f"The {name} of task {task.module_path!r} are nested too deeply: {depth_problem(limit)}",
+            errors={"payload": [depth_problem(limit)]},
+        ) from None
     except (TypeError, ValueError) as exc:
         raise TypeError(
             f"The {name} of task {task.module_path!r} must be JSON-safe "

@@ -1,4 +1,4 @@
-"""Runs the worker's queue wake-up listener (``jobs.wakeups``) while the worker runs."""
+"""Runs the worker's queue wake-up listener (``jobs.transport.wakeups``) while the worker runs."""
 
 from __future__ import annotations
 

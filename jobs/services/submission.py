@@ -32,6 +32,7 @@ from rest_framework.serializers import Serializer
 
 from jobs.errors import InvalidPayload, InvalidSubmission
 from jobs.models import Job
+from jobs.payload_limits import text_problem
 from jobs.payloads import validate_payload, validate_payload_json
 from jobs.queues import (
     CONSUMED_QUEUES,
@@ -248,14 +249,20 @@ def _prepare(
             f"{MAX_IDEMPOTENCY_KEY_LENGTH} characters, not {key!r}.",
             field="idempotency_key",
         )
+    if key is not None and (problem := text_problem(key)) is not None:
+        raise InvalidSubmission(f"idempotency_key is refused: {problem}", field="idempotency_key")
     delay = request.delay
     if delay is not None and not timedelta(0) <= delay <= MAX_DELAY:
         raise InvalidSubmission(
             f"delay {delay} is out of range; use 0 seconds to 7 days.", field="delay_seconds"
         )
-    if request.max_retries is not None and not 0 <= request.max_retries <= 100:
+    if request.max_retries is not None and (
+        isinstance(request.max_retries, bool)
+        or not isinstance(request.max_retries, int)
+        or not 0 <= request.max_retries <= 100
+    ):
         raise InvalidSubmission(
-            f"max_retries {request.max_retries!r} is out of range; use 0 to 100.",
+            f"max_retries must be a whole number from 0 to 100, not {request.max_retries!r}.",
             field="max_retries",
         )
     queue = jt.queue if request.queue is None else request.queue

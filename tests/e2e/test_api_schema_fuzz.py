@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +54,10 @@ def test_schemathesis_finds_no_server_errors_and_no_schema_violations(
             "--generation-database",
             "none",
             "--no-color",
+            "--report",
+            "ndjson",
+            "--report-ndjson-path",
+            str(tmp_path / "events.ndjson"),
         ],
         cwd=tmp_path,
         capture_output=True,
@@ -62,3 +68,22 @@ def test_schemathesis_finds_no_server_errors_and_no_schema_violations(
 
     assert result.returncode == 0, result.stdout[-20000:] + result.stderr[-5000:]
     assert "passed" in result.stdout
+    # Each check really ran on the responses, and none failed.
+    statuses = _check_statuses(tmp_path / "events.ndjson")
+    for check in CHECKS.split(","):
+        assert statuses[check]["success"] >= 100, (check, statuses[check])
+        assert set(statuses[check]) <= {"success", "skip"}, (check, statuses[check])
+
+
+def _check_statuses(events: Path) -> dict[str, Counter[str]]:
+    """How often each check ended in each status, from schemathesis's NDJSON event report."""
+    statuses: dict[str, Counter[str]] = defaultdict(Counter)
+    with events.open() as lines:
+        for line in lines:
+            finished = json.loads(line).get("ScenarioFinished")
+            if not finished:
+                continue
+            for results in (finished["recorder"].get("checks") or {}).values():
+                for result in results:
+                    statuses[result["name"]][result["status"]] += 1
+    return statuses

@@ -81,6 +81,11 @@ def test_the_compose_file_runs_every_application_service_from_one_image_as_non_r
     assert compose_command("worker")[-1] == "rundramatiq"
     assert compose_command("worker-high-priority")[-2:] == ["--queues", "high_priority"]
     assert compose_command("scheduler")[-1] == "periodiq"
+    # The workers' exporters are reachable from a Prometheus container, with the token.
+    for name in ("worker", "worker-high-priority"):
+        assert services[name]["environment"]["PROMETHEUS_HOST"] == "0.0.0.0", name
+    for name in app_services:
+        assert "METRICS_TOKEN" in services[name]["environment"]["METRICS_TOKEN"], name
     assert "ports" not in services["worker"] and "container_name" not in services["worker"]
     assert services["worker"]["healthcheck"]["test"] == [
         "CMD",
@@ -148,6 +153,7 @@ def production_env(redis_server: RedisServer, tmp_path: Path, **extra: str) -> d
         "JOBS_WORKER_THREADS": "2",
         "JOBS_WORKER_POLL_MS": "50",
         "WEB_CONCURRENCY": "1",
+        "METRICS_TOKEN": secrets.token_urlsafe(32),
     }
     env.update(extra)
     return env
@@ -174,6 +180,14 @@ def http_get(
     response.read()
     conn.close()
     return response
+
+
+def metrics_status(port: int, headers: dict[str, str] | None = None) -> int:
+    """Status of GET /metrics on a local port, 0 while nothing listens."""
+    try:
+        return http_get(port, "/metrics", headers).status
+    except OSError:
+        return 0
 
 
 def web_answers(web: Process, port: int) -> bool:
@@ -213,6 +227,7 @@ def test_the_compose_commands_run_a_job_with_production_settings_and_a_password_
 
     web_port = free_port()
     processes: dict[str, Process] = {}
+    metrics_ports: dict[str, int] = {}
     try:
         for name in STARTED:
             argv = local_argv(compose_command(name))
@@ -221,7 +236,12 @@ def test_the_compose_commands_run_a_job_with_production_settings_and_a_password_
                 assert argv[bind + 1] == "0.0.0.0:8000"
                 argv[bind + 1] = f"127.0.0.1:{web_port}"
             # Each worker's metrics exporter gets its own port (containers each have 9540).
-            service_env = {**env, "PROMETHEUS_PORT": str(free_port())}
+            metrics_ports[name] = free_port()
+            service_env = {**env, "PROMETHEUS_PORT": str(metrics_ports[name])}
+            # The compose workers' exporters listen beyond loopback, guarded by METRICS_TOKEN.
+            compose_env = COMPOSE["services"][name].get("environment", {})
+            if "PROMETHEUS_HOST" in compose_env:
+                service_env["PROMETHEUS_HOST"] = str(compose_env["PROMETHEUS_HOST"])
             if name == "web":
                 service_env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path / "prometheus")
                 (tmp_path / "prometheus").mkdir()
@@ -262,6 +282,18 @@ def test_the_compose_commands_run_a_job_with_production_settings_and_a_password_
             timeout=90,
             what="the scheduler taking the leader lock",
         )
+
+        # Prometheus reads the web's and the workers' metrics with the token, and only with it.
+        bearer = {"Authorization": f"Bearer {env['METRICS_TOKEN']}"}
+        exporters = [metrics_ports["worker"], metrics_ports["worker-high-priority"]]
+        wait_until(
+            lambda: all(metrics_status(port, bearer) == 200 for port in exporters),
+            timeout=60,
+            what="the workers' metrics exporters answering",
+        )
+        assert [metrics_status(port) for port in exporters] == [401, 401]
+        assert metrics_status(web_port) == 401
+        assert metrics_status(web_port, bearer) == 200
 
         # A tenant and its API key, with the management commands, then a job over HTTP.
         created = run_manage(env, "createorganization", "deployed", "--owner", "ops")

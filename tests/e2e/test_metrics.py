@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import http.client
+import ipaddress
+import os
 import re
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -15,10 +19,13 @@ from tests.e2e.commands import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
+TOKEN = "metrics-token-for-the-tests-0123456789"
 
-def _scrape(url: str) -> str:
-    with urllib.request.urlopen(url, timeout=10) as response:
-        return response.read().decode()
+
+def _scrape(url: str, token: str | None = None) -> str:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as r:
+        return str(r.read().decode())
 
 
 def _value(text: str, name: str, **labels: str) -> float:
@@ -99,23 +106,23 @@ def test_worker_exporter_counts_match_the_ledger_across_worker_processes(
     assert worker.stop() == 0, worker.output()
 
 
-def _scrape_or_empty(url: str) -> str:
+def _scrape_or_empty(url: str, token: str | None = None) -> str:
     try:
-        return _scrape(url)
+        return _scrape(url, token)
     except OSError:
         return ""
 
 
 def test_web_metrics_count_requests_and_database_queries(start_command: Any, wait_for: Any) -> None:
     port = free_port()
-    web = start_command("runserver", "--noreload", f"127.0.0.1:{port}")
+    web = start_command("runserver", "--noreload", f"127.0.0.1:{port}", METRICS_TOKEN=TOKEN)
     url = f"http://127.0.0.1:{port}"
-    wait_for(lambda: _scrape_or_empty(f"{url}/metrics"), timeout=60)
+    wait_for(lambda: _scrape_or_empty(f"{url}/metrics", TOKEN), timeout=60)
 
-    before = _scrape(f"{url}/metrics")
+    before = _scrape(f"{url}/metrics", TOKEN)
     for _ in range(3):
         _scrape(f"{url}/admin/login/")
-    after = _scrape(f"{url}/metrics")
+    after = _scrape(f"{url}/metrics", TOKEN)
 
     def logins(text: str) -> float:
         return _value(
@@ -125,3 +132,120 @@ def test_web_metrics_count_requests_and_database_queries(start_command: Any, wai
     assert logins(after) - logins(before) == 3, web.output()
     assert _value(after, "django_http_requests_total_by_transport_total") >= 4
     assert "django_db_execute_total" in after or "django_db_new_connections_total" in after
+
+
+def _get(
+    url: str, *, source: str = "127.0.0.1", authorization: str | None = None
+) -> tuple[int, str, str]:
+    """Status, WWW-Authenticate and body of a GET sent from the loopback address ``source``."""
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.netloc, timeout=10, source_address=(source, 0))
+    try:
+        conn.request(
+            "GET", parts.path, headers={"Authorization": authorization} if authorization else {}
+        )
+        response = conn.getresponse()
+        return (
+            response.status,
+            response.getheader("WWW-Authenticate") or "",
+            response.read().decode(),
+        )
+    finally:
+        conn.close()
+
+
+def _listening_addresses(port: int) -> set[str]:
+    """Local addresses of the sockets listening on ``port`` (Linux /proc/net/tcp and tcp6)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.split(":")
+            if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                raw = bytes.fromhex(address)
+                # The kernel prints each 32-bit word in host (little-endian) byte order.
+                words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+                found.add(str(ipaddress.ip_address(words)))
+    return found
+
+
+def test_the_worker_exporter_listens_on_loopback_unless_configured(
+    broker: Any, start_command: Any, wait_for: Any, tmp_path: Path
+) -> None:
+    assert "PROMETHEUS_HOST" not in os.environ, "this test checks the default"
+    port = free_port()
+    worker = start_command(
+        "rundramatiq",
+        "--processes",
+        "1",
+        "--threads",
+        "1",
+        PROMETHEUS_PORT=str(port),
+        JOBS_METRICS_DIR=str(tmp_path / "metrics"),
+    )
+    url = f"http://127.0.0.1:{port}/metrics"
+    wait_for(lambda: "jobs_broker_up 1.0" in _scrape_or_empty(url), timeout=60)
+
+    assert _listening_addresses(port) == {"127.0.0.1"}
+    assert worker.stop() == 0, worker.output()
+
+
+def test_a_worker_exporter_beyond_loopback_refuses_to_start_without_a_token_or_networks(
+    broker: Any, start_command: Any, tmp_path: Path
+) -> None:
+    port = free_port()
+    worker = start_command(
+        "rundramatiq",
+        "--processes",
+        "1",
+        PROMETHEUS_PORT=str(port),
+        PROMETHEUS_HOST="0.0.0.0",
+        DJANGO_DEBUG="0",
+        METRICS_TOKEN="",
+        METRICS_ALLOWED_NETWORKS="",
+        JOBS_METRICS_DIR=str(tmp_path / "metrics"),
+    )
+
+    assert worker.proc.wait(timeout=60) != 0
+    output = worker.output()
+    assert "PROMETHEUS_HOST='0.0.0.0'" in output
+    assert "METRICS_TOKEN" in output and "METRICS_ALLOWED_NETWORKS" in output
+    assert "Worker process is ready" not in output
+    assert _listening_addresses(port) == set()
+
+
+def test_a_worker_exporter_beyond_loopback_answers_only_to_the_token_or_allowed_networks(
+    broker: Any, start_command: Any, wait_for: Any, tmp_path: Path
+) -> None:
+    port = free_port()
+    worker = start_command(
+        "rundramatiq",
+        "--processes",
+        "1",
+        "--threads",
+        "1",
+        PROMETHEUS_PORT=str(port),
+        PROMETHEUS_HOST="0.0.0.0",
+        DJANGO_DEBUG="0",
+        METRICS_TOKEN=TOKEN,
+        # Only 127.0.0.1 itself; the test's other loopback address, 127.0.0.2, needs the token.
+        METRICS_ALLOWED_NETWORKS="127.0.0.1/32",
+        JOBS_METRICS_DIR=str(tmp_path / "metrics"),
+    )
+    url = f"http://127.0.0.1:{port}/metrics"
+    wait_for(lambda: "jobs_broker_up 1.0" in _scrape_or_empty(url), timeout=60)
+    assert _listening_addresses(port) == {"0.0.0.0"}
+
+    status, _, body = _get(url)  # an allowed network, no token
+    assert status == 200 and "jobs_broker_up 1.0" in body
+
+    status, challenge, body = _get(url, source="127.0.0.2")
+    assert (status, challenge) == (401, 'Bearer realm="metrics"')
+    assert "jobs_broker_up" not in body
+    status, challenge, body = _get(url, source="127.0.0.2", authorization="Bearer wrong")
+    assert (status, challenge) == (401, 'Bearer realm="metrics", error="invalid_token"')
+    assert "jobs_broker_up" not in body
+
+    status, _, body = _get(url, source="127.0.0.2", authorization=f"Bearer {TOKEN}")
+    assert status == 200 and "jobs_broker_up 1.0" in body
+    assert worker.stop() == 0, worker.output()

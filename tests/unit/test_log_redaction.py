@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import logging
+import logging.config
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from django.conf import settings
+from django.test import Client
 from pythonjsonlogger.json import JsonFormatter
 
 from jobs.logging import JobContextFilter, RedactSecretsFilter, bind_log_context
@@ -109,3 +114,52 @@ def test_redact_keeps_ordinary_values_and_drops_secret_named_ones() -> None:
         "client_secret": "[redacted]",
         "items": ["token=[redacted]"],
     }
+
+
+# --- A request in the extras (django.request) --------------------------------------------
+
+#: A key sent in the query string: the API refuses it, and no log may keep it.
+QUERY_SECRETS = {
+    "api_key": "tbx_0a1b2c3d_QuerySecretQuerySecret",
+    "token": "tok-secret-1",
+    "access_token": "acc-secret-2",
+}
+
+
+def _project_handler(formatter: str) -> tuple[logging.Handler, io.StringIO]:
+    """A handler with settings.LOGGING's console filters and the named formatter."""
+    config: dict[str, Any] = copy.deepcopy(settings.LOGGING)
+    configurator = logging.config.DictConfigurator(config)
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(configurator.configure_formatter(config["formatters"][formatter]))
+    for name in config["handlers"]["console"]["filters"]:
+        handler.addFilter(configurator.configure_filter(config["filters"][name]))
+    return handler, stream
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("formatter", ["text", "json"])
+def test_a_key_in_the_query_string_of_a_refused_request_is_redacted_in_the_request_log(
+    formatter: str,
+) -> None:
+    handler, stream = _project_handler(formatter)
+    request_logger = logging.getLogger("django.request")
+    request_logger.addHandler(handler)
+    try:
+        response = Client().get("/api/v1/jobs/", {**QUERY_SECRETS, "page_size": "5"})
+    finally:
+        request_logger.removeHandler(handler)
+
+    assert response.status_code == 401
+    text = stream.getvalue()
+    assert "Unauthorized: /api/v1/jobs/" in text
+    for secret in QUERY_SECRETS.values():
+        assert secret.removeprefix("tbx_0a1b2c3d_") not in text
+    if formatter == "json":
+        (line,) = _lines(stream)
+        assert line["request"] == (
+            "GET /api/v1/jobs/?api_key=[redacted]&token=[redacted]"
+            "&access_token=[redacted]&page_size=5"
+        )
+        assert line["status_code"] == 401

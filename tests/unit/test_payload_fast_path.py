@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from rest_framework import serializers
 
 from jobs.errors import InvalidPayload
+from jobs.payload_limits import payload_problem
 from jobs.payloads import PayloadSerializer, payload_fast_path
 from jobs.registry import all_job_types, get_job_type
 from jobs.services import validate_payload
@@ -109,6 +110,8 @@ def test_every_registered_job_type_validates_as_its_serializer_does(
         json.dumps(payload, allow_nan=False)
     except ValueError:
         assume(False)  # refused before any serializer sees it
+    # NUL characters and lone surrogates too (jobs.payload_limits).
+    assume(payload_problem(payload, max_depth=64) is None)
     for jt in all_job_types():
         if jt.payload_serializer is None:
             continue

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
 from django.test import override_settings
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -14,7 +15,9 @@ from jobs.redaction import (
     _may_hold_secret,
     is_secret_key,
     redact,
+    redact_query_string,
     redact_text,
+    redact_url,
 )
 
 
@@ -120,3 +123,135 @@ def test_a_long_line_of_ids_is_left_as_is() -> None:
     )
     assert not _may_hold_secret(line)
     assert redact_text(line) == line
+
+
+# --- Which key names are secret --------------------------------------------------------
+
+#: Names whose values are redacted: whole words, plurals, camelCase and headers.
+SECRET_NAMES = [
+    "password",
+    "passwords",
+    "Password",
+    "smtp_password",
+    "dbpassword",  # a secret word of 5+ letters also ends a one-word part
+    "db.password",
+    "passwd",
+    "passphrase",
+    "db_pass",
+    "DB_PASS",
+    "dbPass",
+    "pass",  # decided: `pass` alone is a password (db_pass, smtp_pass)
+    "pwd",
+    "user_pwd",
+    "auth",
+    "basic_auth",
+    "auth_header",
+    "Authorization",
+    "Proxy-Authorization",
+    "X-Api-Key",
+    "api_key",
+    "api_keys",
+    "apiKey",
+    "APIKey",
+    "apikey",
+    "accessToken",
+    "access_token",
+    "refresh_token",
+    "oauth_token",
+    "id_token",
+    "csrftoken",
+    "token",
+    "client_secret",
+    "clientSecret",
+    "secret_key",
+    "secrets",
+    "webhook_secret",
+    "credential",
+    "credentials",
+    "aws_credentials",
+    "creds",
+    "private_key",
+    "privateKey",
+    "sessionid",
+    "session_id",
+    "sessionId",
+    "session_key",
+    "cookie",
+    "cookies",
+    "Set-Cookie",
+    "jwt",
+]
+
+#: Names left alone, with the doubtful ones decided.
+ORDINARY_NAMES = [
+    "max_tokens",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "maxTokens",
+    "tokens",  # decided: plural `tokens` is a count (OpenAI usage), never a token
+    "token_count",  # decided: a last part count/length/limit/type/usage describes the secret
+    "tokenCount",
+    "token_type",  # decided: OAuth's "Bearer"
+    "token_limit",
+    "password_length",
+    "tokenizer",
+    "author",
+    "author_name",
+    "authority",  # decided: a URL authority or an issuer, not a credential
+    "oauth",  # decided: only its nested keys (oauth.token, ...) are judged
+    "session",  # decided: likewise
+    "passenger",
+    "compass",
+    "bypass",
+    "passes",
+    "passport",
+    "keyboard",
+    "monkey",
+    "key",
+    "keys",
+    "idempotency_key",
+    "secretary",
+    "message",
+]
+
+
+@pytest.mark.parametrize("name", SECRET_NAMES)
+def test_values_of_secret_names_are_redacted(name: str) -> None:
+    assert is_secret_key(name)
+    assert redact({name: "s3cr3t-value"}) == {name: REDACTED}
+    assert redact_text(f"failed with {name}=s3cr3t-value, retrying") == (
+        f"failed with {name}={REDACTED}, retrying"
+    )
+    assert (
+        redact_text(f'{{"{name}": "s3cr3t-value", "n": 1}}') == f'{{"{name}": {REDACTED}, "n": 1}}'
+    )
+
+
+@pytest.mark.parametrize("name", ORDINARY_NAMES)
+def test_values_of_ordinary_names_are_kept(name: str) -> None:
+    assert not is_secret_key(name)
+    assert redact({name: "plain-value"}) == {name: "plain-value"}
+    assert redact_text(f"{name}=plain-value") == f"{name}=plain-value"
+
+
+def test_a_secret_pair_after_an_ordinary_one_is_still_masked() -> None:
+    text = "error: db_pass=hunter2 (max_tokens=100), note: credentials: c1 author=bob"
+
+    assert redact_text(text) == (
+        f"error: db_pass={REDACTED} (max_tokens=100), note: credentials: {REDACTED} author=bob"
+    )
+
+
+def test_query_strings_lose_secret_parameter_values_and_keep_the_rest_as_sent() -> None:
+    query = "api_key=tbx_0a1b2c3d_c2VjcmV0c2VjcmV0&page_size=5&Token=abc&access_token=x%2By&q=a+b"
+
+    assert redact_query_string(query) == (
+        f"api_key={REDACTED}&page_size=5&Token={REDACTED}&access_token={REDACTED}&q=a+b"
+    )
+    assert redact_query_string("page_size=5&q=a%20b&flag") == "page_size=5&q=a%20b&flag"
+    assert redact_query_string("q=tbx_0a1b2c3d_c2VjcmV0c2VjcmV0") == (f"q=tbx_0a1b2c3d_{REDACTED}")
+    assert redact_url("/api/v1/jobs/?password=hunter2&status=failed") == (
+        f"/api/v1/jobs/?password={REDACTED}&status=failed"
+    )
+    assert redact_url("https://app:pw@example.com/x") == f"https://app:{REDACTED}@example.com/x"

@@ -1,4 +1,4 @@
-"""``manage.py recover``: run the recovery loop (``jobs.recovery.run_once``) on an interval."""
+"""``manage.py recover``: run the recovery loop (``jobs.services.recovery.run_once``) on an interval."""
 
 from __future__ import annotations
 

@@ -17,6 +17,7 @@ from django_dramatiq.management.commands.rundramatiq import Command as DjangoDra
 
 from jobs.conf import jobs_settings
 from jobs.exporter import prepare_metrics_dir
+from jobs.metrics_access import exporter_exposure_problem
 from jobs.queues import CONSUMED_QUEUES, all_redis_queue_names
 
 
@@ -56,6 +57,8 @@ class Command(DjangoDramatiqCommand):
             raise CommandError("--processes and --threads must be at least 1.")
         # Dramatiq reads its consumer poll ceiling from the environment at import.
         os.environ.setdefault("dramatiq_worker_timeout", str(jobs_settings.worker_poll_ms))
+        if problem := exporter_exposure_problem():
+            raise CommandError(problem)
         if jobs_settings.prometheus_port:
             # Every worker process writes its metrics here; one fork process serves their sum.
             metrics_dir = jobs_settings.metrics_dir

@@ -12,6 +12,7 @@ from rest_framework.test import APIRequestFactory
 
 from jobs.api.serializers import JobSerializer
 from jobs.models import Job, JobStatus
+from jobs.redaction import REDACTED
 from tests.integration.api.conftest import Tenant
 
 pytestmark = [pytest.mark.django_db]
@@ -57,6 +58,16 @@ def _jobs(tenant: Tenant) -> list[Job]:
             error_message="boom",
             result=None,
         ),
+        Job.objects.create(
+            organization=org,
+            job_type="diagnostics.echo",
+            queue="default",
+            status=JobStatus.FAILED,
+            payload={"kwargs": {"password": "hunter2"}, "note": "db_pass=hunter2"},
+            result={"access_token": "t0ken", "items": [{"api_key": "k"}]},
+            error_type="ConnectError",
+            error_message="password=hunter2",
+        ),
     ]
 
 
@@ -68,6 +79,21 @@ def test_a_job_is_represented_exactly_as_by_its_declared_fields(tenant_a: Tenant
         fast = JobSerializer(job, context=context).data
         assert dict(fast) == _generic(job, context)
         assert fast["url"] == f"http://localhost/api/v1/jobs/{job.pk}/"
+        assert "hunter2" not in str(fast)
+
+
+def test_both_representations_redact_payload_result_and_error(tenant_a: Tenant) -> None:
+    job = _jobs(tenant_a)[-1]
+    job.refresh_from_db()
+    context = {"request": None}
+
+    for shown in (JobSerializer(job, context=context).data, _generic(job, context)):
+        assert shown["payload"] == {
+            "kwargs": {"password": REDACTED},
+            "note": f"db_pass={REDACTED}",
+        }
+        assert shown["result"] == {"access_token": REDACTED, "items": [{"api_key": REDACTED}]}
+        assert shown["error"] == {"type": "ConnectError", "message": f"password={REDACTED}"}
 
 
 def test_a_list_of_jobs_gets_each_job_its_own_url(tenant_a: Tenant) -> None:
