@@ -274,7 +274,7 @@ class JobRetryView(APIView):
     )
     def post(self, request: Request, job_id: str) -> Response:
         job = job_get(organization=request_organization(request), job_id=job_id)
-        job = job_retry(job=job, user=_user(request), via=VIA)
+        job = job_retry(job=job, enforce_limits=True, user=_user(request), via=VIA)
         return Response(JobSerializer(job, context={"request": request}).data)
 
 
