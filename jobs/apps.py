@@ -10,8 +10,9 @@ class JobsConfig(AppConfig):
 
     def ready(self) -> None:
         # checks and admin_reports register themselves on import.
-        from jobs import admin_reports, broker, checks  # noqa: F401
+        from jobs import admin_reports, broker, checks, key_invalidation  # noqa: F401
         from jobs.api import connections
 
         broker.setup()
         connections.connect()
+        key_invalidation.connect()
