@@ -11,9 +11,9 @@ WSGI servers (gunicorn's threads, ``manage.py runserver``), because Django
 buffers a stream whose iterator does not match the server's kind.
 
 A stream holds slots (``jobs.api.stream_slots``), taken before it starts and
-freed when it ends.
-A heartbeat every API_EVENTS_HEARTBEAT_SECONDS renews the leases and notices a
-client that has gone: the write fails, which ends the stream.
+freed when it ends. A heartbeat every API_EVENTS_HEARTBEAT_SECONDS renews
+their leases and notices a client that has gone: the write fails, which ends
+the stream.
 """
 
 from __future__ import annotations
