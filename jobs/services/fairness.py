@@ -84,7 +84,7 @@ return 1
 _scripts: dict[tuple[int, str], Any] = {}
 
 
-def _script(source: str) -> Any:
+def registered_script(source: str) -> Any:
     """The registered Script of ``source`` on the broker's client (hashed once per client)."""
     client = get_broker().client
     cache_key = (id(client), source)
@@ -147,7 +147,7 @@ def submission_admit(*, organization: Organization | None, count: int = 1) -> bo
     month = _month_start(now).strftime("%Y-%m")
     keys = [_key("rate", organization.pk), _key("quota", organization.pk, month)]
     client = get_broker().client
-    script = _script(_ADMIT)
+    script = registered_script(_ADMIT)
     args = [_now_ms(), interval, 60_000, count, -1 if quota is None else quota]
     try:
         verdict, retry_ms = script(keys=keys, args=args)
@@ -179,7 +179,7 @@ def submission_admit(*, organization: Organization | None, count: int = 1) -> bo
 
 def type_rate_take(*, job_type: str, per_minute: int) -> int:
     """Take a start token of a job type; returns 0, or the ms to wait before trying again."""
-    script = _script(_TAKE)
+    script = registered_script(_TAKE)
     interval = 60_000 / max(1, per_minute)
     # Burst of one second's worth, at least one: starts spread over the minute.
     burst = max(interval, 1_000)
@@ -189,7 +189,7 @@ def type_rate_take(*, job_type: str, per_minute: int) -> int:
 
 def concurrency_acquire(*, organization_id: int, job_id: str, limit: int, lease_ms: int) -> bool:
     """Take one of the organization's running-job slots for this job, if one is free."""
-    script = _script(_ACQUIRE)
+    script = registered_script(_ACQUIRE)
     return bool(
         script(
             keys=[_key("running", organization_id)],
@@ -205,7 +205,7 @@ def concurrency_acquire_many(slots: Sequence[tuple[int, str, int, int]]) -> list
     """
     if not slots:
         return []
-    script = _script(_ACQUIRE)
+    script = registered_script(_ACQUIRE)
     client = get_broker().client
     now = _now_ms()
     for attempt in range(2):
