@@ -80,7 +80,7 @@ class Config:
 
     @property
     def latency_jobs(self) -> int:
-        return max(20, int(200 * min(1.0, self.scale * 2)))
+        return max(100, int(200 * min(1.0, self.scale * 2)))
 
     def sizes(self) -> dict[str, int]:
         return {
