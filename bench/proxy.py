@@ -47,7 +47,8 @@ import signal
 import sys
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any
 
 HIGH_WATER_BYTES = 4 * 1024 * 1024
 LOW_WATER_BYTES = 1024 * 1024
@@ -207,7 +208,7 @@ class _Connection:
 
     def start(self) -> None:
         self.proxy.connections.add(self)
-        self.proxy.loop.create_task(self._connect())
+        self.proxy.spawn(self._connect())
 
     async def _connect(self) -> None:
         try:
@@ -249,6 +250,7 @@ class DelayProxy:
         self.lateness = 0.0
         self.port = listen[1]
         self.connections: set[_Connection] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
         self._restore_timer: asyncio.TimerHandle | None = None
         self._thread: threading.Thread | None = None
@@ -302,19 +304,15 @@ class DelayProxy:
 
     def cut(self, seconds: float | None = None) -> None:
         """Close every connection and refuse new ones, for ``seconds`` or until restore()."""
-        self._call(self.cut_now, seconds)
+
+        async def cut() -> None:
+            self.cut_now(seconds)
+
+        asyncio.run_coroutine_threadsafe(cut(), self.loop).result(timeout=10)
 
     def restore(self) -> None:
         """Accept connections again after a cut."""
-        self._call(self.restore_now)
-
-    def _call(self, fn: object, *args: object) -> None:
-        async def call() -> None:
-            result = fn(*args)  # type: ignore[operator]
-            if asyncio.iscoroutine(result):
-                await result
-
-        asyncio.run_coroutine_threadsafe(call(), self.loop).result(timeout=10)
+        asyncio.run_coroutine_threadsafe(self.restore_now(), self.loop).result(timeout=10)
 
     # --- on the loop ----------------------------------------------------------------
 
@@ -325,6 +323,12 @@ class DelayProxy:
             self._accept, self.listen[0], self.port, reuse_address=True
         )
         self.port = int(self._server.sockets[0].getsockname()[1])
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run ``coro`` on the loop, holding a reference until it ends (the loop holds none)."""
+        task = self.loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def timer_at(self, due: float) -> float:
         return due - self.lateness
@@ -352,7 +356,7 @@ class DelayProxy:
             conn.close()
         if seconds is not None:
             self._restore_timer = self.loop.call_later(
-                seconds, lambda: self.loop.create_task(self.restore_now())
+                seconds, lambda: self.spawn(self.restore_now())
             )
 
     async def restore_now(self) -> None:
@@ -386,7 +390,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     loop.add_signal_handler(signal.SIGTERM, loop.stop)
     loop.add_signal_handler(signal.SIGINT, loop.stop)
     loop.add_signal_handler(signal.SIGUSR1, proxy.cut_now)
-    loop.add_signal_handler(signal.SIGUSR2, lambda: loop.create_task(proxy.restore_now()))
+    loop.add_signal_handler(signal.SIGUSR2, lambda: proxy.spawn(proxy.restore_now()))
     print(f"listening on {proxy.listen[0]}:{proxy.port}", flush=True)
     try:
         loop.run_forever()
