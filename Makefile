@@ -78,8 +78,9 @@ format: install
 migrate: install
 	$(PY) manage.py migrate
 
-# Benchmark against raw Dramatiq and Celery (README, "Benchmark"). Celery and
-# django-celery-results go only into this separate environment, never the project's.
+# Benchmark against raw Dramatiq, Celery and Huey, over loopback and through a 0.5 ms
+# proxy (bench/README.md; options in BENCH_ARGS, e.g. "--scale 0.1 --rounds 1"). Celery,
+# django-celery-results and Huey go only into this separate environment, never the project's.
 BENCH_VENV ?= .venv-bench
 BENCH_PY := $(BENCH_VENV)/bin/python
 BENCH_STAMP := $(BENCH_VENV)/.installed

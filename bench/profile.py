@@ -13,10 +13,12 @@ import subprocess
 import time
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from bench.run import Config, Services
+from bench.config import BIN, LOGS, PY, RESULTS, ROOT, STAGE, Config, child_env
+from bench.services import Services, client
+from bench.staged import release
+from bench.workers import start_workers, stop_workers
 
 _FRAME_FILE = (" (", ")")
 
@@ -103,14 +105,10 @@ def summarise(raw: Path, title: str, focus: str | None = None, top: int = 30) ->
 
 
 def _pyspy(cfg: Config) -> str:
-    from bench.run import BIN
-
     return str(BIN / "py-spy")
 
 
 def profile_b(cfg: Config, services: Services, api_key: str) -> None:
-    from bench.run import LOGS, PY, RESULTS, ROOT, child_env, release, start_workers, stop_workers
-
     LOGS.mkdir(parents=True, exist_ok=True)
     services.reset()
     for action, n, focus in (
@@ -200,8 +198,6 @@ def profile_b(cfg: Config, services: Services, api_key: str) -> None:
 
 
 def _stage(cfg: Config, services: Services) -> dict[str, Any]:
-    from bench.run import STAGE, client
-
     return client(
         cfg,
         "b",

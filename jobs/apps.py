@@ -15,7 +15,9 @@ class JobsConfig(AppConfig):
         from jobs import broker, checks  # noqa: F401
         from jobs.admin import login_throttle
         from jobs.api import connections
+        from jobs.transport import key_invalidation
 
         broker.setup()
         connections.connect()
         login_throttle.connect()
+        key_invalidation.connect()

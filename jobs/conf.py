@@ -303,6 +303,25 @@ class JobsSettings:
         return int(_get("API_EVENTS_MAX_SECONDS", 3600))
 
     @property
+    def api_events_heartbeat_seconds(self) -> int:
+        return int(_get("API_EVENTS_HEARTBEAT_SECONDS", 5))
+
+    @property
+    def api_events_max_streams_per_key(self) -> int:
+        return int(_get("API_EVENTS_MAX_STREAMS_PER_KEY", 60))
+
+    @property
+    def api_events_max_streams_per_organization(self) -> int:
+        return int(_get("API_EVENTS_MAX_STREAMS_PER_ORGANIZATION", 80))
+
+    @property
+    def api_events_max_streams_per_process(self) -> int:
+        """Streams one threaded (WSGI) web process serves at once: half its threads by default."""
+        return int(
+            _get("API_EVENTS_MAX_STREAMS_PER_PROCESS", max(1, int(_get("WEB_THREADS", 16)) // 2))
+        )
+
+    @property
     def api_unavailable_retry_after_seconds(self) -> int:
         return int(_get("API_UNAVAILABLE_RETRY_AFTER_SECONDS", 5))
 

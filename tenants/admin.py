@@ -1,8 +1,40 @@
 from __future__ import annotations
 
-from django.contrib import admin
+from typing import Any
 
+from django.contrib import admin, messages
+from django.db import models
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from tenants.admin_scoping import OrganizationScopedAdmin
 from tenants.models import ApiKey, Membership, Organization
+from tenants.services import api_key_cache_invalidate, api_key_revoke
+
+
+class _TenantsAdmin[M: models.Model](OrganizationScopedAdmin[M]):
+    """Scoped, and every write makes every web process forget the API keys it trusts.
+
+    A key is trusted with its membership and organization as read: a changed
+    active flag or limit, a moved or deleted membership, must not wait out
+    API_KEY_CACHE_SECONDS.
+    """
+
+    def save_model(self, request: HttpRequest, obj: M, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        api_key_cache_invalidate()
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        super().save_related(request, form, formsets, change)
+        api_key_cache_invalidate()
+
+    def delete_model(self, request: HttpRequest, obj: M) -> None:
+        super().delete_model(request, obj)
+        api_key_cache_invalidate()
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[M]) -> None:
+        super().delete_queryset(request, queryset)
+        api_key_cache_invalidate()
 
 
 class MembershipInline(admin.TabularInline[Membership, Organization]):
@@ -12,7 +44,8 @@ class MembershipInline(admin.TabularInline[Membership, Organization]):
 
 
 @admin.register(Organization)
-class OrganizationAdmin(admin.ModelAdmin[Organization]):
+class OrganizationAdmin(_TenantsAdmin[Organization]):
+    organization_path = ""
     list_display = [
         "slug",
         "name",
@@ -28,7 +61,7 @@ class OrganizationAdmin(admin.ModelAdmin[Organization]):
 
 
 @admin.register(Membership)
-class MembershipAdmin(admin.ModelAdmin[Membership]):
+class MembershipAdmin(_TenantsAdmin[Membership]):
     list_display = ["user", "organization", "role", "created_at"]
     list_filter = ["role", "organization"]
     search_fields = ["user__username", "organization__slug"]
@@ -36,14 +69,28 @@ class MembershipAdmin(admin.ModelAdmin[Membership]):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin[ApiKey]):
-    """Keys are issued with `manage.py createapikey`; the admin lists and revokes them."""
+class ApiKeyAdmin(_TenantsAdmin[ApiKey]):
+    """Keys are issued with `manage.py createapikey`; the admin lists and revokes them.
 
+    Revoking goes through ``api_key_revoke`` (the action), which every web
+    process hears at once; the form cannot set ``revoked_at`` itself.
+    """
+
+    organization_path = "membership__organization"
     list_display = ["name", "prefix", "membership", "created_at", "last_used_at", "revoked_at"]
     list_filter = ["membership__organization"]
     search_fields = ["name", "prefix", "membership__user__username"]
-    readonly_fields = ["membership", "prefix", "created_at", "last_used_at"]
+    readonly_fields = ["membership", "prefix", "created_at", "last_used_at", "revoked_at"]
     exclude = ["key_hash"]
+    actions = ["revoke_keys"]
 
-    def has_add_permission(self, request: object) -> bool:
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+    @admin.action(description="Revoke the selected API keys", permissions=["change"])
+    def revoke_keys(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        revoked = 0
+        for api_key in queryset.filter(revoked_at__isnull=True):
+            api_key_revoke(api_key=api_key)
+            revoked += 1
+        self.message_user(request, f"Revoked {revoked} API key(s).", messages.SUCCESS)

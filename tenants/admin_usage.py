@@ -6,12 +6,13 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from tenants.models import Membership, OrganizationUsage
+from tenants.admin_scoping import OrganizationScopedAdmin
+from tenants.models import OrganizationUsage
 
 
 @admin.register(OrganizationUsage)
-class OrganizationUsageAdmin(admin.ModelAdmin[OrganizationUsage]):
-    """Read-only: the usage job writes these rows."""
+class OrganizationUsageAdmin(OrganizationScopedAdmin[OrganizationUsage]):
+    """Read-only (the usage job writes these rows), and scoped to the user's organizations."""
 
     list_display = [
         "organization",
@@ -28,11 +29,7 @@ class OrganizationUsageAdmin(admin.ModelAdmin[OrganizationUsage]):
     ordering = ["-month", "organization__slug"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[OrganizationUsage]:
-        qs = super().get_queryset(request).select_related("organization")
-        if request.user.is_superuser:
-            return qs
-        org_ids = Membership.objects.filter(user_id=request.user.pk or 0).values("organization_id")
-        return qs.filter(organization_id__in=org_ids)
+        return super().get_queryset(request).select_related("organization")
 
     @admin.display(description="% of quota")
     def percent_of_quota(self, obj: OrganizationUsage) -> str:

@@ -37,3 +37,9 @@ class InvalidSlug(TenantsError):
     """Raised when an organization slug has characters other than lowercase letters, digits and hyphens."""
 
     code = "invalid_slug"
+
+
+class ApiKeyNotFound(TenantsError):
+    """Raised when no API key has the prefix given."""
+
+    code = "api_key_not_found"

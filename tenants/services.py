@@ -6,8 +6,6 @@ import hashlib
 import hmac
 import logging
 import secrets
-import threading
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -18,8 +16,10 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
+from tenants import key_cache
 from tenants.conf import tenants_settings
 from tenants.errors import (
+    ApiKeyNotFound,
     InvalidSlug,
     NotAMember,
     OrganizationExists,
@@ -40,8 +40,6 @@ logger = logging.getLogger(__name__)
 KEY_PREFIX = "tbx"
 #: last_used_at is written at most this often per key, to keep reads cheap.
 LAST_USED_RESOLUTION = timedelta(seconds=30)
-#: Keys trusted at once by one process; past this the cache starts over.
-_KEY_CACHE_MAX = 10_000
 
 
 @dataclass(frozen=True)
@@ -131,30 +129,23 @@ def api_key_create(*, membership: Membership, name: str = "default") -> IssuedKe
     return IssuedKey(api_key=api_key, raw=raw)
 
 
-#: hash of a raw key → (monotonic expiry, the key with its membership, organization and user).
-_key_cache: dict[str, tuple[float, ApiKey]] = {}
-_key_cache_lock = threading.Lock()
-
-
 def api_key_authenticate(*, raw: str) -> ApiKey | None:
     """The active key matching ``raw``, or None. Updates last-used at most every 30 s.
 
     A key found valid is trusted for ``API_KEY_CACHE_SECONDS`` by this process
     (with its membership, organization and user, as read then), which saves a
-    query with three joins on every API request. A revocation, or a change to
-    the organization (its limits, its active flag) or the user, therefore takes
-    effect within that time in other processes; :func:`api_key_revoke` forgets
-    the key in its own process at once. Unknown and revoked keys are never cached.
+    query with three joins on every API request. Every change that matters
+    (:func:`api_key_revoke`, :func:`api_key_cache_invalidate`) makes every
+    process forget its keys at once (``tenants.key_cache``). Unknown and
+    revoked keys are never cached.
     """
     parts = raw.split("_")
     if len(parts) < 3 or parts[0] != KEY_PREFIX:
         return None
     digest = _hash(raw)
-    cached = _key_cache.get(digest)
-    api_key: ApiKey | None
-    if cached is not None and cached[0] > time.monotonic():
-        api_key = cached[1]
-    else:
+    api_key = key_cache.get(digest)
+    if api_key is None:
+        since = key_cache.generation()
         api_key = (
             ApiKey.objects.select_related("membership__organization", "membership__user")
             .filter(prefix=parts[1])
@@ -164,12 +155,12 @@ def api_key_authenticate(*, raw: str) -> ApiKey | None:
             return None
         if api_key.revoked_at is not None:
             return None
-        ttl = tenants_settings.api_key_cache_seconds
-        if ttl > 0:
-            with _key_cache_lock:
-                if len(_key_cache) >= _KEY_CACHE_MAX:
-                    _key_cache.clear()
-                _key_cache[digest] = (time.monotonic() + ttl, api_key)
+        key_cache.put(
+            digest,
+            api_key,
+            ttl_seconds=tenants_settings.api_key_cache_seconds,
+            since_generation=since,
+        )
     now = timezone.now()
     if api_key.last_used_at is None or now - api_key.last_used_at > LAST_USED_RESOLUTION:
         ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
@@ -177,17 +168,40 @@ def api_key_authenticate(*, raw: str) -> ApiKey | None:
     return api_key
 
 
+def api_key_get(*, prefix: str) -> ApiKey:
+    """The key whose public prefix is ``prefix`` (``tbx_<prefix>`` and a whole key work too)."""
+    parts = prefix.strip().split("_")
+    wanted = parts[1] if len(parts) >= 2 and parts[0] == KEY_PREFIX else parts[0]
+    api_key = (
+        ApiKey.objects.select_related("membership__organization").filter(prefix=wanted).first()
+    )
+    if api_key is None:
+        raise ApiKeyNotFound(
+            f"No API key with prefix {wanted!r}; the admin's API keys page lists every prefix."
+        )
+    return api_key
+
+
 def api_key_revoke(*, api_key: ApiKey) -> ApiKey:
+    """Revoke a key; once the transaction commits, no process accepts it any more."""
     ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
-    api_key_cache_forget()
+    api_key_cache_invalidate()
     api_key.refresh_from_db()
     return api_key
 
 
+def api_key_cache_invalidate() -> None:
+    """Make every process forget the keys it trusts, once the current transaction commits.
+
+    Call it after any write that changes what a key authenticates as: an
+    organization's active flag or limits, a membership, a key.
+    """
+    key_cache.invalidate_everywhere()
+
+
 def api_key_cache_forget() -> None:
-    """Drop every key this process trusts (after a revocation, and in tests)."""
-    with _key_cache_lock:
-        _key_cache.clear()
+    """Drop every key this process trusts (tests)."""
+    key_cache.forget()
 
 
 #: Share of the monthly quota at which an organization is flagged, in percent.

@@ -342,6 +342,23 @@ API_MAX_PAGE_SIZE = env_int("API_MAX_PAGE_SIZE", 500, minimum=1)
 # may stay open before the client must reconnect (it replays the state then).
 API_EVENTS_POLL_MS = env_int("API_EVENTS_POLL_MS", 250, minimum=20)
 API_EVENTS_MAX_SECONDS = env_int("API_EVENTS_MAX_SECONDS", 3600, minimum=1)
+# A comment line this often on an idle stream: writing to a client that left fails,
+# which ends the stream and frees its thread and its slots.
+API_EVENTS_HEARTBEAT_SECONDS = env_int("API_EVENTS_HEARTBEAT_SECONDS", 5, minimum=1)
+# Open streams at once, across web processes (429 above). A browser follows a few jobs
+# at once; each stream polls the ledger every API_EVENTS_POLL_MS (80 streams: 320
+# queries/s), which is as much as one organization should impose.
+API_EVENTS_MAX_STREAMS_PER_KEY = env_int("API_EVENTS_MAX_STREAMS_PER_KEY", 60, minimum=1)
+API_EVENTS_MAX_STREAMS_PER_ORGANIZATION = env_int(
+    "API_EVENTS_MAX_STREAMS_PER_ORGANIZATION", 80, minimum=1
+)
+# Threads of one web process (gunicorn.conf.py reads the same variable). On the threaded
+# server each open stream holds one, so at most half of them stream; the rest serve
+# other requests (/healthz, other tenants). The ASGI server streams without a thread.
+WEB_THREADS = env_int("WEB_THREADS", 16, minimum=1)
+API_EVENTS_MAX_STREAMS_PER_PROCESS = env_int(
+    "API_EVENTS_MAX_STREAMS_PER_PROCESS", max(1, WEB_THREADS // 2), minimum=1
+)
 # Retry-After of a 503 answered while Postgres or Redis is unreachable.
 API_UNAVAILABLE_RETRY_AFTER_SECONDS = env_int("API_UNAVAILABLE_RETRY_AFTER_SECONDS", 5, minimum=1)
 # How long a web process trusts an API key it looked up (with its organization's limits

@@ -118,7 +118,7 @@ class JobActions(admin.ModelAdmin[Job]):
         for job in plan.apply:
             try:
                 if plan.verb == "retry":
-                    job_retry(job=job, user=user, via="admin")
+                    job_retry(job=job, enforce_limits=False, user=user, via="admin")
                 else:
                     job_cancel(job=job, user=user, via="admin")
             except InvalidTransition as exc:

@@ -3,26 +3,14 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from jobs.models import DailyReport, ProviderDelivery
-from tenants.models import Membership
+from tenants.admin_scoping import OrganizationScopedAdmin
 
 
-class _ReadOnlyAdmin[M: DailyReport | ProviderDelivery](admin.ModelAdmin[M]):
+class _ReadOnlyAdmin[M: DailyReport | ProviderDelivery](OrganizationScopedAdmin[M]):
     """Read-only, and scoped: staff who are not superusers see only their organizations."""
-
-    #: Lookup from the model to its organization id.
-    organization_lookup = "organization_id"
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet[M]:
-        qs = super().get_queryset(request)
-        user = request.user
-        if user.is_superuser:
-            return qs
-        org_ids = Membership.objects.filter(user_id=user.pk or 0).values("organization_id")
-        return qs.filter(**{f"{self.organization_lookup}__in": org_ids})
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -52,7 +40,7 @@ class DailyReportAdmin(_ReadOnlyAdmin[DailyReport]):
 
 @admin.register(ProviderDelivery)
 class ProviderDeliveryAdmin(_ReadOnlyAdmin[ProviderDelivery]):
-    organization_lookup = "job__organization_id"
+    organization_path = "job__organization"
     list_display = ["job", "channel", "provider", "status", "provider_message_id", "sent_at"]
     list_filter = ["channel", "provider", "status"]
     search_fields = ["=job__id", "provider_message_id"]

@@ -47,6 +47,10 @@ _SUBMIT_ERRORS = {
     "429": "Rate limit or monthly quota reached (code `rate_limited` or `quota_exceeded`); "
     "retry after `Retry-After` seconds.",
 }
+_STREAM_ERRORS = {
+    "429": "Too many event streams open for this API key, organization or web process "
+    "(code `too_many_streams`); close one, or retry after `Retry-After` seconds.",
+}
 _TRANSITION_ERRORS = {"409": "The job's status does not allow this transition."}
 
 ERROR_SCHEMA: dict[str, Any] = {
@@ -127,8 +131,10 @@ def add_error_responses(result: dict[str, Any], generator: Any, **kwargs: Any) -
             errors = dict(_COMMON_ERRORS)
             if method in {"post", "put", "patch"}:
                 errors.update(_BODY_ERRORS)
-            if method == "post" and (path.endswith(("/jobs/", "/batch/", "/submit"))):
-                errors.update(_SUBMIT_ERRORS)
+            if method == "post" and (path.endswith(("/jobs/", "/batch/", "/submit", "/retry/"))):
+                errors.update(_SUBMIT_ERRORS)  # a retry costs one submission
+            if path.endswith("/events/"):
+                errors.update(_STREAM_ERRORS)
             if path.endswith(("/cancel/", "/retry/")):
                 errors.update(_TRANSITION_ERRORS)
             if path.endswith("/schema/"):

@@ -7,8 +7,13 @@ closes once the job finishes. Workers write nothing extra for it.
 
 There are two drivers over one :class:`JobEventTracker`: an async generator
 for ASGI servers (gunicorn with uvicorn workers) and a plain generator for
-WSGI servers (``manage.py runserver``), because Django buffers a stream whose
-iterator does not match the server's kind.
+WSGI servers (gunicorn's threads, ``manage.py runserver``), because Django
+buffers a stream whose iterator does not match the server's kind.
+
+A stream holds slots (``jobs.api.stream_slots``), taken before it starts and
+freed when it ends. A heartbeat every API_EVENTS_HEARTBEAT_SECONDS renews
+their leases and notices a client that has gone: the write fails, which ends
+the stream.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import redis
 import redis.asyncio
 from django.db import close_old_connections
 
+from jobs.api.stream_slots import StreamHold
 from jobs.conf import jobs_settings
 from jobs.models import FINISHED_STATUSES, Job
 from jobs.redaction import redact
@@ -39,10 +45,13 @@ from jobs.transport.events import async_events_client, channel_name
 
 logger = logging.getLogger(__name__)
 
-#: Seconds of silence after which a comment line keeps proxies from closing the stream.
-KEEPALIVE_SECONDS = 15.0
 #: How long a client waits before reconnecting after the stream ends early, in ms.
 RECONNECT_MS = 2000
+# A heartbeat is a comment line and, one poll later, the blank line after it: two
+# writes, because TCP takes the first write after the client has gone (the client
+# answers it with a reset) and refuses the second, which ends the stream.
+HEARTBEAT = b": heartbeat\n"
+HEARTBEAT_END = b"\n"
 
 
 def sse_frame(event: str, data: Any) -> bytes:
@@ -134,11 +143,15 @@ class JobEventTracker:
         )
 
 
-def stream_sync(tracker: JobEventTracker, pubsub: Any) -> Iterator[bytes]:
-    """The WSGI driver; ``pubsub`` is already subscribed to the job's channel."""
+def stream_sync(tracker: JobEventTracker, pubsub: Any, hold: StreamHold) -> Iterator[bytes]:
+    """The WSGI driver; ``pubsub`` is already subscribed to the job's channel.
+
+    ``hold`` is freed when the generator ends, including when the server
+    closes it after a failed write (the client left).
+    """
     poll = jobs_settings.api_events_poll_ms / 1000
+    heartbeat = _Heartbeat(hold)
     deadline = time.monotonic() + jobs_settings.api_events_max_seconds
-    last_sent = time.monotonic()
     try:
         yield f"retry: {RECONNECT_MS}\n\n".encode()
         while True:
@@ -147,20 +160,13 @@ def stream_sync(tracker: JobEventTracker, pubsub: Any) -> Iterator[bytes]:
             out = _drain_sync(tracker, pubsub, 0) + tracker.frames(row, job)
             if tracker.finished:
                 out += _drain_sync(tracker, pubsub, 0)
-            for frame in out:
-                yield frame
-            if out:
-                last_sent = time.monotonic()
+            yield from heartbeat.around(out, beat=False)
             if tracker.finished or time.monotonic() >= deadline:
                 return
-            if time.monotonic() - last_sent >= KEEPALIVE_SECONDS:
-                yield b": keep-alive\n\n"
-                last_sent = time.monotonic()
             # Waiting on the channel returns early when a partial result arrives.
-            for frame in _drain_sync(tracker, pubsub, poll):
-                last_sent = time.monotonic()
-                yield frame
+            yield from heartbeat.around(_drain_sync(tracker, pubsub, poll))
     finally:
+        hold.release()
         _close_quietly(pubsub)
         close_old_connections()
 
@@ -181,13 +187,13 @@ def _drain_sync(tracker: JobEventTracker, pubsub: Any, timeout: float) -> list[b
     return frames
 
 
-async def stream_async(tracker: JobEventTracker) -> AsyncIterator[bytes]:
+async def stream_async(tracker: JobEventTracker, hold: StreamHold) -> AsyncIterator[bytes]:
     """The ASGI driver: subscribes with redis.asyncio, reads the ledger with the async ORM."""
     poll = jobs_settings.api_events_poll_ms / 1000
+    heartbeat = _Heartbeat(hold)
     deadline = time.monotonic() + jobs_settings.api_events_max_seconds
     client: Any = async_events_client()
     pubsub: Any = client.pubsub(ignore_subscribe_messages=True)
-    last_sent = time.monotonic()
     try:
         try:
             await pubsub.subscribe(channel_name(str(tracker.job_id)))
@@ -201,19 +207,14 @@ async def stream_async(tracker: JobEventTracker) -> AsyncIterator[bytes]:
             out = await _drain_async(tracker, pubsub, 0) + tracker.frames(row, job)
             if tracker.finished:
                 out += await _drain_async(tracker, pubsub, 0)
-            for frame in out:
+            for frame in heartbeat.around(out, beat=False):
                 yield frame
-            if out:
-                last_sent = time.monotonic()
             if tracker.finished or time.monotonic() >= deadline:
                 return
-            if time.monotonic() - last_sent >= KEEPALIVE_SECONDS:
-                yield b": keep-alive\n\n"
-                last_sent = time.monotonic()
-            for frame in await _drain_async(tracker, pubsub, poll):
-                last_sent = time.monotonic()
+            for frame in heartbeat.around(await _drain_async(tracker, pubsub, poll)):
                 yield frame
     finally:
+        hold.release()
         if pubsub is not None:
             with contextlib.suppress(redis.RedisError):
                 await pubsub.aclose()
@@ -244,3 +245,34 @@ async def _drain_async(tracker: JobEventTracker, pubsub: Any, timeout: float) ->
 def _close_quietly(pubsub: Any) -> None:
     with contextlib.suppress(redis.RedisError):
         pubsub.close()
+
+
+class _Heartbeat:
+    """Adds heartbeats to a stream's writes, and renews its leases, every heartbeat interval."""
+
+    def __init__(self, hold: StreamHold) -> None:
+        self.hold = hold
+        self.interval = jobs_settings.api_events_heartbeat_seconds
+        self.last_sent = self.last_renewed = time.monotonic()
+        self.line_open = False
+
+    def around(self, frames: list[bytes], *, beat: bool = True) -> list[bytes]:
+        """``frames``, plus the heartbeat's part that is due when ``beat``.
+
+        The stream beats once per poll, after its wait: the heartbeat's two
+        writes are then a poll apart, time for a departed client's reset to arrive.
+        """
+        now = time.monotonic()
+        if now - self.last_renewed >= self.interval:
+            self.hold.renew()
+            self.last_renewed = now
+        out = list(frames)
+        if beat and self.line_open:
+            out.append(HEARTBEAT_END)
+            self.line_open = False
+        elif beat and not out and now - self.last_sent >= self.interval:
+            out.append(HEARTBEAT)
+            self.line_open = True
+        if out:
+            self.last_sent = now
+        return out

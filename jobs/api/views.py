@@ -32,6 +32,7 @@ from jobs.api.serializers import (
     TaskSubmittedSerializer,
     public_job_type_names,
 )
+from jobs.api.stream_slots import ClosingStream, stream_hold
 from jobs.api.streaming import JobEventTracker, stream_async, stream_sync
 from jobs.errors import UnknownJobType
 from jobs.models import Job, JobStatus
@@ -40,6 +41,7 @@ from jobs.selectors import job_get, jobs_for_organization
 from jobs.services import JobRequest, job_cancel, job_retry, job_submit, job_submit_many
 from jobs.transport.events import events_pubsub
 from tenants.api.authentication import request_organization
+from tenants.models import ApiKey
 
 VIA = "api"
 
@@ -261,7 +263,7 @@ class JobRetryView(APIView):
     )
     def post(self, request: Request, job_id: str) -> Response:
         job = job_get(organization=request_organization(request), job_id=job_id)
-        job = job_retry(job=job, user=_user(request), via=VIA)
+        job = job_retry(job=job, enforce_limits=True, user=_user(request), via=VIA)
         return Response(JobSerializer(job, context={"request": request}).data)
 
 
@@ -306,6 +308,9 @@ class JobEventsView(APIView):
     """
 
     renderer_classes = [SafeJSONRenderer, EventStreamRenderer]
+    # No HEAD: a threaded server would run the stream for its whole life with
+    # nowhere to write, so it would never notice the client leave.
+    http_method_names = ["get", "options"]
 
     @extend_schema(
         parameters=[_JOB_ID],
@@ -324,13 +329,24 @@ class JobEventsView(APIView):
             return dict(JobSerializer(current, context={"request": request}).data)
 
         tracker = JobEventTracker(job_id=job.pk, organization_id=organization.pk, render_job=render)
+        holder = (
+            f"key:{request.auth.pk}"
+            if isinstance(request.auth, ApiKey)
+            else f"user:{request.user.pk}"
+        )
+        threaded = not isinstance(request._request, ASGIRequest)
+        hold = stream_hold(holder=holder, organization_id=organization.pk, threaded=threaded)
         content: Any
-        if isinstance(request._request, ASGIRequest):
-            content = stream_async(tracker)
+        if not threaded:
+            content = stream_async(tracker, hold)
         else:
-            # Subscribing here turns a Redis outage into a 503 before the stream starts.
-            pubsub = events_pubsub(str(job.pk))
-            content = stream_sync(tracker, pubsub)
+            try:
+                # Subscribing here turns a Redis outage into a 503 before the stream starts.
+                pubsub = events_pubsub(str(job.pk))
+            except BaseException:
+                hold.release()
+                raise
+            content = ClosingStream(stream_sync(tracker, pubsub, hold), hold)
         response = StreamingHttpResponse(content, content_type="text/event-stream")
         response["Cache-Control"] = "no-cache"
         response["X-Accel-Buffering"] = "no"

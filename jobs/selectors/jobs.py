@@ -53,7 +53,10 @@ def job_get(*, organization: Organization, job_id: uuid.UUID | str) -> Job:
         raise JobNotFound(f"No job {str(job_id)[:64]!r}: job ids are UUIDs.") from None
     job = Job.objects.filter(organization=organization, pk=parsed).first()
     if job is None:
-        raise JobNotFound(f"No job {str(parsed)!r} in this organization.")
+        # The id is not echoed: the answer is the same bytes for any id that is not yours.
+        raise JobNotFound(
+            "No job with this id in this organization; list yours with GET /api/v1/jobs/."
+        )
     return job
 
 

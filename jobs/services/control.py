@@ -14,6 +14,7 @@ from django.utils import timezone
 from jobs.errors import InvalidTransition
 from jobs.models import Job, JobEvent, JobEventKind, JobStatus
 from jobs.services.dispatch import jobs_send
+from jobs.services.fairness import submission_admit
 from jobs.services.messages import job_message
 from jobs.services.transitions import running_filter
 
@@ -98,29 +99,60 @@ def job_cancel(*, job: Job, user: User | None = None, via: str = "system") -> Jo
 def job_retry(
     *,
     job: Job,
+    enforce_limits: bool,
     user: User | None = None,
     via: str = "system",
     kind: JobEventKind = JobEventKind.RETRIED,
 ) -> Job:
     """Queue a failed or cancelled job again, with a fresh retry budget.
 
+    The fresh budget is the design (ARCHITECTURE.md, principle 3): an explicit
+    retry starts the job over, as if new. So with ``enforce_limits`` it also
+    costs what one submission costs: it is admitted against the organization's
+    submission rate limit and monthly quota (an inactive organization is
+    refused), before anything changes. Retries by a tenant (the API) pass
+    ``enforce_limits=True``; operators' retries (admin, CLI) pass False, and
+    are audited like every retry. A job whose ``scheduled_for`` is still ahead
+    (a delayed job cancelled before its time) waits until then again.
+
     Raises:
       InvalidTransition: the job is not failed or cancelled.
+      RateLimited, QuotaExceeded, OrganizationInactive: refused by the limits
+        (only with ``enforce_limits``); nothing changed.
+      BrokerUnavailable: Redis did not answer the admission; nothing changed.
     """
     with transaction.atomic():
-        changed = Job.objects.filter(pk=job.pk, status__in=_RETRYABLE).update(**REQUEUED_FIELDS)
-        job.refresh_from_db()
-        if not changed:
+        row = (
+            Job.objects.select_for_update(of=("self",))
+            .select_related("organization")
+            .filter(pk=job.pk, status__in=_RETRYABLE)
+            .first()
+        )
+        if row is None:
+            job.refresh_from_db()
             raise InvalidTransition(
                 f"Job {job.pk} is {job.status}; only failed or cancelled jobs can be retried."
             )
+        if enforce_limits:
+            submission_admit(organization=row.organization)
+        Job.objects.filter(pk=job.pk).update(**REQUEUED_FIELDS)
+        job.refresh_from_db()
         _audit(job, kind, user=user, via=via)
         message = job_message(job)
-        transaction.on_commit(lambda: jobs_send([(message, None)]))
+        delay_ms = _remaining_delay_ms(job)
+        transaction.on_commit(lambda: jobs_send([(message, delay_ms)]))
     logger.info(
         "Job %s queued again by an explicit %s via %s.", job.pk, kind, via, extra=_log_fields(job)
     )
     return job
+
+
+def _remaining_delay_ms(job: Job) -> int | None:
+    """How long a job still has to wait for its ``scheduled_for``, in ms (None: not at all)."""
+    if job.scheduled_for is None:
+        return None
+    remaining_ms = int((job.scheduled_for - timezone.now()).total_seconds() * 1000)
+    return remaining_ms if remaining_ms > 0 else None
 
 
 def job_cancel_for_inactive_organization(*, job_id: str) -> bool:

@@ -32,28 +32,26 @@ from rest_framework.serializers import Serializer
 
 from jobs.errors import InvalidPayload, InvalidSubmission
 from jobs.models import Job
-from jobs.payload_limits import text_problem
 from jobs.payloads import validate_payload, validate_payload_json
 from jobs.queues import (
-    CONSUMED_QUEUES,
     DEFAULT_PRIORITY,
-    MAX_PRIORITY,
-    MIN_PRIORITY,
     redis_queue_name,
 )
 from jobs.registry import VALIDATED_OPTION, get_job_type
 from jobs.services.dispatch import jobs_send
 from jobs.services.fairness import submission_admit
 from jobs.services.outbox import job_outbox_delete
+from jobs.services.submission_options import (
+    MAX_DELAY,
+    MAX_IDEMPOTENCY_KEY_LENGTH,
+    check_options,
+)
 from jobs.services.submission_sql import PreparedJob, gc_paused, job_instance, jobs_insert
 from jobs.transport.broker import ensure_broker_available
 from jobs.transport.ids import uuid4s
 from tenants.models import Organization
 
 logger = logging.getLogger(__name__)
-
-MAX_DELAY = timedelta(days=7)
-MAX_IDEMPOTENCY_KEY_LENGTH = 200
 
 
 @dataclass(frozen=True)
@@ -227,51 +225,15 @@ def _prepare(
     serializers: dict[Any, Serializer[Any]] | None = None,
 ) -> PreparedJob:
     jt = get_job_type(request.job_type)
-    priority = request.priority
-    if isinstance(priority, bool) or not isinstance(priority, int):
-        raise InvalidSubmission(
-            f"priority must be a whole number from {MIN_PRIORITY} to {MAX_PRIORITY}, "
-            f"not {priority!r}.",
-            field="priority",
-        )
-    if not MIN_PRIORITY <= priority <= MAX_PRIORITY:
-        raise InvalidSubmission(
-            f"priority {priority!r} is out of range; use {MIN_PRIORITY} (least urgent) "
-            f"to {MAX_PRIORITY} (most urgent).",
-            field="priority",
-        )
-    key = request.idempotency_key
-    if key is not None and (
-        not isinstance(key, str) or not key or len(key) > MAX_IDEMPOTENCY_KEY_LENGTH
-    ):
-        raise InvalidSubmission(
-            f"idempotency_key must be a non-empty string of at most "
-            f"{MAX_IDEMPOTENCY_KEY_LENGTH} characters, not {key!r}.",
-            field="idempotency_key",
-        )
-    if key is not None and (problem := text_problem(key)) is not None:
-        raise InvalidSubmission(f"idempotency_key is refused: {problem}", field="idempotency_key")
-    delay = request.delay
-    if delay is not None and not timedelta(0) <= delay <= MAX_DELAY:
-        raise InvalidSubmission(
-            f"delay {delay} is out of range; use 0 seconds to 7 days.", field="delay_seconds"
-        )
-    if request.max_retries is not None and (
-        isinstance(request.max_retries, bool)
-        or not isinstance(request.max_retries, int)
-        or not 0 <= request.max_retries <= 100
-    ):
-        raise InvalidSubmission(
-            f"max_retries must be a whole number from 0 to 100, not {request.max_retries!r}.",
-            field="max_retries",
-        )
-    queue = jt.queue if request.queue is None else request.queue
-    if request.queue is not None and queue not in CONSUMED_QUEUES:
-        raise InvalidSubmission(
-            f"queue {queue!r} is not a queue workers consume; use one of "
-            f"{', '.join(CONSUMED_QUEUES)}.",
-            field="queue",
-        )
+    queue = check_options(
+        priority=request.priority,
+        idempotency_key=request.idempotency_key,
+        delay=request.delay,
+        max_retries=request.max_retries,
+        queue=request.queue,
+        home_queue=jt.queue,
+    )
+    priority, key, delay = request.priority, request.idempotency_key, request.delay
     payload, payload_json = validate_payload_json(jt, request.payload, serializers=serializers)
 
     max_retries = (

@@ -99,7 +99,7 @@ class AdmissionVerdict:
 _scripts: dict[tuple[int, str], Any] = {}
 
 
-def _script(source: str) -> Any:
+def registered_script(source: str) -> Any:
     """The registered Script of ``source`` on the broker's client (hashed once per client)."""
     client = get_broker().client
     cache_key = (id(client), source)
@@ -124,7 +124,7 @@ def submissions_admit(
 
     ``month`` (``YYYY-MM``) names the quota counter. Raises ``redis.RedisError``.
     """
-    verdict, retry_ms = _script(_ADMIT)(
+    verdict, retry_ms = registered_script(_ADMIT)(
         keys=[_key("rate", organization_id), _key("quota", organization_id, month)],
         args=[
             _now_ms(),
@@ -149,7 +149,7 @@ def type_rate_take(*, job_type: str, per_minute: int) -> int:
     interval = 60_000 / max(1, per_minute)
     # Burst of one second's worth, at least one: starts spread over the minute.
     burst = max(interval, 1_000)
-    verdict, retry_ms = _script(_TAKE)(
+    verdict, retry_ms = registered_script(_TAKE)(
         keys=[_key("type", job_type)], args=[_now_ms(), interval, burst]
     )
     return 0 if verdict == 1 else max(1, int(retry_ms))
@@ -158,7 +158,7 @@ def type_rate_take(*, job_type: str, per_minute: int) -> int:
 def concurrency_acquire(*, organization_id: int, job_id: str, limit: int, lease_ms: int) -> bool:
     """Take one of the organization's running-job slots for this job, if one is free."""
     return bool(
-        _script(_ACQUIRE)(
+        registered_script(_ACQUIRE)(
             keys=[_key("running", organization_id)],
             args=[_now_ms(), job_id, max(1, limit), lease_ms],
         )
@@ -172,7 +172,7 @@ def concurrency_acquire_many(slots: Sequence[tuple[int, str, int, int]]) -> list
     """
     if not slots:
         return []
-    script = _script(_ACQUIRE)
+    script = registered_script(_ACQUIRE)
     client = get_broker().client
     now = _now_ms()
     for attempt in range(2):

@@ -21,6 +21,13 @@ KEYWORDS = ("bearer", "token")
 ORGANIZATION_HEADER = "X-Organization"
 
 
+class OrganizationInactive(exceptions.PermissionDenied):
+    """Raised when a request acts for a deactivated organization (403 on every endpoint)."""
+
+    default_detail = "This organization is inactive; an administrator can reactivate it."
+    default_code = "organization_inactive"
+
+
 class ApiKeyAuthentication(BaseAuthentication):
     """``Authorization: Bearer <key>`` or ``Token <key>``; ``request.auth`` is the ApiKey."""
 
@@ -52,16 +59,27 @@ class ApiKeyAuthentication(BaseAuthentication):
 def request_organization(request: Request) -> Organization:
     """The organization a request acts for, cached on the request.
 
+    Every endpoint that acts for an organization passes through here (the
+    ``HasOrganization`` permission), so a deactivated organization is refused
+    here once, not view by view.
+
     Raises:
       NotAuthenticated: no API key and no session.
       PermissionDenied: a session user who is not staff, or not a member of the
         organization named by X-Organization.
+      OrganizationInactive: the organization (the key's, or the one chosen) is
+        deactivated.
       ValidationError: a staff user of several organizations named none.
     """
     cached: Organization | None = getattr(request, "_tbx_organization", None)
     if cached is not None:
         return cached
     organization = _resolve(request)
+    if not organization.is_active:
+        raise OrganizationInactive(
+            f"Organization {organization.slug!r} is inactive: its API keys and sessions can "
+            "neither read nor change its jobs. An administrator can reactivate it."
+        )
     request._tbx_organization = organization  # type: ignore[attr-defined]
     return organization
 

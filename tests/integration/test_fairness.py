@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from io import StringIO
 from typing import Any
 
 import pytest
+from django.core.management import call_command
 from django.utils import timezone
 
 from jobs.errors import OrganizationInactive, QuotaExceeded, RateLimited
 from jobs.models import AttemptOutcome, Job, JobAttempt, JobStatus
-from jobs.services import JobRequest, job_submit, job_submit_many
+from jobs.services import JobRequest, job_cancel, job_retry, job_submit, job_submit_many
 from jobs.services.fairness import organization_limits_forget
 from jobs.transport.limits import concurrency_running
-from tests.factories import OrganizationFactory
+from tests.factories import JobFactory, OrganizationFactory
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -174,3 +176,33 @@ def test_a_job_type_rate_limit_spreads_starts_without_using_retries(
     assert len(starts) == 3
     assert starts[2] - starts[0] >= timedelta(seconds=1.5), "about one start per second"
     assert all(j.attempts == 1 for j in Job.objects.filter(pk__in=[j.pk for j in jobs]))
+
+
+def _used_up_quota_with_a_cancelled_job(broker: Any) -> Job:
+    org = OrganizationFactory.create(monthly_job_quota=1)
+    job = job_submit(job_type="diagnostics.echo", payload={"message": "m"}, organization=org).job
+    job_cancel(job=job)
+    return job
+
+
+def test_a_retry_that_enforces_limits_counts_against_the_quota(broker: Any) -> None:
+    job = _used_up_quota_with_a_cancelled_job(broker)
+
+    with pytest.raises(QuotaExceeded):
+        job_retry(job=job, enforce_limits=True, via="api")
+
+    job.refresh_from_db()
+    assert job.status == JobStatus.CANCELLED
+
+
+def test_operators_retry_in_the_admin_or_the_cli_without_the_tenants_limits(
+    broker: Any,
+) -> None:
+    by_admin = _used_up_quota_with_a_cancelled_job(broker)
+    job_retry(job=by_admin, enforce_limits=False, via="admin")
+    assert by_admin.status == JobStatus.QUEUED
+
+    by_cli = JobFactory.create(organization=by_admin.organization, status=JobStatus.CANCELLED)
+    call_command("jobs", "retry", str(by_cli.pk), stdout=StringIO())
+    by_cli.refresh_from_db()
+    assert by_cli.status == JobStatus.QUEUED

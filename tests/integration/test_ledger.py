@@ -279,7 +279,7 @@ def test_a_failed_job_retried_explicitly_runs_again_with_a_fresh_budget(
     wait_for(lambda: _finished(job))
     assert job.status == JobStatus.FAILED
 
-    job_retry(job=job)
+    job_retry(job=job, enforce_limits=False)
     assert job.status == JobStatus.QUEUED
 
     wait_for(lambda: _finished(job))
@@ -432,7 +432,7 @@ def test_cancels_and_retries_leave_an_audit_trail(broker: Any) -> None:
     job = job_submit(job_type="diagnostics.echo", payload={"message": "audit"}).job
 
     job_cancel(job=job, via="cli")
-    job_retry(job=job, via="admin")
+    job_retry(job=job, enforce_limits=False, via="admin")
 
     kinds = list(job.events.order_by("created_at").values_list("kind", "via"))
     assert kinds == [("cancelled", "cli"), ("retried", "admin")]

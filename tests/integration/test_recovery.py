@@ -413,7 +413,7 @@ def test_an_explicit_retry_gives_a_poison_job_a_fresh_budget_of_worker_deaths(
         )
     assert job_attempt_start(job_id=str(job.pk), worker_id="h:8:x").verdict is StartVerdict.POISON
 
-    job_retry(job=_reload(job))
+    job_retry(job=_reload(job), enforce_limits=False)
 
     decision = job_attempt_start(job_id=str(job.pk), worker_id="h:9:y")
     assert decision.verdict is StartVerdict.RUN and decision.attempt == 4

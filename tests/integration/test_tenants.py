@@ -15,8 +15,11 @@ import pytest
 from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 from django.db import connection
+from django.test import override_settings
 from django.utils import timezone
 
+from jobs.broker import setup
+from tenants import key_cache
 from tenants.models import ApiKey, Membership, Organization, Role
 from tenants.services import (
     api_key_authenticate,
@@ -24,6 +27,7 @@ from tenants.services import (
     api_key_create,
     api_key_revoke,
 )
+from tests.e2e.conftest import free_port
 from tests.factories import OrganizationFactory
 
 pytestmark = [pytest.mark.django_db]
@@ -124,6 +128,48 @@ def test_a_key_revoked_elsewhere_is_refused_once_the_cache_time_has_passed(
     while api_key_authenticate(raw=issued.raw) is not None:
         assert time.monotonic() < deadline, "the revoked key was still trusted after 5 s"
         time.sleep(0.05)
+
+
+def test_while_this_process_cannot_hear_revocations_it_reads_every_key_from_the_database(
+    django_assert_num_queries: Any,
+) -> None:
+    issued = api_key_create(membership=_member(OrganizationFactory.create()))
+    # Redis (the invalidation channel) unreachable: another process's revocation
+    # would go unheard, so no cached key may be trusted.
+    try:
+        with override_settings(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0"):
+            setup()
+            assert api_key_authenticate(raw=issued.raw) is not None
+            with django_assert_num_queries(1):
+                assert api_key_authenticate(raw=issued.raw) is not None
+    finally:
+        setup()
+    assert api_key_authenticate(raw=issued.raw) is not None
+    with django_assert_num_queries(0):
+        assert api_key_authenticate(raw=issued.raw) is not None
+
+
+def test_a_key_read_before_a_forget_is_not_stored_after_it() -> None:
+    issued = api_key_create(membership=_member(OrganizationFactory.create()))
+    since = key_cache.generation()
+    key_cache.forget()  # a revocation heard while the lookup was reading the old row
+
+    key_cache.put("digest", issued.api_key, ttl_seconds=60, since_generation=since)
+
+    assert key_cache.get("digest") is None
+
+
+def test_revokeapikey_revokes_a_key_by_its_prefix() -> None:
+    issued = api_key_create(membership=_member(OrganizationFactory.create()), name="ci")
+    assert api_key_authenticate(raw=issued.raw) is not None
+    out = StringIO()
+
+    call_command("revokeapikey", f"tbx_{issued.api_key.prefix}", stdout=out)
+
+    assert f"Revoked API key 'ci' (tbx_{issued.api_key.prefix})" in out.getvalue()
+    assert api_key_authenticate(raw=issued.raw) is None
+    with pytest.raises(CommandError, match="No API key with prefix 'nothere'"):
+        call_command("revokeapikey", "nothere", stdout=StringIO())
 
 
 def test_without_a_cache_every_authentication_reads_the_key(

@@ -310,7 +310,7 @@ class Command(DeadLetterSubcommands):
             )
 
     def cmd_retry(self, options: dict[str, Any]) -> None:
-        job = job_retry(job=self._job(options["job_id"]), via="cli")
+        job = job_retry(job=self._job(options["job_id"]), enforce_limits=False, via="cli")
         self._job_done(job, f"Job {job.pk} queued again ({job.job_type}).")
 
     def cmd_cancel(self, options: dict[str, Any]) -> None:

@@ -68,3 +68,16 @@ def test_the_event_stream_of_a_finished_job_replays_its_state_and_closes(
     events = parse_sse(b"".join(response.streaming_content))  # type: ignore[attr-defined]
     assert [(name, data["status"]) for name, data in events] == [("status", "cancelled")]
     assert set(events[0][1]) == set(created)
+
+
+def test_the_event_stream_refuses_head_which_would_hold_a_thread_with_nowhere_to_write(
+    broker: Any, tenant_a: Tenant
+) -> None:
+    job = job_submit(
+        job_type="diagnostics.echo", payload={"message": "x"}, organization=tenant_a.organization
+    ).job
+
+    response = tenant_a.client.head(f"/api/v1/jobs/{job.pk}/events/")
+
+    assert response.status_code == 405
+    assert "HEAD" not in response["Allow"]

@@ -1,58 +1,149 @@
-"""With organization A's key, organization B's jobs do not exist."""
+"""With organization A's key, organization B's jobs do not exist, on every endpoint.
+
+The sweep reads the operations from the served OpenAPI schema, so an endpoint
+added later is swept too; one whose path parameter the sweep cannot fill
+fails the test rather than being skipped.
+"""
 
 from __future__ import annotations
 
+import uuid
+from datetime import timedelta
+from typing import Any
+
 import pytest
+from django.utils import timezone
 from dramatiq.brokers.redis import RedisBroker
 
-from jobs.models import Job, JobStatus
+from jobs.models import Job, JobEvent, JobStatus
 from jobs.services import job_submit
+from tenants.models import Organization
+from tests.factories import JobFactory
 from tests.integration.api.conftest import Tenant
+from tests.integration.api.openapi import Operation, api_operations
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
-
-@pytest.fixture
-def b_job_id(broker: RedisBroker, tenant_b: Tenant) -> str:
-    job = job_submit(
-        job_type="diagnostics.echo", payload={"message": "b"}, organization=tenant_b.organization
-    ).job
-    return str(job.pk)
+#: Path parameters that name a job, and so take the other organization's job ids.
+JOB_ID_PARAMETERS = ("job_id", "task_id")
 
 
-@pytest.mark.parametrize(
-    ("method", "path"),
-    [
-        ("get", "/api/v1/jobs/{id}/"),
-        ("post", "/api/v1/jobs/{id}/cancel/"),
-        ("post", "/api/v1/jobs/{id}/retry/"),
-        ("get", "/api/v1/jobs/{id}/events/"),
-        ("get", "/api/v1/tasks/status/{id}"),
-    ],
-)
-def test_every_job_endpoint_answers_404_for_another_organizations_job(
-    tenant_a: Tenant, b_job_id: str, method: str, path: str
+def _secret(label: str) -> str:
+    return f"b-{label}-{uuid.uuid4().hex}"
+
+
+def _b_jobs(organization: Organization) -> dict[str, Job]:
+    """One of B's jobs in every state, each carrying values found nowhere else."""
+    now = timezone.now()
+    states: dict[str, dict[str, Any]] = {
+        "queued": {"status": JobStatus.QUEUED},
+        "delayed": {"status": JobStatus.QUEUED, "scheduled_for": now + timedelta(hours=1)},
+        "running": {"status": JobStatus.RUNNING, "attempts": 1, "started_at": now},
+        "retrying": {"status": JobStatus.RETRYING, "attempts": 1, "started_at": now},
+        "succeeded": {"status": JobStatus.SUCCEEDED, "attempts": 1, "finished_at": now},
+        "failed": {
+            "status": JobStatus.FAILED,
+            "attempts": 1,
+            "finished_at": now,
+            "dead_lettered_at": now,
+        },
+        "cancelled": {"status": JobStatus.CANCELLED, "finished_at": now},
+    }
+    return {
+        label: JobFactory.create(
+            organization=organization,
+            payload={"message": _secret(f"payload-{label}")},
+            result={"echo": _secret(f"result-{label}")},
+            error_message=_secret(f"error-{label}"),
+            progress_message=_secret(f"progress-{label}"),
+            **fields,
+        )
+        for label, fields in states.items()
+    }
+
+
+def _secrets(job: Job) -> list[str]:
+    return [
+        str(job.pk),
+        job.pk.hex,
+        str(job.payload["message"]),
+        str((job.result or {})["echo"]),
+        job.error_message,
+        job.progress_message,
+    ]
+
+
+def _messages_in_redis(broker: RedisBroker) -> int:
+    return sum(int(broker.client.hlen(key)) for key in broker.client.scan_iter("*.msgs"))
+
+
+def test_every_operation_with_a_path_id_answers_404_for_another_organizations_jobs(
+    broker: RedisBroker, tenant_a: Tenant, tenant_b: Tenant
 ) -> None:
-    Job.objects.filter(pk=b_job_id).update(status=JobStatus.FAILED)
+    b_jobs = _b_jobs(tenant_b.organization)
+    before = {label: Job.objects.filter(pk=job.pk).values().get() for label, job in b_jobs.items()}
+    operations = [op for op in api_operations() if op.path_params]
+    assert len(operations) >= 5, operations
 
-    response = getattr(tenant_a.client, method)(path.format(id=b_job_id))
+    for operation in operations:
+        for label, job in b_jobs.items():
+            url = operation.url({name: str(job.pk) for name in JOB_ID_PARAMETERS})
+            response = operation.call(tenant_a.client, url)
 
-    assert response.status_code == 404
-    assert response.json()["error"]["code"] == "job_not_found"
-    assert Job.objects.get(pk=b_job_id).status == JobStatus.FAILED
+            where = f"{operation.method.upper()} {operation.path} with B's {label} job"
+            assert response.status_code == 404, f"{where}: {response.status_code}"
+            assert response.json()["error"]["code"] == "job_not_found", where
+            body = response.content.decode()
+            leaked = [secret for secret in _secrets(job) if secret in body]
+            assert not leaked, f"{where} answered {leaked}"
+
+    after = {label: Job.objects.filter(pk=job.pk).values().get() for label, job in b_jobs.items()}
+    assert after == before, "a call changed one of B's jobs"
+    assert not JobEvent.objects.exists()
+    assert _messages_in_redis(broker) == 0
+
+
+def test_the_sweep_fails_on_a_path_parameter_it_cannot_fill() -> None:
+    added_later = Operation(
+        method="get", path="/api/v1/things/{thing_id}/", path_params=("thing_id",), has_body=False
+    )
+
+    with pytest.raises(AssertionError, match="thing_id"):
+        added_later.url({name: "x" for name in JOB_ID_PARAMETERS})
+
+
+def test_another_organizations_job_answers_exactly_like_an_unknown_one(
+    broker: RedisBroker, tenant_a: Tenant, tenant_b: Tenant
+) -> None:
+    theirs = _b_jobs(tenant_b.organization)["succeeded"]
+    unknown = uuid.uuid4()
+
+    for operation in [op for op in api_operations() if op.path_params]:
+        answers = [
+            operation.call(
+                tenant_a.client, operation.url({n: str(job_id) for n in JOB_ID_PARAMETERS})
+            )
+            for job_id in (theirs.pk, unknown)
+        ]
+        where = f"{operation.method.upper()} {operation.path}"
+        assert answers[0].status_code == answers[1].status_code == 404, where
+        assert answers[0].content == answers[1].content, where
 
 
 def test_no_list_includes_another_organizations_or_system_jobs(
-    tenant_a: Tenant, b_job_id: str
+    broker: RedisBroker, tenant_a: Tenant, tenant_b: Tenant
 ) -> None:
+    b_jobs = _b_jobs(tenant_b.organization)
     job_submit(job_type="diagnostics.echo", payload={"message": "system"})
     mine = tenant_a.client.post(
         "/api/v1/jobs/", {"type": "diagnostics.echo", "payload": {"message": "a"}}, format="json"
     ).json()["id"]
 
     for query in ({}, {"status": "queued"}, {"type": "diagnostics.echo"}, {"queue": "default"}):
-        results = tenant_a.client.get("/api/v1/jobs/", query).json()["results"]
-        assert [j["id"] for j in results] == [mine]
+        response = tenant_a.client.get("/api/v1/jobs/", query)
+        assert [j["id"] for j in response.json()["results"]] == [mine]
+        body = response.content.decode()
+        assert not [s for job in b_jobs.values() for s in _secrets(job) if s in body]
 
 
 def test_idempotency_keys_belong_to_one_organization(
