@@ -8,10 +8,17 @@ from typing import Any
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.plumbing import ComponentRegistry
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter
 from rest_framework import serializers
 from rest_framework.views import APIView
 
 from jobs.payloads import PayloadSerializer
+
+#: The path parameter of every operation on one job.
+JOB_ID = OpenApiParameter(
+    "job_id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="The job's id."
+)
 
 
 class ApiKeyScheme(OpenApiAuthenticationExtension):

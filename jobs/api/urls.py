@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from jobs.api import views
+from jobs.api import compat, events, views
 
 app_name = "api"
 
@@ -16,9 +16,9 @@ urlpatterns = [
     path("jobs/<str:job_id>/", views.JobDetailView.as_view(), name="job-detail"),
     path("jobs/<str:job_id>/cancel/", views.JobCancelView.as_view(), name="job-cancel"),
     path("jobs/<str:job_id>/retry/", views.JobRetryView.as_view(), name="job-retry"),
-    path("jobs/<str:job_id>/events/", views.JobEventsView.as_view(), name="job-events"),
-    path("tasks/submit", views.TaskSubmitView.as_view(), name="task-submit"),
-    path("tasks/status/<str:task_id>", views.TaskStatusView.as_view(), name="task-status"),
+    path("jobs/<str:job_id>/events/", events.JobEventsView.as_view(), name="job-events"),
+    path("tasks/submit", compat.TaskSubmitView.as_view(), name="task-submit"),
+    path("tasks/status/<str:task_id>", compat.TaskStatusView.as_view(), name="task-status"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     # With the response's CSP nonce on its inline style and script (see SECURE_CSP).
     path(

@@ -6,7 +6,7 @@ import pytest
 from dramatiq.brokers.redis import RedisBroker
 from rest_framework.test import APIClient
 
-from jobs.api.views import CELERY_TASK_TYPES
+from jobs.api.compat import CELERY_TASK_TYPES
 from jobs.models import Job, JobStatus
 from tests.integration.api.conftest import Tenant
 

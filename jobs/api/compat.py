@@ -1,0 +1,122 @@
+"""Compatibility with the ToolBoxAI Celery document: ``/tasks/submit`` and ``/tasks/status/{id}``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from jobs.api.serializers import (
+    JobSerializer,
+    TaskStatusSerializer,
+    TaskSubmitSerializer,
+    TaskSubmittedSerializer,
+)
+from jobs.errors import UnknownJobType
+from jobs.models import JobStatus
+from jobs.registry import JobType, get_job_type
+from jobs.selectors import job_get
+from jobs.services import job_submit
+from tenants.api.authentication import request_organization
+
+#: Task names of the Celery document → job types.
+CELERY_TASK_TYPES = {
+    "content_generation": "content.generate_lesson",
+    "send_email": "email.send_transactional",
+}
+
+#: Job status → Celery state.
+CELERY_STATES = {
+    JobStatus.QUEUED: "PENDING",
+    JobStatus.RUNNING: "STARTED",
+    JobStatus.RETRYING: "RETRY",
+    JobStatus.SUCCEEDED: "SUCCESS",
+    JobStatus.FAILED: "FAILURE",
+    JobStatus.CANCELLED: "REVOKED",
+}
+
+
+def _public_job_type(name: str) -> JobType:
+    # Unknown and internal types get one answer, which lists neither.
+    refusal = UnknownJobType(
+        f"{name!r} is not a job type you can submit; GET /api/v1/job-types/ lists them "
+        f"(and {', '.join(CELERY_TASK_TYPES)} are accepted as their Celery names)."
+    )
+    try:
+        jt = get_job_type(CELERY_TASK_TYPES.get(name, name))
+    except UnknownJobType:
+        raise refusal from None
+    if not jt.public:
+        raise refusal
+    return jt
+
+
+class TaskSubmitView(APIView):
+    """Celery-document compatibility: submit ``task_type`` with ``task_data``."""
+
+    payload_field = "task_data"
+    type_field = "task_type"
+
+    @extend_schema(
+        request=TaskSubmitSerializer,
+        responses=TaskSubmittedSerializer,
+        examples=[
+            OpenApiExample(
+                "Echo",
+                value={"task_type": "diagnostics.echo", "task_data": {"message": "hi"}},
+                request_only=True,
+            )
+        ],
+        operation_id="tasks_submit",
+        tags=["compatibility"],
+    )
+    def post(self, request: Request) -> Response:
+        serializer = TaskSubmitSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        jt = _public_job_type(data["task_type"])
+        submission = job_submit(
+            job_type=jt.name,
+            payload=data["task_data"],
+            organization=request_organization(request),
+            priority=data["priority"],
+        )
+        return Response({"task_id": str(submission.job.pk), "status": "submitted"})
+
+
+class TaskStatusView(APIView):
+    """Celery-document compatibility: a job's state in Celery's words."""
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "task_id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="The job's id."
+            )
+        ],
+        responses=TaskStatusSerializer,
+        operation_id="tasks_status",
+        tags=["compatibility"],
+    )
+    def get(self, request: Request, task_id: str) -> Response:
+        job = job_get(organization=request_organization(request), job_id=task_id)
+        # The job's API representation: its result and error come redacted.
+        shown = JobSerializer(job, context={"request": request}).data
+        info: Any = None
+        if job.status in (JobStatus.RUNNING, JobStatus.RETRYING):
+            info = {"progress": shown["progress"], "message": shown["progress_message"]}
+        elif job.status == JobStatus.SUCCEEDED:
+            info = shown["result"]
+        elif job.status == JobStatus.FAILED:
+            info = shown["error"] or {"type": "", "message": ""}
+        return Response(
+            {
+                "task_id": shown["id"],
+                "status": CELERY_STATES[JobStatus(job.status)],
+                "result": shown["result"] if job.status == JobStatus.SUCCEEDED else None,
+                "info": info,
+            }
+        )

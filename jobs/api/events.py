@@ -1,0 +1,116 @@
+"""``GET /api/v1/jobs/{id}/events/``: a job's Server-Sent Events stream."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.handlers.asgi import ASGIRequest
+from django.http import HttpResponseBase, StreamingHttpResponse
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework.renderers import BaseRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from jobs.api.renderers import SafeJSONRenderer
+from jobs.api.schema import JOB_ID
+from jobs.api.serializers import JobSerializer
+from jobs.api.stream_slots import ClosingStream, stream_hold
+from jobs.api.streaming import JobEventTracker, stream_async, stream_sync
+from jobs.models import Job
+from jobs.selectors import job_get
+from jobs.transport.events import events_pubsub
+from tenants.api.authentication import request_organization
+from tenants.models import ApiKey
+
+
+class EventStreamRenderer(BaseRenderer):
+    """Lets clients ask for ``text/event-stream``; the view streams the body itself."""
+
+    media_type = "text/event-stream"
+    format = "sse"
+    charset = "utf-8"
+
+    def render(
+        self,
+        data: Any,
+        accepted_media_type: str | None = None,
+        renderer_context: Any = None,
+    ) -> bytes:
+        return SafeJSONRenderer().render(data)
+
+
+#: One event of the stream, as SSE clients parse it; ``data`` is JSON text.
+SSE_EVENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "event": {"type": "string", "enum": ["status", "progress", "partial", "gone"]},
+        "data": {
+            "type": "string",
+            "description": "JSON: the whole job (status), {id, progress, message} (progress), "
+            "{id, text, ...} (partial) or {id} (gone).",
+        },
+        "id": {"type": "string"},
+        "retry": {"type": "integer", "description": "Reconnection delay hint, in ms."},
+    },
+}
+
+
+class JobEventsView(APIView):
+    """Server-Sent Events: status, progress and partial results, until the job finishes.
+
+    Events: ``status`` (the whole job: sent first, then on every status change),
+    ``progress`` (``{"id", "progress", "message"}``), ``partial`` (what the job
+    publishes, e.g. ``{"id", "text"}``), and ``gone`` if the job is deleted.
+    """
+
+    renderer_classes = [SafeJSONRenderer, EventStreamRenderer]
+    # No HEAD: a threaded server would run the stream for its whole life with
+    # nowhere to write, so it would never notice the client leave.
+    http_method_names = ["get", "options"]
+
+    @extend_schema(
+        parameters=[JOB_ID],
+        responses={
+            (200, "text/event-stream"): OpenApiResponse(
+                SSE_EVENT_SCHEMA, description="An SSE stream that closes when the job finishes."
+            )
+        },
+        operation_id="jobs_events",
+    )
+    def get(self, request: Request, job_id: str) -> HttpResponseBase:
+        organization = request_organization(request)
+        job = job_get(organization=organization, job_id=job_id)
+
+        def render(current: Job) -> dict[str, Any]:
+            return dict(JobSerializer(current, context={"request": request}).data)
+
+        tracker = JobEventTracker(job_id=job.pk, organization_id=organization.pk, render_job=render)
+        holder = (
+            f"key:{request.auth.pk}"
+            if isinstance(request.auth, ApiKey)
+            else f"user:{request.user.pk}"
+        )
+        threaded = not isinstance(request._request, ASGIRequest)
+        hold = stream_hold(holder=holder, organization_id=organization.pk, threaded=threaded)
+        content: Any
+        if not threaded:
+            content = stream_async(tracker, hold)
+        else:
+            try:
+                # Subscribing here turns a Redis outage into a 503 before the stream starts.
+                pubsub = events_pubsub(str(job.pk))
+            except BaseException:
+                hold.release()
+                raise
+            content = ClosingStream(stream_sync(tracker, pubsub, hold), hold)
+        response = StreamingHttpResponse(content, content_type="text/event-stream")
+        response["Cache-Control"] = "no-cache"
+        response["X-Accel-Buffering"] = "no"
+        return response
+
+    def handle_exception(self, exc: Exception) -> Response:
+        # Errors are JSON even when the client asked for text/event-stream.
+        self.request.accepted_renderer = SafeJSONRenderer()
+        self.request.accepted_media_type = SafeJSONRenderer.media_type
+        return super().handle_exception(exc)
