@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/toolboxai
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: install browser run test test-fast lint format migrate clean compose-check soak measure-recovery bench bench-profile
+.PHONY: install browser run test test-fast lint format migrate clean compose-check soak measure-recovery bench bench-profile docs docs-build docs-screenshots schema schema-check
 
 install: $(STAMP)
 
@@ -52,6 +52,8 @@ lint: install
 	$(PY) manage.py check
 	$(PY) manage.py makemigrations --check --dry-run
 	@$(MAKE) --no-print-directory compose-check
+	@$(MAKE) --no-print-directory schema-check
+	@$(MAKE) --no-print-directory docs-build
 
 # Parses docker-compose.yml with Debian's docker-compose (no Docker engine needed), with
 # .env.example as the .env: once with the secrets filled in (must pass), once without
@@ -70,6 +72,40 @@ compose-check:
 			cat err.txt >&2; exit 1; \
 		fi
 	@echo "docker-compose.yml: valid ($$(docker-compose version --short))"
+
+# The docs site (mkdocs.yml, docs/), served with live reload on http://127.0.0.1:$(DOCS_PORT)/.
+DOCS_PORT ?= 8001
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve --dev-addr 127.0.0.1:$(DOCS_PORT)
+
+# The site built as CI builds it, into a temporary directory: a broken link or anchor,
+# or a page missing from the nav, fails.
+docs-build: install
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+		NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir "$$tmp/site" && \
+		echo "docs: built ($$(find "$$tmp/site" -name index.html | wc -l) pages)"
+
+# Screenshots of the admin for the docs (docs/img/*.png): starts a private Redis, a
+# scratch database on DATABASE_URL's server, the web server and a worker, then Chromium.
+docs-screenshots: install browser
+	@DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} $(PY) scripts/docs_screenshots.py
+
+# docs/api/openapi.yaml, the schema drf-spectacular generates from the code.
+SCHEMA_ENV := DJANGO_SETTINGS_MODULE=toolboxai.settings DJANGO_DEBUG=1
+schema: install
+	@env $(SCHEMA_ENV) $(PY) manage.py spectacular --validate --file docs/api/openapi.yaml
+	@echo "docs/api/openapi.yaml: regenerated"
+
+# Fails when the committed schema is not what the code serves (run `make schema`).
+schema-check: install
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+		env $(SCHEMA_ENV) $(PY) manage.py spectacular --validate --file "$$tmp/openapi.yaml" && \
+		if ! diff -u docs/api/openapi.yaml "$$tmp/openapi.yaml" >"$$tmp/diff"; then \
+			head -60 "$$tmp/diff" >&2; \
+			echo "docs/api/openapi.yaml is not the schema the code serves: run 'make schema' and commit it." >&2; \
+			exit 1; \
+		fi
+	@echo "docs/api/openapi.yaml: matches the code"
 
 format: install
 	$(VENV)/bin/ruff format .
