@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/toolboxai
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: install browser run test test-fast lint format migrate clean compose-check soak measure-recovery bench bench-profile docs docs-build docs-screenshots schema schema-check
+.PHONY: install browser run test test-fast lint format migrate clean compose-check soak measure-recovery bench bench-profile docs docs-build docs-screenshots docs-mermaid schema schema-check
 
 install: $(STAMP)
 
@@ -89,6 +89,16 @@ docs-build: install
 # scratch database on DATABASE_URL's server, the web server and a worker, then Chromium.
 docs-screenshots: install browser
 	@DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} $(PY) scripts/docs_screenshots.py
+
+# The Mermaid the docs site renders its diagrams with, vendored from the npm registry so
+# that reading the site fetches nothing (Material uses it instead of its CDN copy).
+MERMAID_VERSION ?= 11.17.2
+docs-mermaid:
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+		(cd "$$tmp" && npm pack --silent mermaid@$(MERMAID_VERSION) >/dev/null && tar xzf mermaid-*.tgz) && \
+		cp "$$tmp/package/dist/mermaid.min.js" "$$tmp/package/LICENSE" docs/assets/vendor/mermaid/ && \
+		echo "mermaid $(MERMAID_VERSION) (npm), dist/mermaid.min.js" > docs/assets/vendor/mermaid/VERSION
+	@cat docs/assets/vendor/mermaid/VERSION
 
 # docs/api/openapi.yaml, the schema drf-spectacular generates from the code.
 SCHEMA_ENV := DJANGO_SETTINGS_MODULE=toolboxai.settings DJANGO_DEBUG=1

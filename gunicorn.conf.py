@@ -15,8 +15,8 @@ import os
 
 # WSGI with a thread pool per process. The API's views are synchronous (DRF, the ORM):
 # under an ASGI server every request hopped through sync_to_async, which runs all of a
-# process's synchronous code on one thread, so 8 clients were served one at a time
-# (bench: 114 requests/s). Each request, and each open event stream, holds one thread;
+# process's synchronous code on one thread, so concurrent clients were served one at a
+# time (bench/HISTORY.md). Each request, and each open event stream, holds one thread;
 # at most half of them stream (API_EVENTS_MAX_STREAMS_PER_PROCESS, read from WEB_THREADS too).
 worker_class = "gthread"
 threads = int(os.environ.get("WEB_THREADS", "16"))

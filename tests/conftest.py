@@ -47,7 +47,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         pytest.exit(
             "The test suite needs real services:\n  "
             + "\n  ".join(problems)
-            + "\nStart them (see README, 'Running the tests') or set DATABASE_URL / REDIS_URL.",
+            + "\nStart them (docs/getting-started.md, 'Run the tests') or set DATABASE_URL / REDIS_URL.",
             returncode=3,
         )
 

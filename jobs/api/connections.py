@@ -1,8 +1,8 @@
 """Web requests reuse a recently used database connection without a ``SELECT 1`` probe.
 
 With ``CONN_HEALTH_CHECKS``, Django probes a persistent connection before the
-first query of every request: one extra Postgres round trip per API call
-(about a fifth of a submission's wall time under load). Like the workers'
+first query of every request: one extra Postgres round trip per API call,
+a large share of a submission's wall time under load (bench/HISTORY.md). Like the workers'
 :class:`jobs.middleware.db_connections.DbConnections`, a connection this
 thread finished a request with less than ``RECENT_USE_SECONDS`` ago is
 trusted; an idle one is still probed. Should a trusted connection have died

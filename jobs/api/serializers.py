@@ -95,8 +95,8 @@ class JobSerializer(serializers.Serializer[Job]):
     def to_representation(self, instance: Job) -> dict[str, Any]:
         """The declared fields' output, without building the fields for each serializer.
 
-        DRF deep-copies all 17 declared fields for every serializer instance
-        (a fifth of an API submission's CPU). The same field classes render
+        DRF deep-copies all 17 declared fields for every serializer instance,
+        a large share of an API submission's CPU (bench/HISTORY.md). The same field classes render
         each value here, from one shared instance each; the declared fields
         still describe the schema, and a test holds both outputs equal.
         """

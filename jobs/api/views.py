@@ -66,7 +66,8 @@ def _job_create_serializer(data: Any) -> JobCreateSerializer:
     """A :class:`JobCreateSerializer` bound to ``data``: this thread's, reset, or a new one.
 
     DRF deep-copies the declared fields (and builds their validators again)
-    for every serializer instance: about a tenth of an API submission's CPU.
+    for every serializer instance, a measurable share of an API submission's
+    CPU (bench/HISTORY.md).
     Only what ``is_valid()`` caches is per request, and it is cleared here. The
     job type choices are read when a serializer is built, so one is built
     again when the public job types change.

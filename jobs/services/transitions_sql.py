@@ -52,7 +52,7 @@ class Ending(Protocol):
 # serve them (``status || ''``, ``COALESCE(finished_at, ...)``). With the
 # statistics of a table that just grew (a fresh deployment, a burst), the
 # planner otherwise scanned every queued job, every open attempt, or the whole
-# attempt table for each batch (hundreds of rows per job in the benchmark).
+# attempt table for each batch (bench/HISTORY.md).
 _START_CTES = """
 starting AS (
     SELECT * FROM jsonb_to_recordset(%(starts)s::jsonb) AS i(id uuid, worker_id text)

@@ -107,9 +107,9 @@ class WebServer:
     url: str
 
 
-#: The production web command (README, docker-compose): gunicorn's threaded WSGI workers
+#: The production web command (docs/deployment.md, docker-compose): gunicorn's threaded WSGI workers
 #: (gunicorn.conf.py, read from the working directory).
-#: ``asgi=True``: the ASGI alternative the README names for many concurrent event streams.
+#: ``asgi=True``: the ASGI alternative docs/deployment.md names for many concurrent event streams.
 def gunicorn_argv(port: int, *, asgi: bool = False) -> list[str]:
     app = (
         ["toolboxai.asgi:application", "-k", "uvicorn_worker.UvicornWorker"]

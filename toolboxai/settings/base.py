@@ -33,7 +33,7 @@ if not DEBUG and SECRET_KEY.strip() in {"", INSECURE_DEFAULT_SECRET_KEY}:
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
 
-# --- HTTPS (on by default in production; see README "Deployment") ----------
+# --- HTTPS (on by default in production; see docs/deployment.md) ---------
 # Behind a TLS-terminating proxy, trust its X-Forwarded-Proto header so Django
 # knows the request was HTTPS; never enable this without such a proxy.
 if env_bool("DJANGO_SECURE_PROXY_SSL_HEADER", False):

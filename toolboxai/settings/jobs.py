@@ -45,7 +45,7 @@ JOBS_WORKER_SHUTDOWN_TIMEOUT_MS = env_int("JOBS_WORKER_SHUTDOWN_TIMEOUT_MS", 30_
 # Redis key prefix of the broker, so several deployments can share one Redis.
 JOBS_REDIS_NAMESPACE = env_str("JOBS_REDIS_NAMESPACE", "dramatiq")
 # A worker whose heartbeat is older than this is dead; its messages are requeued.
-# With the recovery interval this bounds recovery after a `kill -9` (about 35 s).
+# With the recovery interval this bounds recovery after a `kill -9` (docs/reliability.md).
 JOBS_HEARTBEAT_TIMEOUT_MS = env_int("JOBS_HEARTBEAT_TIMEOUT_MS", 30_000, minimum=1_000)
 # --- Recovery (jobs/services/recovery.py, `manage.py recover`) ---
 # How often the recovery loop runs a pass.
@@ -150,7 +150,7 @@ ADMIN_LOGIN_WINDOW_SECONDS = env_int("ADMIN_LOGIN_WINDOW_SECONDS", 900, minimum=
 ADMIN_LOGIN_TRUST_X_FORWARDED_FOR = env_bool("ADMIN_LOGIN_TRUST_X_FORWARDED_FOR", False)
 
 # --- django.tasks -----------------------------------------------------------
-# Every app's @task runs on our workers, as a ledger job (README, "Django tasks").
+# Every app's @task runs on our workers, as a ledger job (docs/django-tasks.md).
 TASKS = {
     "default": {
         "BACKEND": "jobs.backends.DramatiqBackend",
