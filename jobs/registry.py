@@ -203,6 +203,14 @@ def get_job_type(name: str) -> JobType:
         ) from None
 
 
+def unregister_job_type(name: str) -> None:
+    """Forget a job type (tests, and the docs' examples run by them); unknown names are ignored.
+
+    The broker keeps the actor bound to it until ``jobs.broker.bind`` runs again.
+    """
+    _registry.pop(name, None)
+
+
 def all_job_types() -> list[JobType]:
     return sorted(_registry.values(), key=lambda jt: jt.name)
 
