@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
 import time
 from typing import Any
@@ -14,6 +12,7 @@ import redis
 from dramatiq.middleware import Middleware
 
 from jobs.conf import jobs_settings
+from jobs.processes import this_process
 from jobs.transport.broker import JobsRedisBroker
 from jobs.transport.workers import worker_entry_remove, worker_entry_write
 
@@ -24,7 +23,8 @@ class WorkerHeartbeat(Middleware):
     """Keeps this worker process's entry in the worker registry fresh while it runs.
 
     The registry (:mod:`jobs.transport.workers`) lists only workers, with
-    their host, pid, threads and queues; dashboards and liveness checks read it.
+    their host, pid (and its start time), threads and queues; dashboards,
+    liveness checks and same-host restart recovery read it.
 
     Parameters:
       interval_ms: how often the entry is refreshed, in milliseconds.
@@ -37,10 +37,15 @@ class WorkerHeartbeat(Middleware):
         self._entry: dict[str, Any] = {}
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        me = this_process()
         self._entry = {
             "broker_id": broker.broker_id,  # type: ignore[attr-defined]
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
+            "host": jobs_settings.worker_host,
+            "pid": me.pid,
+            # With the pid, tells this process from a later one given the same pid, so a
+            # worker starting on this host can recover this one's jobs at once if it dies.
+            "pid_started": me.started,
+            "boot_id": me.boot_id,
             "threads": worker.worker_threads,
             "queues": sorted(worker.consumer_whitelist or []),
             "started_at": time.time(),

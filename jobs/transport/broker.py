@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
@@ -42,6 +41,7 @@ from dramatiq.common import dq_name
 from dramatiq.middleware import MiddlewareError
 from redis.exceptions import NoScriptError
 
+from jobs.conf import jobs_settings
 from jobs.errors import BrokerUnavailable
 from jobs.transport.acks import Acker
 from jobs.transport.consumer import JobsRedisConsumer
@@ -378,13 +378,11 @@ def ensure_broker_available() -> None:
         ) from None
 
 
-_hostname = socket.gethostname()
-
-
 def worker_id() -> str:
     """``host:pid:broker-id`` of this process, as recorded on attempts.
 
-    Read at every call: the recovery loop and ``jobs inspect`` match the broker
-    id against heartbeats, and a rebuilt broker (``setup()`` again) has a new one.
+    ``host`` is ``JOBS_WORKER_HOST`` (the host name by default). Read at every
+    call: the recovery loop and ``jobs inspect`` match the broker id against
+    heartbeats, and a rebuilt broker (``setup()`` again) has a new one.
     """
-    return f"{_hostname}:{os.getpid()}:{get_broker().broker_id}"
+    return f"{jobs_settings.worker_host}:{os.getpid()}:{get_broker().broker_id}"
