@@ -20,13 +20,16 @@ from tests.e2e.test_faults import kill9, start_worker
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
-SLOW_HEARTBEAT = {"JOBS_HEARTBEAT_TIMEOUT_MS": "600000"}
+SLOW_HEARTBEAT_MS = "600000"
+SLOW_HEARTBEAT = {"JOBS_HEARTBEAT_TIMEOUT_MS": SLOW_HEARTBEAT_MS}
 
 
 def _running_job(
     start_command: Any, wait_for: Any, host: str, key: str, sleep_seconds: float = 3
 ) -> tuple[Any, Job]:
-    worker = start_worker(start_command, wait_for, JOBS_WORKER_HOST=host, **SLOW_HEARTBEAT)
+    worker = start_worker(
+        start_command, wait_for, JOBS_WORKER_HOST=host, JOBS_HEARTBEAT_TIMEOUT_MS=SLOW_HEARTBEAT_MS
+    )
     job = job_submit(
         job_type="tests.count", payload={"key": key, "sleep_seconds": sleep_seconds}
     ).job
@@ -51,7 +54,9 @@ def test_a_worker_restarted_on_the_same_host_runs_the_killed_workers_job_again_a
     worker, job = _running_job(start_command, wait_for, host, "restart-same-host")
 
     kill9(worker)
-    start_worker(start_command, wait_for, JOBS_WORKER_HOST=host, **SLOW_HEARTBEAT)
+    start_worker(
+        start_command, wait_for, JOBS_WORKER_HOST=host, JOBS_HEARTBEAT_TIMEOUT_MS=SLOW_HEARTBEAT_MS
+    )
 
     wait_for(lambda: Job.objects.get(pk=job.pk).status == JobStatus.SUCCEEDED, timeout=90)
     attempts = _attempts(job)
