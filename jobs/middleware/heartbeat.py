@@ -12,6 +12,7 @@ import redis
 from dramatiq.middleware import Middleware
 
 from jobs.conf import jobs_settings
+from jobs.outages import REDIS
 from jobs.processes import this_process
 from jobs.transport.broker import JobsRedisBroker
 from jobs.transport.workers import worker_entry_remove, worker_entry_write
@@ -76,7 +77,10 @@ class WorkerHeartbeat(Middleware):
         try:
             worker_entry_write(broker, {**self._entry, "last_seen": time.time()})
         except redis.RedisError as exc:
-            logger.warning("Worker heartbeat to Redis failed: %s", exc)
+            REDIS.failed(exc)
+            logger.debug("Worker heartbeat to Redis failed: %s", exc)
+        else:
+            REDIS.recovered()
 
 
 def heartbeat_interval_ms() -> int:

@@ -43,6 +43,7 @@ from redis.exceptions import NoScriptError
 
 from jobs.conf import jobs_settings
 from jobs.errors import BrokerUnavailable
+from jobs.outages import REDIS
 from jobs.transport.acks import Acker
 from jobs.transport.consumer import JobsRedisConsumer
 from jobs.transport.wakeups import QueueWakeups, publish_wakeups, wakeup_channel
@@ -372,10 +373,12 @@ def ensure_broker_available() -> None:
     try:
         get_broker().client.ping()
     except redis.RedisError as exc:
+        REDIS.failed(exc)
         raise BrokerUnavailable(
             f"Redis (REDIS_URL) is unavailable ({type(exc).__name__}); nothing was created. "
             "Retry in a few seconds."
         ) from None
+    REDIS.recovered()
 
 
 def worker_id() -> str:
