@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import yaml
 from openapi_spec_validator import validate
-from openapi_spec_validator.validation.exceptions import OpenAPIValidationError
 from openapi_spec_validator.readers import read_from_filename
+from openapi_spec_validator.validation.exceptions import OpenAPIValidationError
 
 from tenants.api.authentication import ApiKeyAuthentication
 
