@@ -42,8 +42,8 @@ def chat_completion_stream(
             "environment of the workers (and OPENAI_BASE_URL for a self-hosted server), "
             "then retry the job."
         )
-    # Imported here: the client library takes seconds to import, and every process
-    # (workers, web, a restarting worker recovering its host's jobs) would pay it at start.
+    # Imported on first use: the SDK costs about a second of CPU to import, which every
+    # worker, web and management process would otherwise pay at start.
     import openai
 
     client = openai.OpenAI(
