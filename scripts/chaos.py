@@ -29,10 +29,17 @@ from tests.chaos.scenarios import FULL, SCENARIOS, SHORT, Bench, table  # noqa: 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("scenarios", nargs="*", choices=[*SCENARIOS, []], default=list(SCENARIOS))
+    parser.add_argument(
+        "scenarios", nargs="*", help=f"any of {', '.join(SCENARIOS)} (default: all)"
+    )
     parser.add_argument("--short", action="store_true", help="the short form of make test")
     parser.add_argument("--keep", action="store_true", help="keep the logs' directory")
     args = parser.parse_args()
+    unknown = sorted(set(args.scenarios) - set(SCENARIOS))
+    if unknown:
+        parser.error(
+            f"unknown scenario(s) {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}"
+        )
     size = SHORT if args.short else FULL
     directory = Path(tempfile.mkdtemp(prefix="chaos-"))
     directory.chmod(0o755)
