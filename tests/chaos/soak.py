@@ -245,6 +245,20 @@ class Prober:
         if response.status_code == 503 and response.headers.get("Retry-After"):
             self.refused.append(marker)
 
+    def accepted_after(self, deadline_seconds: float) -> bool:
+        """Submit after the fault until one is accepted, as a client honouring Retry-After would."""
+        deadline = time.monotonic() + deadline_seconds
+        while time.monotonic() < deadline:
+            body = {"type": "diagnostics.echo", "payload": {"message": "after the fault"}}
+            try:
+                response = httpx.post(self.url, json=body, headers=self.headers, timeout=30)
+            except httpx.HTTPError:
+                response = None
+            if response is not None and response.status_code == 201:
+                return True
+            time.sleep(1)
+        return False
+
 
 def run_soak(
     *,
@@ -282,6 +296,8 @@ def run_soak(
     fault_started = time.time()
     fault.inject(prober)
     fault_ended = time.time()
+    if not prober.accepted_after(120):
+        result.notes.append("no submission was accepted after the fault")
     ledger = _connect_retrying(ledger_url)
     deadline = time.monotonic() + deadline_seconds
     while succeeded() < jobs and time.monotonic() < deadline:
