@@ -148,10 +148,9 @@ def postgres_restart(bench: Bench, size: Size) -> SoakResult:
         env = {"DATABASE_URL": bench.postgres.url(database), **Bench._redis(redis_server)}
         with _deployed(bench, "postgres-restart", size, env) as deployment:
 
-            def inject(probe: Callable[[], None]) -> None:
+            def inject(probe: Callable[[], None], reached: Callable[[float], None]) -> None:
                 for i, seconds in enumerate(size.postgres_outages):
-                    if i:
-                        time.sleep(seconds / 2)  # let work resume between the outages
+                    reached(0.25 + 0.35 * i)  # the first at 25 % done, the next at 60 %
                     bench.postgres.stop()
                     ends = time.monotonic() + seconds
                     probe()
@@ -159,7 +158,7 @@ def postgres_restart(bench: Bench, size: Size) -> SoakResult:
                     bench.postgres.start()
 
             outages = " + ".join(f"{s:g} s" for s in size.postgres_outages)
-            fault = Fault(f"Postgres restart ({outages})", inject, expect_refusals=True)
+            fault = Fault(f"Postgres restart ({outages})", inject, 0.25, expect_refusals=True)
             return _soak(bench, deployment, database, redis_server, fault, size)
     finally:
         redis_server.stop()
@@ -179,7 +178,7 @@ def sentinel_failover(bench: Bench, size: Size) -> SoakResult:
         with _deployed(bench, "sentinel-failover", size, env) as deployment:
             checks: list[str] = []
 
-            def inject(probe: Callable[[], None]) -> None:
+            def inject(probe: Callable[[], None], reached: Callable[[float], None]) -> None:
                 sentinels.failover()
                 primary = sentinels.current_primary()
                 # Checked while jobs still run: the fairness slots exist only then.
@@ -217,7 +216,7 @@ def network_cut(bench: Bench, size: Size, *, link: str) -> SoakResult:
                 worker_env["DATABASE_URL"] = bench.postgres.url(database, port=proxy_port)
             with _deployed(bench, f"cut-{link}", size, env, worker_env) as deployment:
 
-                def inject(probe: Callable[[], None]) -> None:
+                def inject(probe: Callable[[], None], reached: Callable[[float], None]) -> None:
                     proxy.cut()
                     time.sleep(size.cut_seconds)
                     proxy.restore()

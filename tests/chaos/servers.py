@@ -10,6 +10,7 @@ as the ``postgres`` user, because ``initdb`` refuses root.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import pwd
 import random
@@ -51,14 +52,12 @@ def private_port() -> int:
 
 
 def postgres_bindir() -> Path:
-    try:
-        import pgserver
-
-        bindir = Path(str(pgserver.__file__)).parent / "pginstall" / "bin"
+    # Found without importing pgserver, whose import warns about XDG_RUNTIME_DIR.
+    spec = importlib.util.find_spec("pgserver")
+    if spec is not None and spec.submodule_search_locations:
+        bindir = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
         if (bindir / "pg_ctl").exists():
             return bindir
-    except ImportError:
-        pass
     found = shutil.which("pg_config")
     if found:
         out = subprocess.run([found, "--bindir"], capture_output=True, text=True, check=True)

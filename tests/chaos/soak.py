@@ -12,6 +12,7 @@ the ledger is read with SQL.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -212,14 +213,15 @@ class SoakResult:
 
 @dataclass
 class Fault:
-    """A scenario's fault: ``inject(probe)`` runs it (blocking) and returns when it ends.
+    """A scenario's fault: ``inject(probe, reached)`` runs it (blocking) and returns when it ends.
 
     ``probe()`` submits one job over HTTP and records the answer; a fault calls
-    it while the service is down.
+    it while the service is down. ``reached(fraction)`` waits until that share of
+    the jobs has succeeded (for a fault in several steps).
     """
 
     name: str
-    inject: Callable[[Callable[[], None]], None]
+    inject: Callable[[Callable[[], None], Callable[[float], None]], None]
     fault_at: float = 0.3
     expect_refusals: bool = False
 
@@ -294,7 +296,12 @@ def run_soak(
     wait_until(lambda: succeeded() >= jobs * fault.fault_at, timeout=deadline_seconds, what="work")
     ledger.close()
     fault_started = time.time()
-    fault.inject(prober)
+    fault.inject(
+        prober,
+        lambda f: wait_until(
+            lambda: succeeded() >= jobs * f, timeout=deadline_seconds, what="work"
+        ),
+    )
     fault_ended = time.time()
     if not prober.accepted_after(120):
         result.notes.append("no submission was accepted after the fault")
@@ -306,6 +313,16 @@ def run_soak(
     _judge(result, ledger, effects, prober, fault, fault_started, fault_ended)
     ledger.close()
     result.dead_processes = deployment.dead()
+
+    def silent() -> list[str]:
+        return [
+            name
+            for name, process in deployment.processes.items()
+            if process.output().rfind(LOST_LINE) > process.output().rfind(BACK_LINE)
+        ]
+
+    with contextlib.suppress(AssertionError):  # give a process a moment to notice
+        wait_until(lambda: not silent(), timeout=30, what="every process back")
     for name, process in deployment.processes.items():
         text = process.output()
         if text.rfind(LOST_LINE) > text.rfind(BACK_LINE):
