@@ -281,34 +281,42 @@ def run_soak(
     )
     api_key = json.loads(out.strip().splitlines()[-1])["key"]
     prober = Prober(deployment, api_key)
-    ledger = psycopg.connect(ledger_url, autocommit=True)
+    conn: list[psycopg.Connection[Any]] = []
 
     def succeeded() -> int:
+        """Jobs succeeded so far (0 while the ledger cannot be read, as during an outage)."""
         try:
-            row = ledger.execute(
-                "SELECT count(*) FROM jobs_job WHERE job_type = 'tests.chaos' "
-                "AND status = 'succeeded'"
-            ).fetchone()
+            if not conn:
+                conn.append(psycopg.connect(ledger_url, autocommit=True, connect_timeout=3))
+            row = (
+                conn[0]
+                .execute(
+                    "SELECT count(*) FROM jobs_job WHERE job_type = 'tests.chaos' "
+                    "AND status = 'succeeded'"
+                )
+                .fetchone()
+            )
         except psycopg.Error:
+            if conn:
+                conn.pop().close()
             return 0
         return int(row[0]) if row else 0
 
-    wait_until(lambda: succeeded() >= jobs * fault.fault_at, timeout=deadline_seconds, what="work")
-    ledger.close()
+    def reached(fraction: float) -> None:
+        wait_until(lambda: succeeded() >= jobs * fraction, timeout=deadline_seconds, what="work")
+
+    reached(fault.fault_at)
     fault_started = time.time()
-    fault.inject(
-        prober,
-        lambda f: wait_until(
-            lambda: succeeded() >= jobs * f, timeout=deadline_seconds, what="work"
-        ),
-    )
+    fault.inject(prober, reached)
     fault_ended = time.time()
     if not prober.accepted_after(120):
         result.notes.append("no submission was accepted after the fault")
-    ledger = _connect_retrying(ledger_url)
     deadline = time.monotonic() + deadline_seconds
     while succeeded() < jobs and time.monotonic() < deadline:
         time.sleep(0.5)
+    for c in conn:
+        c.close()
+    ledger = _connect_retrying(ledger_url)
     result.seconds = round(time.monotonic() - started, 1)
     _judge(result, ledger, effects, prober, fault, fault_started, fault_ended)
     ledger.close()
