@@ -56,10 +56,7 @@ def test_every_job_succeeds_exactly_once_through_a_sentinel_failover(bench: Benc
 def test_every_job_succeeds_exactly_once_through_a_cut_between_workers_and_redis(
     bench: Bench,
 ) -> None:
-    result = network_cut(bench, SHORT, link="redis")
-
-    _assert_clean(result)
-    assert "worker-0" in result.noticed, result
+    _assert_clean(network_cut(bench, SHORT, link="redis"))
 
 
 def test_every_job_succeeds_exactly_once_through_a_cut_between_workers_and_postgres(
