@@ -81,6 +81,14 @@ class JobsSettings:
         return int(_get("JOBS_WORKER_SHUTDOWN_TIMEOUT_MS", 30_000))
 
     @property
+    def worker_max_jobs(self) -> int:
+        return int(_get("JOBS_WORKER_MAX_JOBS", 0))
+
+    @property
+    def worker_max_rss_mb(self) -> int:
+        return int(_get("JOBS_WORKER_MAX_RSS_MB", 0))
+
+    @property
     def heartbeat_timeout_ms(self) -> int:
         return int(_get("JOBS_HEARTBEAT_TIMEOUT_MS", 30_000))
 
