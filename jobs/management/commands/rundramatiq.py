@@ -4,8 +4,9 @@ Built on django-dramatiq's command (flags, autoreload), it execs
 ``jobs.management.supervisor`` (Dramatiq's main process, plus a fresh worker
 process for each that retires at JOBS_WORKER_MAX_JOBS or JOBS_WORKER_MAX_RSS_MB),
 with our defaults: processes and threads from JOBS_WORKER_*, every queue's
-priority bands, the broker built by ``jobs.apps`` rather than at import, and
-the Prometheus exporter on PROMETHEUS_PORT (``jobs.exporter``).
+priority bands, the broker built by ``jobs.apps`` rather than at import, the
+Prometheus exporter on PROMETHEUS_PORT (``jobs.exporter``), and the jobs of this
+host's dead workers recovered before it starts (``jobs.services.restart_recovery``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from jobs.exporter import prepare_metrics_dir
 from jobs.management.supervisor import command_line
 from jobs.metrics_access import exporter_exposure_problem
 from jobs.queues import CONSUMED_QUEUES, all_redis_queue_names
+from jobs.services.restart_recovery import host_dead_workers_recover_at_start
 
 
 class Command(DjangoDramatiqCommand):
@@ -68,6 +70,7 @@ class Command(DjangoDramatiqCommand):
             prepare_metrics_dir(metrics_dir)
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
             options["forks"] = [*(options.get("forks") or []), "jobs.worker:serve_metrics"]
+        host_dead_workers_recover_at_start()
         if options.get("use_gevent"):
             raise CommandError("--use-gevent is not supported: workers run threads.")
         # Not super().handle(): it would exec Dramatiq's main process, which stops every
