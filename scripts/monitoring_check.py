@@ -16,10 +16,9 @@ import urllib.request
 from contextlib import ExitStack
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import docs_screenshots as helpers  # its neighbour in scripts/, on sys.path when run
 
-from scripts import docs_screenshots as helpers  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 # One per run: two checks on one Postgres server must not drop each other's database.
 helpers.SCRATCH_DB = f"toolboxai_monitoring_check_{os.getpid()}"
