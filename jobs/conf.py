@@ -8,6 +8,7 @@ the environment; this accessor supplies the defaults when a setting is absent.
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import Any
@@ -79,6 +80,11 @@ class JobsSettings:
     @property
     def worker_shutdown_timeout_ms(self) -> int:
         return int(_get("JOBS_WORKER_SHUTDOWN_TIMEOUT_MS", 30_000))
+
+    @property
+    def worker_host(self) -> str:
+        """This machine's name on attempts and worker entries (``JOBS_WORKER_HOST``, else the host name)."""
+        return str(_get("JOBS_WORKER_HOST", "") or "") or socket.gethostname()
 
     @property
     def heartbeat_timeout_ms(self) -> int:
