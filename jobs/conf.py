@@ -333,6 +333,11 @@ class JobsSettings:
         return int(_get("API_EVENTS_DB_CONNECTIONS", 4))
 
     @property
+    def api_events_forward_url(self) -> str:
+        """Where a threaded web process relays event streams ('' serves them itself)."""
+        return str(_get("API_EVENTS_FORWARD_URL", ""))
+
+    @property
     def api_unavailable_retry_after_seconds(self) -> int:
         return int(_get("API_UNAVAILABLE_RETRY_AFTER_SECONDS", 5))
 
