@@ -144,7 +144,7 @@ ROBLOX_TIMEOUT_MS = env_int("ROBLOX_TIMEOUT_MS", 30_000, minimum=1_000)
 JOBS_REDACT_KEYS = env_list("JOBS_REDACT_KEYS", [])
 # Above this many (estimated) rows the job list shows Postgres's estimate, not COUNT(*).
 JOBS_ADMIN_EXACT_COUNT_LIMIT = env_int("JOBS_ADMIN_EXACT_COUNT_LIMIT", 10_000, minimum=0)
-# How often the admin dashboard reloads itself.
+# How often the admin dashboard updates itself in place (it fetches its live part).
 JOBS_DASHBOARD_REFRESH_SECONDS = env_int("JOBS_DASHBOARD_REFRESH_SECONDS", 15, minimum=2)
 # Failed admin logins: after this many for one username, or from one address, within the
 # window (counted from the first failure), that username or address gets HTTP 429 until
