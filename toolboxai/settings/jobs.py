@@ -58,6 +58,9 @@ JOBS_RECOVERY_INTERVAL_MS = env_int("JOBS_RECOVERY_INTERVAL_MS", 5_000, minimum=
 JOBS_RECOVERY_BATCH_SIZE = env_int("JOBS_RECOVERY_BATCH_SIZE", 500, minimum=1)
 # A queued row that has not reached Redis this long after it was created is re-sent.
 JOBS_OUTBOX_GRACE_MS = env_int("JOBS_OUTBOX_GRACE_MS", 10_000, minimum=0)
+# How long a process's outbox forgetter gathers sent submissions' outbox rows before it
+# deletes them in one statement (jobs/services/outbox.py).
+JOBS_OUTBOX_DELETE_LINGER_MS = env_int("JOBS_OUTBOX_DELETE_LINGER_MS", 20, minimum=0)
 # A job whose worker died this many times while running it fails as a poison message.
 JOBS_POISON_THRESHOLD = env_int("JOBS_POISON_THRESHOLD", 3, minimum=1)
 # Prepare the worker's ledger statements on the server (set 0 behind a transaction-mode
