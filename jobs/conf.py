@@ -82,6 +82,14 @@ class JobsSettings:
         return int(_get("JOBS_WORKER_SHUTDOWN_TIMEOUT_MS", 30_000))
 
     @property
+    def worker_max_jobs(self) -> int:
+        return int(_get("JOBS_WORKER_MAX_JOBS", 0))
+
+    @property
+    def worker_max_rss_mb(self) -> int:
+        return int(_get("JOBS_WORKER_MAX_RSS_MB", 0))
+
+    @property
     def worker_host(self) -> str:
         """This machine's name on attempts and worker entries (``JOBS_WORKER_HOST``, else the host name)."""
         return str(_get("JOBS_WORKER_HOST", "") or "") or socket.gethostname()
@@ -101,6 +109,10 @@ class JobsSettings:
     @property
     def outbox_grace_ms(self) -> int:
         return int(_get("JOBS_OUTBOX_GRACE_MS", 10_000))
+
+    @property
+    def outbox_delete_linger_ms(self) -> int:
+        return int(_get("JOBS_OUTBOX_DELETE_LINGER_MS", 20))
 
     @property
     def ledger_prepared_statements(self) -> bool:
@@ -331,6 +343,11 @@ class JobsSettings:
     def api_events_db_connections(self) -> int:
         """Database connections (and threads) an async web process reads its streams' ledger with."""
         return int(_get("API_EVENTS_DB_CONNECTIONS", 4))
+
+    @property
+    def api_events_forward_url(self) -> str:
+        """Where a threaded web process relays event streams ('' serves them itself)."""
+        return str(_get("API_EVENTS_FORWARD_URL", ""))
 
     @property
     def api_unavailable_retry_after_seconds(self) -> int:
