@@ -130,7 +130,6 @@ class RecoveryReport:
             or self.reconciled
             or self.undeliverable
             or self.expired_dead_letters
-            or self.freed_slots
         )
 
     def summary(self) -> str:
@@ -344,6 +343,19 @@ def _state(
             "hold_until_ms": now_ms + timeout_ms,
         }
         redis_state.state_write(broker, state)
+    elif _server_changed(broker):
+        # A failover (or restart) to a server that has our marker: writes of the last
+        # moments before the switch (a fetch, a deferral's copy) may be missing, so
+        # the waiting rows are sent again, as after a data loss.
+        logger.warning(
+            "Redis is another server than at the last pass (a failover or a restart); "
+            "re-sending every waiting job sent before now; duplicates are skipped by the ledger."
+        )
+        state["reconcile_before_ms"] = now_ms
+        state["hold_until_ms"] = now_ms + timeout_ms
+        redis_state.state_write(
+            broker, {"reconcile_before_ms": now_ms, "hold_until_ms": state["hold_until_ms"]}
+        )
     elif redis_was_down or now_ms - state.get("last_pass_ms", now_ms) > timeout_ms:
         # Redis was unreachable, or no pass ran for a whole timeout: heartbeats may be stale
         # for everyone. Give live workers one timeout to beat again before judging them.
@@ -351,6 +363,11 @@ def _state(
         redis_state.state_write(broker, {"hold_until_ms": state["hold_until_ms"]})
     trusted = now_ms >= state.get("hold_until_ms", 0)
     return trusted, data_lost, state.get("reconcile_before_ms")
+
+
+def _server_changed(broker: JobsRedisBroker) -> bool:
+    previous, current = redis_state.server_swap(broker)
+    return previous is not None and current is not None and previous != current
 
 
 def _now_ms() -> int:

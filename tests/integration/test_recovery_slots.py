@@ -32,3 +32,18 @@ def test_a_slot_held_by_a_finished_job_is_freed_and_a_running_jobs_slot_kept(
 
     assert report.freed_slots == 1
     assert concurrency_holders([org.pk]) == {org.pk: [str(running.pk)]}
+
+
+def test_a_failover_to_another_server_sends_the_waiting_jobs_again(
+    broker: JobsRedisBroker,
+) -> None:
+    run_once(broker)  # the marker and this server's run id
+    run_once(broker)
+    broker.client.hset(f"{broker.namespace}:__recovery__", "hold_until_ms", 0)
+    job = job_submit(job_type="diagnostics.echo", payload={"message": "lost in a failover"}).job
+    broker.client.set(f"{broker.namespace}:__recovery__.server", "the-old-primary")
+
+    report = run_once(broker)
+
+    assert str(job.pk) in report.reconciled
+    assert run_once(broker).reconciled == [], "once reconciled, the next pass does nothing"
