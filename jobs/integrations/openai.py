@@ -1,18 +1,24 @@
-"""Chat completions through the official ``openai`` client (any OpenAI-compatible server)."""
+"""Chat completions through the official ``openai`` client (any OpenAI-compatible server).
+
+The ``openai`` package (and pydantic under it) is imported on the first
+completion, not when a worker or web process starts: most processes never
+call it, and it costs each one its memory and start-up time.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import openai
 from dramatiq import Retry
-from openai.types.chat import ChatCompletionMessageParam
 
 from jobs.conf import jobs_settings
 from jobs.errors import PermanentJobError
 from jobs.integrations import ProviderUnavailable, redact, retry_after_ms
+
+if TYPE_CHECKING:
+    from openai.types.chat import ChatCompletionMessageParam
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +40,8 @@ def chat_completion_stream(
     OPENAI_MODEL, OPENAI_BASE_URL and OPENAI_TIMEOUT_MS; the client's own retries are
     off, because Dramatiq retries the job (honouring a 429's Retry-After).
     """
+    import openai
+
     api_key = jobs_settings.openai_api_key
     if not api_key:
         raise PermanentJobError(
