@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/toolboxai
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: install browser run test test-fast lint format migrate clean compose-check soak measure-recovery bench bench-profile docs docs-build docs-screenshots docs-mermaid schema schema-check
+.PHONY: install browser nginx run test test-fast lint format migrate clean compose-check soak measure-recovery bench bench-profile docs docs-build docs-screenshots docs-mermaid schema schema-check schema-validate
 
 install: $(STAMP)
 
@@ -21,16 +21,22 @@ $(STAMP): pyproject.toml
 	@$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,run]'
 	@touch $(STAMP)
 
-# The admin browser test drives Debian's chromium through Playwright (no downloaded browser).
-browser:
-	@command -v chromium >/dev/null || { \
-		echo "Installing Debian's chromium for the admin browser test"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+# The Chromium the admin browser test drives through Playwright: one on PATH if there is
+# one; else apt-get's, when root on Debian or Ubuntu; else Playwright's download
+# (tests/browser.py). Prints which it uses.
+browser: install
+	@$(PY) -m tests.browser
+
+# The events-service tests run Debian's nginx with deploy/nginx/toolboxai.conf (the path split).
+nginx:
+	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || { \
+		echo "Installing Debian's nginx-light for the path-split test"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light; }
 
 run: install
 	@$(PY) scripts/dev.py
 
-test: install browser
+test: install browser nginx
 	@DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
 		$(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
 
@@ -53,6 +59,7 @@ lint: install
 	$(PY) manage.py makemigrations --check --dry-run
 	@$(MAKE) --no-print-directory compose-check
 	@$(MAKE) --no-print-directory schema-check
+	@$(MAKE) --no-print-directory schema-validate
 	@$(MAKE) --no-print-directory docs-build
 
 # Parses docker-compose.yml with Debian's docker-compose (no Docker engine needed), with
@@ -116,6 +123,13 @@ schema-check: install
 			exit 1; \
 		fi
 	@echo "docs/api/openapi.yaml: matches the code"
+
+# docs/api/openapi.yaml, and the JSON form the server serves at /api/v1/schema/?format=json,
+# checked against the OpenAPI 3 specification by openapi-spec-validator.
+schema-validate: install
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+		env $(SCHEMA_ENV) $(PY) manage.py spectacular --format openapi-json --file "$$tmp/openapi.json" && \
+		$(VENV)/bin/openapi-spec-validator docs/api/openapi.yaml "$$tmp/openapi.json"
 
 format: install
 	$(VENV)/bin/ruff format .

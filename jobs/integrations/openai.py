@@ -1,9 +1,4 @@
-"""Chat completions through the official ``openai`` client (any OpenAI-compatible server).
-
-The ``openai`` package (and pydantic under it) is imported on the first
-completion, not when a worker or web process starts: most processes never
-call it, and it costs each one its memory and start-up time.
-"""
+"""Chat completions through the official ``openai`` client (any OpenAI-compatible server)."""
 
 from __future__ import annotations
 
@@ -40,8 +35,6 @@ def chat_completion_stream(
     OPENAI_MODEL, OPENAI_BASE_URL and OPENAI_TIMEOUT_MS; the client's own retries are
     off, because Dramatiq retries the job (honouring a 429's Retry-After).
     """
-    import openai
-
     api_key = jobs_settings.openai_api_key
     if not api_key:
         raise PermanentJobError(
@@ -49,6 +42,10 @@ def chat_completion_stream(
             "environment of the workers (and OPENAI_BASE_URL for a self-hosted server), "
             "then retry the job."
         )
+    # Imported on first use: the SDK costs about a second of CPU to import, which every
+    # worker, web and management process would otherwise pay at start.
+    import openai
+
     client = openai.OpenAI(
         api_key=api_key,
         base_url=jobs_settings.openai_base_url,

@@ -1,8 +1,4 @@
-"""Transactional email through the SendGrid v3 API (``POST /v3/mail/send``).
-
-The ``sendgrid`` package is imported on the first email sent through it, not
-when a worker or web process starts.
-"""
+"""Transactional email through the SendGrid v3 API (``POST /v3/mail/send``)."""
 
 from __future__ import annotations
 
@@ -24,6 +20,7 @@ def send_mail(*, to_email: str, subject: str, html_content: str, job_id: str) ->
     The job id travels as a custom arg, so the provider's event webhooks can be
     traced back to the job. SENDGRID_HOST points the client at another host.
     """
+    # Imported on first use, like the OpenAI SDK: no process pays for it at start.
     from python_http_client.exceptions import HTTPError, TooManyRequestsError
     from sendgrid import SendGridAPIClient
     from sendgrid.helpers.mail import CustomArg, Mail

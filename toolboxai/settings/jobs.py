@@ -40,6 +40,10 @@ JOBS_WORKER_POLL_MS = env_int("JOBS_WORKER_POLL_MS", 100, minimum=5)
 JOBS_WORKER_WAKEUPS = env_bool("JOBS_WORKER_WAKEUPS", True)
 # With wake-ups, how often an idle consumer fetches anyway (bounds a lost notification).
 JOBS_WORKER_WAKEUP_POLL_MS = env_int("JOBS_WORKER_WAKEUP_POLL_MS", 1_000, minimum=5)
+# This machine's name on the attempts its workers run (empty: the host name). A worker
+# starting on a host recovers at once the jobs of that host's dead workers, so it must be
+# unique per machine (or per container with its own process table).
+JOBS_WORKER_HOST = env_str("JOBS_WORKER_HOST", "")
 # How long SIGTERM waits for jobs in flight before the worker exits.
 JOBS_WORKER_SHUTDOWN_TIMEOUT_MS = env_int("JOBS_WORKER_SHUTDOWN_TIMEOUT_MS", 30_000, minimum=0)
 # Redis key prefix of the broker, so several deployments can share one Redis.
@@ -140,7 +144,7 @@ ROBLOX_TIMEOUT_MS = env_int("ROBLOX_TIMEOUT_MS", 30_000, minimum=1_000)
 JOBS_REDACT_KEYS = env_list("JOBS_REDACT_KEYS", [])
 # Above this many (estimated) rows the job list shows Postgres's estimate, not COUNT(*).
 JOBS_ADMIN_EXACT_COUNT_LIMIT = env_int("JOBS_ADMIN_EXACT_COUNT_LIMIT", 10_000, minimum=0)
-# How often the admin dashboard reloads itself.
+# How often the admin dashboard updates itself in place (it fetches its live part).
 JOBS_DASHBOARD_REFRESH_SECONDS = env_int("JOBS_DASHBOARD_REFRESH_SECONDS", 15, minimum=2)
 # Failed admin logins: after this many for one username, or from one address, within the
 # window (counted from the first failure), that username or address gets HTTP 429 until
