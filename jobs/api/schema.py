@@ -40,8 +40,10 @@ class ApiKeyScheme(OpenApiAuthenticationExtension):
 _COMMON_ERRORS = {
     "400": "Validation failed; `fields` names each offending field.",
     "401": "Missing, malformed, unknown or revoked API key.",
-    "403": "The organization is inactive, or the session user may not act for it.",
-    "404": "Unknown job, or a job of another organization.",
+    "403": "The organization is inactive (code `organization_inactive`), the session user may "
+    "not act for it, or the API key lacks the operation's scope (code `missing_scope`, "
+    "`required_scope` names it).",
+    "404": "Unknown job (or dead-letter group), or one of another organization.",
     "406": "The Accept header asks for a format the endpoint cannot produce.",
     "503": "Postgres or Redis is unavailable; retry after `Retry-After` seconds.",
 }
@@ -85,6 +87,11 @@ ERROR_SCHEMA: dict[str, Any] = {
                     "type": "integer",
                     "nullable": True,
                     "description": "Position of the first invalid job of a batch, else null.",
+                },
+                "required_scope": {
+                    "type": "string",
+                    "description": "With code `missing_scope` only: the API key scope the "
+                    "operation needs (`jobs:read`, `jobs:write`, `dead_letters:write`, `ops`).",
                 },
             },
         }
@@ -138,11 +145,13 @@ def add_error_responses(result: dict[str, Any], generator: Any, **kwargs: Any) -
             errors = dict(_COMMON_ERRORS)
             if method in {"post", "put", "patch"}:
                 errors.update(_BODY_ERRORS)
-            if method == "post" and (path.endswith(("/jobs/", "/batch/", "/submit", "/retry/"))):
-                errors.update(_SUBMIT_ERRORS)  # a retry costs one submission
+            if method == "post" and path.endswith(
+                ("/jobs/", "/batch/", "/submit", "/retry/", "/replay/")
+            ):
+                errors.update(_SUBMIT_ERRORS)  # a retry, or a replayed job, costs one submission
             if path.endswith("/events/"):
                 errors.update(_STREAM_ERRORS)
-            if path.endswith(("/cancel/", "/retry/")):
+            if path.endswith(("/cancel/", "/retry/")):  # not replay: it skips, never 409s
                 errors.update(_TRANSITION_ERRORS)
             if path.endswith("/schema/"):
                 errors = {"406": _COMMON_ERRORS["406"]}
