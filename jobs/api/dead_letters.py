@@ -195,7 +195,7 @@ class DeadLetterGroupListView(APIView):
             count_in_redis=True,
             job_type=filters.validated_data.get("type"),
         )
-        data = DeadLetterGroupSerializer(groups, many=True, context={"request": request}).data
+        data = DeadLetterGroupSerializer(groups, many=True, context={"request": request}).data  # type: ignore[arg-type]
         return Response({"results": data})
 
 

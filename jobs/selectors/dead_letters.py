@@ -173,9 +173,9 @@ def _count_in_redis(
         key = group_key(
             job_type=row_type, error_type=error_type, message=normalise_error_message(message)
         )
-        group = by_key.get(key)
-        if group is not None:
-            group.in_redis = (group.in_redis or 0) + 1
+        found = by_key.get(key)
+        if found is not None:
+            found.in_redis = (found.in_redis or 0) + 1
 
 
 def dead_letter_group_jobs(

@@ -84,7 +84,9 @@ def test_groups_count_first_and_last_failure_and_what_redis_still_keeps_then_rep
     )
     failed = Job.objects.filter(pk__in=ids).order_by("finished_at")
     assert group["first_failed_at"] <= group["last_failed_at"]
-    assert group["first_failed_at"].startswith(failed[0].finished_at.date().isoformat())
+    first = failed[0].finished_at
+    assert first is not None
+    assert group["first_failed_at"].startswith(first.date().isoformat())
 
     replayed = writer.post(
         f"/api/v1/dead-letters/{group['id']}/replay/", {"job_ids": [ids[0]]}, format="json"

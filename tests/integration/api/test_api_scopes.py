@@ -36,7 +36,7 @@ def _needed(method: str, path: str) -> str:
     return "jobs:read" if method == "get" else "jobs:write"
 
 
-def _sweep(client: Any, tenant: Tenant) -> dict[str, int]:
+def _sweep(client: Any, tenant: Tenant) -> dict[str, Any]:
     """Every operation of the schema (ids of a real job and group): path → status."""
     job = JobFactory.create(organization=tenant.organization)
     answers = {}
