@@ -4,7 +4,8 @@
 ``PROMETHEUS_MULTIPROC_DIR`` (emptied at start) and runs :func:`serve` as a
 Dramatiq fork process (``jobs.worker:serve_metrics``, which sets Django up first). Each scrape sums the processes' counters and histograms
 and reads the live broker state (queue depths, oldest message, dead letters,
-workers alive) from Redis through :mod:`jobs.selectors.queues`. Beyond loopback it
+workers alive, the scheduler's leader lock) from Redis through
+:mod:`jobs.selectors.queues`, and each organization's backlog from the ledger. Beyond loopback it
 answers only to METRICS_TOKEN or METRICS_ALLOWED_NETWORKS (:mod:`jobs.metrics_access`).
 """
 
@@ -24,13 +25,17 @@ from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import redis
+from django.db import DatabaseError, connection
 from prometheus_client import make_wsgi_app
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from jobs.conf import jobs_settings
+from jobs.metrics import PREFIX
 from jobs.metrics_access import is_loopback_host, metrics_denial
+from jobs.scheduler.overview import scheduler_leader
+from jobs.selectors.dashboard import backlog_per_organization
 from jobs.selectors.queues import queue_stats, workers
 
 #: A WSGI application (PEP 3333), loosely typed as wsgiref's own helpers are.
@@ -42,17 +47,19 @@ logger = logging.getLogger(__name__)
 class BrokerCollector(Collector):
     """Gauges read from Redis at scrape time (cluster-wide: every exporter reports the same).
 
-    - ``queue_messages{queue, state}``: state is ready, in_flight, delayed or dead.
-    - ``queue_oldest_message_age_seconds{queue}``: 0 when nothing waits.
-    - ``workers_alive``: worker processes with a fresh heartbeat.
-    - ``jobs_broker_up``: 1 when Redis answered this scrape, else 0.
+    - ``toolboxai_jobs_broker_up``: 1 when Redis answered this scrape, else 0.
+    - ``toolboxai_jobs_queue_messages{queue, state}``: state is ready, in_flight, delayed or dead.
+    - ``toolboxai_jobs_queue_oldest_message_age_seconds{queue}``: 0 when nothing waits.
+    - ``toolboxai_jobs_workers_alive``: worker processes with a fresh heartbeat.
+    - ``toolboxai_jobs_scheduler_leader``: 1 while a scheduler holds the leader lock.
     """
 
     def collect(self) -> Iterator[Metric]:
-        up = GaugeMetricFamily("jobs_broker_up", "1 when Redis answered this scrape.")
+        up = GaugeMetricFamily(f"{PREFIX}broker_up", "1 when Redis answered this scrape.")
         try:
             stats = queue_stats()
             alive = workers()
+            leader = scheduler_leader()
         except redis.RedisError as exc:
             logger.warning("Metrics scrape could not read Redis: %s", exc)
             up.add_metric([], 0)
@@ -61,10 +68,12 @@ class BrokerCollector(Collector):
         up.add_metric([], 1)
         yield up
         depth = GaugeMetricFamily(
-            "queue_messages", "Messages in a queue (all priority bands).", labels=["queue", "state"]
+            f"{PREFIX}queue_messages",
+            "Messages in a queue (all priority bands).",
+            labels=["queue", "state"],
         )
         oldest = GaugeMetricFamily(
-            "queue_oldest_message_age_seconds",
+            f"{PREFIX}queue_oldest_message_age_seconds",
             "Age of the oldest message waiting in a queue, in seconds (0 when none waits).",
             labels=["queue"],
         )
@@ -77,10 +86,67 @@ class BrokerCollector(Collector):
         yield depth
         yield oldest
         workers_alive = GaugeMetricFamily(
-            "workers_alive", "Worker processes whose heartbeat is fresh, in every deployment."
+            f"{PREFIX}workers_alive",
+            "Worker processes whose heartbeat is fresh, in every deployment.",
         )
         workers_alive.add_metric([], len(alive))
         yield workers_alive
+        has_leader = GaugeMetricFamily(
+            f"{PREFIX}scheduler_leader",
+            "1 while a scheduler (manage.py periodiq) holds the leader lock, else 0.",
+        )
+        has_leader.add_metric([], 0 if leader is None else 1)
+        yield has_leader
+
+
+#: Organizations with the largest backlogs that get their own series; the rest are summed.
+BACKLOG_TOP_ORGANIZATIONS = 20
+
+
+class LedgerCollector(Collector):
+    """Unfinished jobs per organization, read from the ledger at scrape time.
+
+    ``toolboxai_jobs_organization_backlog{organization, status}`` (status:
+    queued, running, retrying). ``organization`` is the slug of the
+    :data:`BACKLOG_TOP_ORGANIZATIONS` organizations with the largest backlog,
+    ``system`` for system jobs and ``other`` for the sum of the rest, so the
+    number of series stays bounded however many organizations there are.
+    """
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            rows = backlog_per_organization(organizations=None)
+        except DatabaseError as exc:
+            logger.warning("Metrics scrape could not read the ledger: %s", exc)
+            return
+        finally:
+            # Each scrape runs in its own thread: its connection must not outlive it.
+            connection.close()
+        backlog = GaugeMetricFamily(
+            f"{PREFIX}organization_backlog",
+            "Unfinished jobs of an organization by status (its slug; system; other: the rest).",
+            labels=["organization", "status"],
+        )
+        named = [r for r in rows if r.organization is not None][:BACKLOG_TOP_ORGANIZATIONS]
+        named_slugs = {r.organization for r in named}
+        other = [0, 0, 0]
+        for r in rows:
+            counts = (r.queued, r.running, r.retrying)
+            if r.organization is None:
+                _add_backlog(backlog, "system", counts)
+            elif r.organization in named_slugs:
+                _add_backlog(backlog, str(r.organization), counts)
+            else:
+                other = [a + b for a, b in zip(other, counts, strict=True)]
+        _add_backlog(backlog, "other", (other[0], other[1], other[2]))
+        yield backlog
+
+
+def _add_backlog(
+    family: GaugeMetricFamily, organization: str, counts: tuple[int, int, int]
+) -> None:
+    for status, count in zip(("queued", "running", "retrying"), counts, strict=True):
+        family.add_metric([organization, status], count)
 
 
 def prepare_metrics_dir(path: str) -> None:
@@ -120,6 +186,7 @@ def build_registry(metrics_dir: str) -> CollectorRegistry:
     registry = CollectorRegistry()
     ProcessFilesCollector(registry, path=metrics_dir)
     registry.register(BrokerCollector())
+    registry.register(LedgerCollector())
     return registry
 
 

@@ -112,3 +112,20 @@ def email_queue_task() -> str:
 @task(backend="send_now")
 def send_now_task() -> str:
     return "ran"
+
+
+@task()
+def failing_task_keyboard_interrupt() -> None:
+    raise KeyboardInterrupt("This task failed due to KeyboardInterrupt")
+
+
+@task()
+def returns_nan() -> float:
+    # JSON has no NaN: the task fails with TypeError rather than store something else.
+    return float("nan")
+
+
+@task()
+def returns_int_keys() -> dict[int, str]:
+    # JSON would turn the key into "1": the task fails with TypeError instead.
+    return {1: "a"}

@@ -41,6 +41,7 @@ from django.tasks.signals import task_enqueued
 from django.utils import timezone
 from django.utils.json import normalize_json
 
+from jobs.backends.json_values import json_value_problem
 from jobs.backends.results import (
     TASK_JOB_TYPE,
     load_task,
@@ -256,7 +257,11 @@ def _delay_until(run_after: datetime | None) -> timedelta | None:
 
 def _json_arguments(task: Task[..., Any], name: str, value: Any) -> Any:
     try:
-        return normalize_json(value)
+        normalized = normalize_json(value)
+        problem = json_value_problem(normalized, name=name)
+        if problem:
+            raise TypeError(problem)
+        return normalized
     except RecursionError:
         # normalize_json recurses; submission refuses what is nested beyond its limit.
         limit = jobs_settings.max_payload_depth

@@ -11,6 +11,7 @@ from django.tasks.signals import task_finished, task_started
 from django.utils import timezone
 from django.utils.json import normalize_json
 
+from jobs.backends.json_values import json_value_problem
 from jobs.backends.results import TASK_JOB_TYPE, load_task, result_from_job, send_task_signal
 from jobs.errors import JobCancelled, PermanentJobError
 from jobs.runtime import current_job, encode_result
@@ -57,6 +58,9 @@ def task_run(
         else:
             raw = task_obj.call(*args, **kwargs)
         value = normalize_json(raw)
+        problem = json_value_problem(value, name="return value")
+        if problem:
+            raise TypeError(f"Task {task!r} returned what JSON cannot hold: {problem}.")
         encode_result(value)  # refuse what the ledger cannot store before reporting success
     except BaseException as exc:
         last = isinstance(exc, PermanentJobError | JobCancelled) or ctx.retries >= job.max_retries

@@ -186,7 +186,11 @@ class Fairness(Middleware):
         # Waiting again before the copy can reach a worker, which would find it running.
         release_claims_ahead([message])
         broker.enqueue(message.copy(), delay=max(1, delay_ms))
-        record_deferral(reason, organization_id=message.options.get("organization_id"))
+        record_deferral(
+            reason,
+            job_type=message.actor_name,
+            organization_id=message.options.get("organization_id"),
+        )
         logger.debug("Job %s deferred %d ms (%s).", message.message_id, delay_ms, reason)
         raise SkipMessage(f"deferred: {reason}")
 

@@ -9,13 +9,16 @@ from typing import Any
 import dramatiq
 from dramatiq.middleware import Middleware
 
-from jobs.metrics import record_job_finished, record_job_started
+from jobs.metrics import initialise_series, record_job_finished, record_job_started
 from jobs.queues import home_queue_of
+from jobs.registry import all_job_types
 from jobs.runtime import current_job
 
 
 class JobMetrics(Middleware):
-    """Records ``job_wait_seconds`` at start, then ``job_duration_seconds`` and the outcome.
+    """Records ``toolboxai_jobs_wait_seconds`` at start, then the run time and the outcome.
+
+    At worker boot it creates every job type's series at zero.
 
     It sits just inside the ledger, so it sees only messages the ledger
     claimed, and its ``after_*`` hooks run before the ledger closes the job
@@ -25,6 +28,9 @@ class JobMetrics(Middleware):
 
     def __init__(self) -> None:
         self._local = threading.local()
+
+    def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        initialise_series((jt.name, jt.queue) for jt in all_job_types())
 
     def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
         now = time.time()

@@ -57,7 +57,7 @@ def test_worker_exporter_counts_match_the_ledger_across_worker_processes(
     )
     url = f"http://127.0.0.1:{port}/metrics"
     wait_for(lambda: "Worker process is ready" in worker.output(), timeout=60)
-    wait_for(lambda: _value(_scrape_or_empty(url), "workers_alive") == 2, timeout=60)
+    wait_for(lambda: _value(_scrape_or_empty(url), "toolboxai_jobs_workers_alive") == 2, timeout=60)
 
     requests = (
         [JobRequest("diagnostics.echo", {"message": "ok", "sleep_seconds": 0.2}) for _ in range(12)]
@@ -71,8 +71,8 @@ def test_worker_exporter_counts_match_the_ledger_across_worker_processes(
 
     # While the jobs run: the exporter answers, and sees the queue.
     during = _scrape(url)
-    assert _value(during, "jobs_broker_up") == 1
-    assert 'queue_messages{queue="default",state="ready"}' in during
+    assert _value(during, "toolboxai_jobs_broker_up") == 1
+    assert 'toolboxai_jobs_queue_messages{queue="default",state="ready"}' in during
 
     wait_for(
         lambda: (
@@ -92,16 +92,48 @@ def test_worker_exporter_counts_match_the_ledger_across_worker_processes(
     attempts = JobAttempt.objects.count()
     labels = {"job_type": "diagnostics.echo", "queue": "default"}
     assert (succeeded, failed, retried, attempts) == (16, 3, 4, 23)
-    assert _value(after, "jobs_total", status="succeeded", **labels) == succeeded
-    assert _value(after, "jobs_total", status="failed", **labels) == failed
-    assert _value(after, "jobs_retried_total", job_type="diagnostics.echo") == retried
-    assert _value(after, "job_duration_seconds_count", job_type="diagnostics.echo") == attempts
-    assert _value(after, "job_wait_seconds_count", job_type="diagnostics.echo") == attempts
-    assert _value(after, "job_duration_seconds_sum", job_type="diagnostics.echo") >= 12 * 0.2
-    assert _value(after, "queue_messages", queue="default", state="dead") == failed
-    assert _value(after, "queue_messages", queue="default", state="ready") == 0
-    assert _value(after, "workers_alive") == 2
-    assert "organization" not in after
+    assert _value(after, "toolboxai_jobs_total", status="succeeded", **labels) == succeeded
+    assert _value(after, "toolboxai_jobs_total", status="failed", **labels) == failed
+    assert _value(after, "toolboxai_jobs_retried_total", job_type="diagnostics.echo") == retried
+    assert (
+        _value(after, "toolboxai_jobs_duration_seconds_count", job_type="diagnostics.echo")
+        == attempts
+    )
+    assert (
+        _value(after, "toolboxai_jobs_wait_seconds_count", job_type="diagnostics.echo") == attempts
+    )
+    assert (
+        _value(after, "toolboxai_jobs_duration_seconds_sum", job_type="diagnostics.echo")
+        >= 12 * 0.2
+    )
+    assert _value(after, "toolboxai_jobs_queue_messages", queue="default", state="dead") == failed
+    assert _value(after, "toolboxai_jobs_queue_messages", queue="default", state="ready") == 0
+    assert _value(after, "toolboxai_jobs_workers_alive") == 2
+    # Organization is a label of the backlog gauge only, unless JOBS_METRICS_ORGANIZATION_IDS.
+    assert not re.search(
+        r"^toolboxai_jobs_(total|duration|wait|retried)\S*organization=", after, re.M
+    )
+    assert _value(after, "toolboxai_jobs_organization_backlog", organization="system") == 0
+
+    # One namespace for ours; the rest are the client libraries' standard families.
+    names = set(re.findall(r"^# TYPE (\S+) ", after, re.M))
+    assert {n for n in names if not n.startswith("toolboxai_jobs_")} <= {
+        n for n in names if n.startswith(("django_", "process_", "python_"))
+    }
+    # Every job type's labelled counters exist, at zero, before it ever ran.
+    for job_type in ("content.generate_lesson", "email.send_transactional"):
+        for reason in ("org_concurrency", "type_rate_limit"):
+            assert (
+                f'toolboxai_jobs_deferred_total{{job_type="{job_type}",reason="{reason}"}} 0.0'
+                in after
+            )
+        assert re.search(
+            rf'^toolboxai_jobs_total\{{job_type="{re.escape(job_type)}",queue="\w+",status="failed"\}} 0.0$',
+            after,
+            re.M,
+        )
+    assert 'toolboxai_jobs_worker_recycles_total{reason="max_jobs"} 0.0' in after
+    assert _value(after, "toolboxai_jobs_scheduler_leader") == 0
 
     assert worker.stop() == 0, worker.output()
 
@@ -184,7 +216,7 @@ def test_the_worker_exporter_listens_on_loopback_unless_configured(
         JOBS_METRICS_DIR=str(tmp_path / "metrics"),
     )
     url = f"http://127.0.0.1:{port}/metrics"
-    wait_for(lambda: "jobs_broker_up 1.0" in _scrape_or_empty(url), timeout=60)
+    wait_for(lambda: "toolboxai_jobs_broker_up 1.0" in _scrape_or_empty(url), timeout=60)
 
     assert _listening_addresses(port) == {"127.0.0.1"}
     assert worker.stop() == 0, worker.output()
@@ -233,19 +265,19 @@ def test_a_worker_exporter_beyond_loopback_answers_only_to_the_token_or_allowed_
         JOBS_METRICS_DIR=str(tmp_path / "metrics"),
     )
     url = f"http://127.0.0.1:{port}/metrics"
-    wait_for(lambda: "jobs_broker_up 1.0" in _scrape_or_empty(url), timeout=60)
+    wait_for(lambda: "toolboxai_jobs_broker_up 1.0" in _scrape_or_empty(url), timeout=60)
     assert _listening_addresses(port) == {"0.0.0.0"}
 
     status, _, body = _get(url)  # an allowed network, no token
-    assert status == 200 and "jobs_broker_up 1.0" in body
+    assert status == 200 and "toolboxai_jobs_broker_up 1.0" in body
 
     status, challenge, body = _get(url, source="127.0.0.2")
     assert (status, challenge) == (401, 'Bearer realm="metrics"')
-    assert "jobs_broker_up" not in body
+    assert "toolboxai_jobs_broker_up" not in body
     status, challenge, body = _get(url, source="127.0.0.2", authorization="Bearer wrong")
     assert (status, challenge) == (401, 'Bearer realm="metrics", error="invalid_token"')
-    assert "jobs_broker_up" not in body
+    assert "toolboxai_jobs_broker_up" not in body
 
     status, _, body = _get(url, source="127.0.0.2", authorization=f"Bearer {TOKEN}")
-    assert status == 200 and "jobs_broker_up 1.0" in body
+    assert status == 200 and "toolboxai_jobs_broker_up 1.0" in body
     assert worker.stop() == 0, worker.output()
