@@ -322,6 +322,11 @@ class JobsSettings:
         )
 
     @property
+    def api_events_db_connections(self) -> int:
+        """Database connections (and threads) an async web process reads its streams' ledger with."""
+        return int(_get("API_EVENTS_DB_CONNECTIONS", 4))
+
+    @property
     def api_unavailable_retry_after_seconds(self) -> int:
         return int(_get("API_UNAVAILABLE_RETRY_AFTER_SECONDS", 5))
 

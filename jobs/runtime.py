@@ -16,7 +16,7 @@ from jobs.conf import jobs_settings
 from jobs.errors import JobCancelled, ResultNotSerializable, ResultTooLarge
 from jobs.registry import JobType
 from jobs.services.control import job_cancel_requested, job_report_progress
-from jobs.transport.events import publish
+from jobs.transport.events import publish, publish_changed
 
 
 @dataclass
@@ -42,9 +42,12 @@ class JobContext:
 
     def progress(self, percent: int, message: str = "") -> None:
         """Record progress (0-100). Raises JobCancelled if a cancel was requested."""
-        if job_report_progress(
+        cancel_requested = job_report_progress(
             job_id=self.job_id, attempt=self.attempt, percent=percent, message=message
-        ):
+        )
+        # The streams following the job read the new progress now, not at their next poll.
+        publish_changed(self.job_id)
+        if cancel_requested:
             raise JobCancelled(f"Job {self.job_id} was cancelled while running.")
 
     def publish_partial(self, text: str, **extra: Any) -> None:

@@ -14,11 +14,20 @@ import pytest
 import redis
 from django.conf import settings
 from dramatiq.brokers.redis import RedisBroker
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 
 from jobs.transport.broker import get_broker
 
 #: Local servers speaking the providers' protocols (OpenAI, SendGrid, SMTP, Roblox).
 pytest_plugins = ["tests.fakes.fixtures"]
+
+# Property tests run beside worker processes on a shared machine: generation may be slow
+# there, which says nothing about the code under test.
+hypothesis_settings.register_profile(
+    "suite", deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+hypothesis_settings.load_profile("suite")
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

@@ -1,22 +1,34 @@
-"""``GET /api/v1/jobs/{id}/events/``: a job's Server-Sent Events stream."""
+"""``GET /api/v1/jobs/{id}/events/``: a job's Server-Sent Events stream.
+
+The route is :func:`job_events`, an async view. Under an ASGI server (the
+events service) it runs :class:`JobEventsView` (authentication, the
+organization's job, the caps, JSON errors: the same as everywhere) on the
+:mod:`jobs.api.ledger_pool` for a moment, and the stream itself on the event
+loop. Under a threaded WSGI server the view runs in the request's thread and
+streams from it, as any other view does.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.core.handlers.asgi import ASGIRequest
-from django.http import HttpResponseBase, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from jobs.api.ledger_pool import ledger_pool
 from jobs.api.renderers import SafeJSONRenderer
 from jobs.api.schema import JOB_ID
 from jobs.api.serializers import JobSerializer
 from jobs.api.stream_slots import ClosingStream, stream_hold
-from jobs.api.streaming import JobEventTracker, stream_async, stream_sync
+from jobs.api.streaming import JobEventTracker, stream_sync
+from jobs.api.streaming_async import stream_watched
 from jobs.models import Job
 from jobs.selectors import job_get
 from jobs.transport.events import events_pubsub
@@ -95,7 +107,7 @@ class JobEventsView(APIView):
         hold = stream_hold(holder=holder, organization_id=organization.pk, threaded=threaded)
         content: Any
         if not threaded:
-            content = stream_async(tracker, hold)
+            content = stream_watched(tracker, hold)
         else:
             try:
                 # Subscribing here turns a Redis outage into a 503 before the stream starts.
@@ -114,3 +126,35 @@ class JobEventsView(APIView):
         self.request.accepted_renderer = SafeJSONRenderer()
         self.request.accepted_media_type = SafeJSONRenderer.media_type
         return super().handle_exception(exc)
+
+
+_events_view = JobEventsView.as_view()
+
+
+@csrf_exempt  # as every DRF view: SessionAuthentication checks CSRF itself
+async def job_events(request: HttpRequest, job_id: str) -> HttpResponseBase:
+    """The stream's route: :class:`JobEventsView` on the ledger pool (ASGI) or the request's thread."""
+    if isinstance(request, ASGIRequest):
+        return await ledger_pool().run(_rendered_view, request, job_id)
+    response: HttpResponseBase = await sync_to_async(_events_view, thread_sensitive=True)(
+        request, job_id=job_id
+    )
+    return response
+
+
+def _rendered_view(request: HttpRequest, job_id: str) -> HttpResponseBase:
+    response = _events_view(request, job_id=job_id)
+    if isinstance(response, Response):
+        # Rendered here, on the pool's thread: Django would otherwise render it through
+        # a thread of the request's own, one more thread per request.
+        response.render()
+        plain = HttpResponse(response.content, status=response.status_code)
+        for header, value in response.items():
+            plain[header] = value
+        return plain
+    return response
+
+
+# What DRF's as_view() leaves on its view: the schema generator finds JobEventsView by it.
+job_events.cls = JobEventsView  # type: ignore[attr-defined]
+job_events.initkwargs = {}  # type: ignore[attr-defined]

@@ -5,10 +5,11 @@ polling it (every API_EVENTS_POLL_MS) and forwards the partial results that
 workers publish on the job's Redis pub/sub channel (``jobs.transport.events``). It
 closes once the job finishes. Workers write nothing extra for it.
 
-There are two drivers over one :class:`JobEventTracker`: an async generator
-for ASGI servers (gunicorn with uvicorn workers) and a plain generator for
-WSGI servers (gunicorn's threads, ``manage.py runserver``), because Django
-buffers a stream whose iterator does not match the server's kind.
+There are two drivers over one :class:`JobEventTracker`: the plain generator
+here for WSGI servers (gunicorn's threads, ``manage.py runserver``), and
+:func:`jobs.api.streaming_async.stream_watched` for the ASGI events service
+(gunicorn with uvicorn workers), because Django buffers a stream whose
+iterator does not match the server's kind.
 
 A stream holds slots (``jobs.api.stream_slots``), taken before it starts and
 freed when it ends. A heartbeat every API_EVENTS_HEARTBEAT_SECONDS renews
@@ -18,30 +19,23 @@ the stream.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import redis
-import redis.asyncio
 from django.db import close_old_connections
 
 from jobs.api.stream_slots import StreamHold
 from jobs.conf import jobs_settings
 from jobs.models import FINISHED_STATUSES, Job
 from jobs.redaction import redact
-from jobs.selectors.jobs import (
-    ajob_for_stream,
-    ajob_stream_snapshot,
-    job_for_stream,
-    job_stream_snapshot,
-)
-from jobs.transport.events import async_events_client, channel_name
+from jobs.selectors.jobs import job_for_stream, job_stream_snapshot
+from jobs.transport.events import CHANGED
 
 logger = logging.getLogger(__name__)
 
@@ -84,14 +78,8 @@ class JobEventTracker:
     def snapshot(self) -> dict[str, Any] | None:
         return job_stream_snapshot(job_id=self.job_id, organization_id=self.organization_id)
 
-    async def asnapshot(self) -> dict[str, Any] | None:
-        return await ajob_stream_snapshot(job_id=self.job_id, organization_id=self.organization_id)
-
     def full(self) -> Job | None:
         return job_for_stream(job_id=self.job_id, organization_id=self.organization_id)
-
-    async def afull(self) -> Job | None:
-        return await ajob_for_stream(job_id=self.job_id, organization_id=self.organization_id)
 
     def needs_full(self, row: dict[str, Any] | None) -> bool:
         """Whether a status event (the whole job) is due for this snapshot."""
@@ -133,7 +121,7 @@ class JobEventTracker:
             message = json.loads(raw)
         except (ValueError, TypeError):
             return None
-        if not isinstance(message, dict):
+        if not isinstance(message, dict) or message.get("event") == CHANGED:
             return None
         data: dict[str, Any] = message["data"] if isinstance(message.get("data"), dict) else {}
         # Redacted as the job's result is (status events render it through the
@@ -184,61 +172,6 @@ def _drain_sync(tracker: JobEventTracker, pubsub: Any, timeout: float) -> list[b
         logger.warning("Lost the event channel of job %s: %s", tracker.job_id, exc)
         if timeout:
             time.sleep(timeout)
-    return frames
-
-
-async def stream_async(tracker: JobEventTracker, hold: StreamHold) -> AsyncIterator[bytes]:
-    """The ASGI driver: subscribes with redis.asyncio, reads the ledger with the async ORM."""
-    poll = jobs_settings.api_events_poll_ms / 1000
-    heartbeat = _Heartbeat(hold)
-    deadline = time.monotonic() + jobs_settings.api_events_max_seconds
-    client: Any = async_events_client()
-    pubsub: Any = client.pubsub(ignore_subscribe_messages=True)
-    try:
-        try:
-            await pubsub.subscribe(channel_name(str(tracker.job_id)))
-        except redis.RedisError as exc:
-            logger.warning("Cannot follow partial results of job %s: %s", tracker.job_id, exc)
-            pubsub = None
-        yield f"retry: {RECONNECT_MS}\n\n".encode()
-        while True:
-            row = await tracker.asnapshot()
-            job = await tracker.afull() if tracker.needs_full(row) else None
-            out = await _drain_async(tracker, pubsub, 0) + tracker.frames(row, job)
-            if tracker.finished:
-                out += await _drain_async(tracker, pubsub, 0)
-            for frame in heartbeat.around(out, beat=False):
-                yield frame
-            if tracker.finished or time.monotonic() >= deadline:
-                return
-            for frame in heartbeat.around(await _drain_async(tracker, pubsub, poll)):
-                yield frame
-    finally:
-        hold.release()
-        if pubsub is not None:
-            with contextlib.suppress(redis.RedisError):
-                await pubsub.aclose()
-        with contextlib.suppress(redis.RedisError):
-            await client.aclose()
-
-
-async def _drain_async(tracker: JobEventTracker, pubsub: Any, timeout: float) -> list[bytes]:
-    if pubsub is None:
-        if timeout:
-            await asyncio.sleep(timeout)
-        return []
-    frames: list[bytes] = []
-    try:
-        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=timeout)
-        while message is not None:
-            frame = tracker.partial_frame(message.get("data"))
-            if frame is not None:
-                frames.append(frame)
-            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0)
-    except redis.RedisError as exc:
-        logger.warning("Lost the event channel of job %s: %s", tracker.job_id, exc)
-        if timeout:
-            await asyncio.sleep(timeout)
     return frames
 
 

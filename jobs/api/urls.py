@@ -16,7 +16,7 @@ urlpatterns = [
     path("jobs/<str:job_id>/", views.JobDetailView.as_view(), name="job-detail"),
     path("jobs/<str:job_id>/cancel/", views.JobCancelView.as_view(), name="job-cancel"),
     path("jobs/<str:job_id>/retry/", views.JobRetryView.as_view(), name="job-retry"),
-    path("jobs/<str:job_id>/events/", events.JobEventsView.as_view(), name="job-events"),
+    path("jobs/<str:job_id>/events/", events.job_events, name="job-events"),
     path("dead-letters/", dead_letters.DeadLetterGroupListView.as_view(), name="dead-letter-list"),
     path(
         "dead-letters/<str:group_id>/",

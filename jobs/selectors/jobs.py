@@ -6,10 +6,11 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 
 from jobs.errors import JobNotFound
 from jobs.models import Job, JobAttempt
@@ -87,23 +88,29 @@ def job_stream_snapshot(*, job_id: uuid.UUID, organization_id: int) -> dict[str,
     )
 
 
-async def ajob_stream_snapshot(*, job_id: uuid.UUID, organization_id: int) -> dict[str, Any] | None:
-    """:func:`job_stream_snapshot` for the async stream."""
-    return (
-        await Job.objects.filter(pk=job_id, organization_id=organization_id)
-        .values(*STREAM_FIELDS)
-        .afirst()
-    )
+def job_stream_snapshots(
+    *, jobs: Iterable[tuple[uuid.UUID, int]]
+) -> dict[tuple[uuid.UUID, int], dict[str, Any]]:
+    """:func:`job_stream_snapshot` of many jobs in one query, keyed by (job id, organization id).
+
+    Each job is read only in its own organization; a job that is gone (or not
+    in that organization) is missing from the answer.
+    """
+    by_organization: dict[int, list[uuid.UUID]] = {}
+    for job_id, organization_id in jobs:
+        by_organization.setdefault(organization_id, []).append(job_id)
+    if not by_organization:
+        return {}
+    scope = Q()
+    for organization_id, job_ids in by_organization.items():
+        scope |= Q(organization_id=organization_id, pk__in=job_ids)
+    rows = Job.objects.filter(scope).values("id", "organization_id", *STREAM_FIELDS)
+    return {(row.pop("id"), row.pop("organization_id")): row for row in rows}
 
 
 def job_for_stream(*, job_id: uuid.UUID, organization_id: int) -> Job | None:
     """The whole job, for an event stream's ``status`` event (None once it is gone)."""
     return Job.objects.filter(pk=job_id, organization_id=organization_id).first()
-
-
-async def ajob_for_stream(*, job_id: uuid.UUID, organization_id: int) -> Job | None:
-    """:func:`job_for_stream` for the async stream."""
-    return await Job.objects.filter(pk=job_id, organization_id=organization_id).afirst()
 
 
 def job_attempts(*, job_id: uuid.UUID | str) -> list[JobAttempt]:

@@ -2,8 +2,10 @@
 
 Status and progress live in the ledger (the stream reads them from there);
 what the ledger does not hold (partial results, such as streamed lesson text)
-is published here as it happens. Publishing is fire-and-forget: a job never
-fails because nobody listens or Redis hiccups.
+is published here as it happens. A progress report also publishes a
+:data:`CHANGED` notice, which tells the streams to read the ledger row now
+rather than at their next poll; it is never shown to clients. Publishing is
+fire-and-forget: a job never fails because nobody listens or Redis hiccups.
 """
 
 from __future__ import annotations
@@ -34,6 +36,15 @@ def publish(job_id: str, event: str, data: dict[str, Any]) -> None:
         )
     except redis.RedisError as exc:
         logger.warning("Could not publish %s event of job %s: %s", event, job_id, exc)
+
+
+#: The event of a notice that the job's ledger row changed (read it again; not forwarded).
+CHANGED = "changed"
+
+
+def publish_changed(job_id: str) -> None:
+    """Tell the job's streams that its ledger row changed (after the change committed)."""
+    publish(job_id, CHANGED, {})
 
 
 def events_pubsub(job_id: str) -> Any:

@@ -14,6 +14,7 @@ import enum
 import logging
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import redis
@@ -96,6 +97,28 @@ class StreamLease:
                 exc,
                 self.lease_ms,
             )
+
+
+def stream_leases_renew(leases: Iterable[StreamLease]) -> None:
+    """Renew many streams' leases in one round trip (an async process renews all of its own).
+
+    A Redis error is logged: the leases expire later, after LEASE_HEARTBEATS heartbeats.
+    """
+    now = _now_ms()
+    live = [lease for lease in leases if not lease.released]
+    if not live:
+        return
+    try:
+        with get_broker().client.pipeline(transaction=False) as pipe:
+            for lease in live:
+                for key in lease.keys:
+                    # XX: a lease released meanwhile (on the event loop) is not brought back.
+                    pipe.zadd(key, {lease.member: now + lease.lease_ms}, xx=True)
+            for key in {key for lease in live for key in lease.keys}:
+                pipe.pexpire(key, max(lease.lease_ms for lease in live) + 60_000)
+            pipe.execute()
+    except redis.RedisError as exc:
+        logger.warning("Could not renew the leases of %d event streams: %s", len(live), exc)
 
 
 def _now_ms() -> int:

@@ -88,7 +88,7 @@ def test_an_operator_retries_a_failed_job_and_watches_the_dashboard(
         finished_at=now,
     )
     worker = start_command("rundramatiq", "--processes", "1", "--threads", "2")
-    wait_for(lambda: "Worker process is ready" in worker.output(), timeout=60)
+    wait_for(lambda: "Worker process is ready" in worker.output(), timeout=120)
     flaky = job_submit(
         job_type="diagnostics.echo",
         payload={"message": "flaky", "fail_times": 1},

@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 
 def _wait_worker(worker: ManagedProcess, wait_for: Any) -> None:
-    wait_for(lambda: "Worker process is ready" in worker.output(), timeout=60)
+    wait_for(lambda: "Worker process is ready" in worker.output(), timeout=120)
 
 
 def _poll(

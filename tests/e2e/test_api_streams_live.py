@@ -1,7 +1,8 @@
 """Event streams are capped per key, per organization and per web process, and free their slots.
 
-Real gunicorn (threaded WSGI workers, and the ASGI alternative) and real HTTP
-clients, each stream on its own connection.
+Real gunicorn (threaded WSGI workers, and the events service: uvicorn workers)
+and real HTTP clients, each stream on its own connection. The tests of the
+caps run against both servers.
 """
 
 from __future__ import annotations
@@ -85,11 +86,13 @@ def _web(start_web: Any, *, asgi: bool = False, **env: str) -> WebServer:
     return web
 
 
+@pytest.mark.parametrize("asgi", [False, True], ids=["threaded", "events-service"])
 def test_streams_beyond_the_key_or_organization_cap_get_429_before_they_start(
-    broker: Any, start_web: Any, streams: Any
+    broker: Any, start_web: Any, streams: Any, asgi: bool
 ) -> None:
     web = _web(
         start_web,
+        asgi=asgi,
         API_EVENTS_MAX_STREAMS_PER_KEY="2",
         API_EVENTS_MAX_STREAMS_PER_ORGANIZATION="3",
     )
@@ -109,10 +112,11 @@ def test_streams_beyond_the_key_or_organization_cap_get_429_before_they_start(
     assert event_streams_open(organization_id=a.organization.pk) == 3
 
 
+@pytest.mark.parametrize("asgi", [False, True], ids=["threaded", "events-service"])
 def test_a_client_that_disconnects_frees_its_slot_within_a_heartbeat(
-    broker: Any, start_web: Any, streams: Any, wait_for: Any
+    broker: Any, start_web: Any, streams: Any, asgi: bool, wait_for: Any
 ) -> None:
-    web = _web(start_web, API_EVENTS_MAX_STREAMS_PER_KEY="1")
+    web = _web(start_web, asgi=asgi, API_EVENTS_MAX_STREAMS_PER_KEY="1")
     tenant = make_tenant("stream-leaver")
     job = JobFactory.create(organization=tenant.organization)
     first, waiting = streams(web), streams(web)
@@ -152,10 +156,11 @@ def test_healthz_and_other_tenants_answer_while_a_tenant_holds_its_most_streams(
     wait_for(lambda: streams(web).open(other.raw_key, other_job).status_code == 200, timeout=10)
 
 
+@pytest.mark.parametrize("asgi", [False, True], ids=["threaded", "events-service"])
 def test_a_living_stream_renews_its_lease_and_a_killed_servers_slots_expire(
-    broker: Any, start_web: Any, streams: Any, wait_for: Any
+    broker: Any, start_web: Any, streams: Any, asgi: bool, wait_for: Any
 ) -> None:
-    web = _web(start_web)
+    web = _web(start_web, asgi=asgi)
     tenant = make_tenant("stream-lease")
     job = JobFactory.create(organization=tenant.organization)
     assert streams(web).open(tenant.raw_key, job).status_code == 200

@@ -17,7 +17,7 @@ def test_rundramatiq_runs_django_tasks_and_their_results_are_read_back(
     broker: Any, start_command: Any, wait_for: Any
 ) -> None:
     worker = start_command("rundramatiq", "--processes", "1", "--threads", "2")
-    wait_for(lambda: "Worker process is ready" in worker.output(), timeout=30)
+    wait_for(lambda: "Worker process is ready" in worker.output(), timeout=120)
 
     answer = test_tasks.calculate_meaning_of_life.enqueue()
     echoed = test_tasks.get_task_id_async.enqueue()

@@ -78,7 +78,7 @@ def test_the_curl_examples_answer_as_the_pages_show(
     membership = Membership.objects.create(user=user, organization=school, role=Role.OWNER)
     key = api_key_create(membership=membership, name="docs").raw
     worker = start_command("rundramatiq", "--processes", "1", "--threads", "2")
-    wait_for(lambda: "Worker process is ready" in worker.output(), timeout=60)
+    wait_for(lambda: "Worker process is ready" in worker.output(), timeout=120)
     web = start_web()
     env = {**os.environ, "TBX": web.url, "TBX_KEY": key}
 

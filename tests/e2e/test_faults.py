@@ -29,7 +29,7 @@ def start_worker(start_command: Any, wait_for: Any, *, threads: int = 4, **env: 
     worker = start_command(
         "rundramatiq", "--processes", "1", "--threads", str(threads), **{**FAST_RECOVERY_ENV, **env}
     )
-    wait_for(lambda: "Worker process is ready" in worker.output(), timeout=60)
+    wait_for(lambda: "Worker process is ready" in worker.output(), timeout=120)
     return worker
 
 

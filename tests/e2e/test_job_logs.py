@@ -34,7 +34,7 @@ def test_a_jobs_log_lines_from_submission_through_every_attempt_share_its_job_id
     broker: Any, start_command: Any, wait_for: Any
 ) -> None:
     worker = start_command("rundramatiq", "--processes", "1", "--threads", "2", LOG_FORMAT="json")
-    wait_for(lambda: "Worker process is ready" in worker.output(), timeout=60)
+    wait_for(lambda: "Worker process is ready" in worker.output(), timeout=120)
 
     submitted = manage("shell", "-c", SUBMIT, LOG_FORMAT="json")
     assert submitted.returncode == 0, submitted.stderr

@@ -101,7 +101,7 @@ def test_inspect_running_names_the_worker_and_cancel_stops_the_job(
     broker: Any, live_worker: dramatiq.Worker, wait_for: Any
 ) -> None:
     job = job_submit(
-        job_type="diagnostics.echo", payload={"message": "slow", "sleep_seconds": 20}
+        job_type="diagnostics.echo", payload={"message": "slow", "sleep_seconds": 60}
     ).job
     wait_for(lambda: Job.objects.filter(pk=job.pk, status=JobStatus.RUNNING).exists())
     # The in-process worker has registered its heartbeat (as `jobs status` would show).

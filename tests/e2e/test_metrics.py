@@ -56,7 +56,7 @@ def test_worker_exporter_counts_match_the_ledger_across_worker_processes(
         JOBS_METRICS_DIR=str(tmp_path / "metrics"),
     )
     url = f"http://127.0.0.1:{port}/metrics"
-    wait_for(lambda: "Worker process is ready" in worker.output(), timeout=60)
+    wait_for(lambda: "Worker process is ready" in worker.output(), timeout=120)
     wait_for(lambda: _value(_scrape_or_empty(url), "toolboxai_jobs_workers_alive") == 2, timeout=60)
 
     requests = (

@@ -14,7 +14,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 
 def _wait_started(worker: ManagedProcess, wait_for: Any) -> None:
-    wait_for(lambda: "Worker process is ready" in worker.output(), timeout=30)
+    wait_for(lambda: "Worker process is ready" in worker.output(), timeout=120)
 
 
 def test_rundramatiq_runs_submitted_jobs_through_success_and_retry(

@@ -36,6 +36,10 @@ WEB_THREADS = env_int("WEB_THREADS", 16, minimum=1)
 API_EVENTS_MAX_STREAMS_PER_PROCESS = env_int(
     "API_EVENTS_MAX_STREAMS_PER_PROCESS", max(1, WEB_THREADS // 2), minimum=1
 )
+# Database connections of one async (ASGI) web process, shared by all its event streams:
+# each ledger read borrows one for a short query (jobs/api/ledger_pool.py). Count them
+# against Postgres's max_connections (docs/deployment.md).
+API_EVENTS_DB_CONNECTIONS = env_int("API_EVENTS_DB_CONNECTIONS", 4, minimum=1)
 # Retry-After of a 503 answered while Postgres or Redis is unreachable.
 API_UNAVAILABLE_RETRY_AFTER_SECONDS = env_int("API_UNAVAILABLE_RETRY_AFTER_SECONDS", 5, minimum=1)
 # How long a web process trusts an API key it looked up (with its organization's limits
