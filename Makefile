@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/toolboxai
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: install browser run test test-fast lint format migrate clean compose-check soak measure-recovery bench bench-profile docs docs-build docs-screenshots docs-mermaid schema schema-check
+.PHONY: install browser run test test-fast lint format migrate clean compose-check soak measure-recovery bench bench-profile docs docs-build docs-screenshots docs-mermaid schema schema-check schema-validate
 
 install: $(STAMP)
 
@@ -53,6 +53,7 @@ lint: install
 	$(PY) manage.py makemigrations --check --dry-run
 	@$(MAKE) --no-print-directory compose-check
 	@$(MAKE) --no-print-directory schema-check
+	@$(MAKE) --no-print-directory schema-validate
 	@$(MAKE) --no-print-directory docs-build
 
 # Parses docker-compose.yml with Debian's docker-compose (no Docker engine needed), with
@@ -116,6 +117,13 @@ schema-check: install
 			exit 1; \
 		fi
 	@echo "docs/api/openapi.yaml: matches the code"
+
+# docs/api/openapi.yaml, and the JSON form the server serves at /api/v1/schema/?format=json,
+# checked against the OpenAPI 3 specification by openapi-spec-validator.
+schema-validate: install
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+		env $(SCHEMA_ENV) $(PY) manage.py spectacular --format openapi-json --file "$$tmp/openapi.json" && \
+		$(VENV)/bin/openapi-spec-validator docs/api/openapi.yaml "$$tmp/openapi.json"
 
 format: install
 	$(VENV)/bin/ruff format .

@@ -72,6 +72,9 @@ class TaskSubmitView(APIView):
             )
         ],
         operation_id="tasks_submit",
+        description="Submit a job as the ToolBoxAI Celery document does. Also answers at "
+        "`/api/v1/tasks/submit/` (with a trailing slash). `priority` runs from 0 (least "
+        "urgent) to 10 (most urgent), the reverse of Celery on Redis.",
         tags=["compatibility"],
     )
     def post(self, request: Request) -> Response:
@@ -99,6 +102,9 @@ class TaskStatusView(APIView):
         ],
         responses=TaskStatusSerializer,
         operation_id="tasks_status",
+        description="A job's state in Celery's words. Also answers at "
+        "`/api/v1/tasks/status/{task_id}/` (with a trailing slash). `info` is the progress "
+        "in `STARTED`, the failed attempt's error in `RETRY` and the error in `FAILURE`.",
         tags=["compatibility"],
     )
     def get(self, request: Request, task_id: str) -> Response:
@@ -106,11 +112,12 @@ class TaskStatusView(APIView):
         # The job's API representation: its result and error come redacted.
         shown = JobSerializer(job, context={"request": request}).data
         info: Any = None
-        if job.status in (JobStatus.RUNNING, JobStatus.RETRYING):
+        if job.status == JobStatus.RUNNING:
             info = {"progress": shown["progress"], "message": shown["progress_message"]}
         elif job.status == JobStatus.SUCCEEDED:
             info = shown["result"]
-        elif job.status == JobStatus.FAILED:
+        elif job.status in (JobStatus.RETRYING, JobStatus.FAILED):
+            # As Celery's: the exception of the attempt that failed (the last one in FAILURE).
             info = shown["error"] or {"type": "", "message": ""}
         return Response(
             {
@@ -120,3 +127,15 @@ class TaskStatusView(APIView):
                 "info": info,
             }
         )
+
+
+# Celery-era clients (and DRF routers) add a trailing slash; the schema lists each
+# operation once, under the Celery document's path, and says so.
+@extend_schema(exclude=True)
+class TaskSubmitSlashView(TaskSubmitView):
+    """``POST /api/v1/tasks/submit/``: the same as ``/api/v1/tasks/submit``."""
+
+
+@extend_schema(exclude=True)
+class TaskStatusSlashView(TaskStatusView):
+    """``GET /api/v1/tasks/status/{task_id}/``: the same as without the slash."""

@@ -60,7 +60,8 @@ SSE_EVENT_SCHEMA: dict[str, Any] = {
         "data": {
             "type": "string",
             "description": "JSON: the whole job (status), {id, progress, message} (progress), "
-            "{id, text, ...} (partial) or {id} (gone).",
+            "{id, text, ...} (partial) or {id} (gone: the job was deleted while the stream "
+            "was open, by retention or from the admin; the stream ends after it).",
         },
         "id": {"type": "string"},
         "retry": {"type": "integer", "description": "Reconnection delay hint, in ms."},
@@ -89,6 +90,11 @@ class JobEventsView(APIView):
             )
         },
         operation_id="jobs_events",
+        description="Server-Sent Events until the job finishes. Events: `status` (the whole "
+        "job: sent first, then on every status change), `progress` (`{id, progress, "
+        "message}`), `partial` (what the job streams, e.g. `{id, text}`), and `gone` "
+        "(`{id}`) when the job is deleted while the stream is open; the stream ends after "
+        "the job finishes or is gone. An idle stream sends `: heartbeat` comment lines.",
     )
     def get(self, request: Request, job_id: str) -> HttpResponseBase:
         organization = request_organization(request)

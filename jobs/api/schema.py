@@ -39,14 +39,31 @@ class ApiKeyScheme(OpenApiAuthenticationExtension):
 #: Statuses every operation may answer, with why.
 _COMMON_ERRORS = {
     "400": "Validation failed; `fields` names each offending field.",
-    "401": "Missing, malformed, unknown or revoked API key.",
+    "401": "Missing, malformed, unknown or revoked API key (code `not_authenticated` or "
+    "`authentication_failed`).",
     "403": "The organization is inactive (code `organization_inactive`), the session user may "
     "not act for it, or the API key lacks the operation's scope (code `missing_scope`, "
     "`required_scope` names it).",
-    "404": "Unknown job (or dead-letter group), or one of another organization.",
+    "405": "The path does not take this method (code `method_not_allowed`); `Allow` lists "
+    "the methods it takes.",
     "406": "The Accept header asks for a format the endpoint cannot produce.",
     "503": "Postgres or Redis is unavailable; retry after `Retry-After` seconds.",
 }
+#: The 404 of each kind of operation that can answer one (the others cannot).
+_NOT_FOUND_JOB = (
+    "No job with this id in your organization (code `job_not_found`): the id is unknown, "
+    "not a UUID, or another organization's job, which answers exactly like a missing one."
+)
+_NOT_FOUND_TASK = (
+    "No task with this id in your organization (code `job_not_found`): the id is unknown, "
+    "not a UUID, or another organization's task, which answers exactly like a missing one."
+)
+_NOT_FOUND_CURSOR = "A `cursor` the API did not make (code `not_found`)."
+_NOT_FOUND_GROUP = (
+    "No dead letters of this group in your organization (code `dead_letter_group_not_found`): "
+    "the id is unknown, or only another organization has such dead letters, which answers "
+    "exactly like an unknown id."
+)
 _BODY_ERRORS = {
     "411": "The body was sent without Content-Length (chunked); send it with its length.",
     "413": "The request body is larger than API_MAX_BODY_BYTES.",
@@ -104,6 +121,36 @@ _RETRY_AFTER = {
         "description": "Seconds to wait before retrying.",
     }
 }
+_HEADERS: dict[str, dict[str, Any]] = {
+    "401": {
+        "WWW-Authenticate": {
+            "schema": {"type": "string"},
+            "description": 'The challenge: `Bearer realm="api"`.',
+        }
+    },
+    "405": {
+        "Allow": {
+            "schema": {"type": "string"},
+            "description": "The methods the path takes, e.g. `GET, POST, HEAD, OPTIONS`.",
+        }
+    },
+    "429": _RETRY_AFTER,
+    "503": _RETRY_AFTER,
+}
+
+
+def _not_found(path: str, method: str) -> str | None:
+    if "{job_id}" in path:
+        return _NOT_FOUND_JOB
+    if "{task_id}" in path:
+        return _NOT_FOUND_TASK
+    if "{group_id}" in path:
+        if method == "get":
+            return f"{_NOT_FOUND_GROUP} Or a `cursor` the API did not make (code `not_found`)."
+        return _NOT_FOUND_GROUP
+    if path.endswith("/jobs/") and method == "get":
+        return _NOT_FOUND_CURSOR
+    return None
 
 
 #: OpenAPI links: where the id of a created job can be used next (clients and fuzzers follow them).
@@ -143,6 +190,9 @@ def add_error_responses(result: dict[str, Any], generator: Any, **kwargs: Any) -
                     {"GetTaskStatus": "tasks_status"}, "task_id", "$response.body#/task_id"
                 )
             errors = dict(_COMMON_ERRORS)
+            not_found = _not_found(path, method)
+            if not_found:
+                errors["404"] = not_found
             if method in {"post", "put", "patch"}:
                 errors.update(_BODY_ERRORS)
             if method == "post" and path.endswith(
@@ -153,15 +203,13 @@ def add_error_responses(result: dict[str, Any], generator: Any, **kwargs: Any) -
                 errors.update(_STREAM_ERRORS)
             if path.endswith(("/cancel/", "/retry/")):  # not replay: it skips, never 409s
                 errors.update(_TRANSITION_ERRORS)
-            if path.endswith("/schema/"):
-                errors = {"406": _COMMON_ERRORS["406"]}
-            for code, description in errors.items():
+            for code, description in sorted(errors.items()):
                 response: dict[str, Any] = {
                     "description": description,
                     "content": {"application/json": {"schema": ref}},
                 }
-                if code in {"429", "503"}:
-                    response["headers"] = copy.deepcopy(_RETRY_AFTER)
+                if code in _HEADERS:
+                    response["headers"] = copy.deepcopy(_HEADERS[code])
                 operation["responses"].setdefault(code, response)
     return result
 

@@ -223,7 +223,11 @@ class TaskSubmitSerializer(serializers.Serializer[Any]):
     )
     task_data = serializers.DictField(required=False, default=dict)
     priority = serializers.IntegerField(
-        min_value=MIN_PRIORITY, max_value=MAX_PRIORITY, default=DEFAULT_PRIORITY
+        min_value=MIN_PRIORITY,
+        max_value=MAX_PRIORITY,
+        default=DEFAULT_PRIORITY,
+        help_text="0 (least urgent) to 10 (most urgent): higher runs first. The reverse of "
+        "Celery on Redis, where 0 is the highest priority.",
     )
 
 

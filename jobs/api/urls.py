@@ -35,6 +35,12 @@ urlpatterns = [
     ),
     path("tasks/submit", compat.TaskSubmitView.as_view(), name="task-submit"),
     path("tasks/status/<str:task_id>", compat.TaskStatusView.as_view(), name="task-status"),
+    path("tasks/submit/", compat.TaskSubmitSlashView.as_view(), name="task-submit-slash"),
+    path(
+        "tasks/status/<str:task_id>/",
+        compat.TaskStatusSlashView.as_view(),
+        name="task-status-slash",
+    ),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     # With the response's CSP nonce on its inline style and script (see SECURE_CSP).
     path(

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import openai
 from dramatiq import Retry
-from openai.types.chat import ChatCompletionMessageParam
 
 from jobs.conf import jobs_settings
 from jobs.errors import PermanentJobError
 from jobs.integrations import ProviderUnavailable, redact, retry_after_ms
+
+if TYPE_CHECKING:
+    from openai.types.chat import ChatCompletionMessageParam
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,10 @@ def chat_completion_stream(
             "environment of the workers (and OPENAI_BASE_URL for a self-hosted server), "
             "then retry the job."
         )
+    # Imported on first use: the SDK costs about a second of CPU to import, which every
+    # worker, web and management process would otherwise pay at start.
+    import openai
+
     client = openai.OpenAI(
         api_key=api_key,
         base_url=jobs_settings.openai_base_url,

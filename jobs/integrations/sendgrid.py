@@ -6,9 +6,6 @@ import logging
 import urllib.error
 
 from dramatiq import Retry
-from python_http_client.exceptions import HTTPError, TooManyRequestsError
-from sendgrid import SendGridAPIClient
-from sendgrid.helpers.mail import CustomArg, Mail
 
 from jobs.conf import jobs_settings
 from jobs.errors import PermanentJobError
@@ -23,6 +20,11 @@ def send_mail(*, to_email: str, subject: str, html_content: str, job_id: str) ->
     The job id travels as a custom arg, so the provider's event webhooks can be
     traced back to the job. SENDGRID_HOST points the client at another host.
     """
+    # Imported on first use, like the OpenAI SDK: no process pays for it at start.
+    from python_http_client.exceptions import HTTPError, TooManyRequestsError
+    from sendgrid import SendGridAPIClient
+    from sendgrid.helpers.mail import CustomArg, Mail
+
     api_key = jobs_settings.sendgrid_api_key
     client = SendGridAPIClient(api_key=api_key, host=jobs_settings.sendgrid_host)
     mail = Mail(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from dramatiq.brokers.redis import RedisBroker
 from rest_framework.test import APIClient
@@ -68,7 +70,7 @@ def test_tasks_submit_refuses_bad_input_naming_the_field(
     [
         (JobStatus.QUEUED, "PENDING", None),
         (JobStatus.RUNNING, "STARTED", {"progress": 40, "message": "halfway"}),
-        (JobStatus.RETRYING, "RETRY", {"progress": 40, "message": "halfway"}),
+        (JobStatus.RETRYING, "RETRY", {"type": "EchoFailure", "message": "boom"}),
         (JobStatus.SUCCEEDED, "SUCCESS", {"message": "done"}),
         (JobStatus.FAILED, "FAILURE", {"type": "EchoFailure", "message": "boom"}),
         (JobStatus.CANCELLED, "REVOKED", None),
@@ -87,8 +89,8 @@ def test_tasks_status_speaks_celery_states(
         progress=40,
         progress_message="halfway",
         result={"message": "done"} if status == JobStatus.SUCCEEDED else None,
-        error_type="EchoFailure" if status == JobStatus.FAILED else "",
-        error_message="boom" if status == JobStatus.FAILED else "",
+        error_type="EchoFailure" if status in (JobStatus.FAILED, JobStatus.RETRYING) else "",
+        error_message="boom" if status in (JobStatus.FAILED, JobStatus.RETRYING) else "",
     )
 
     body = tenant_a.client.get(f"/api/v1/tasks/status/{task_id}").json()
@@ -99,6 +101,51 @@ def test_tasks_status_speaks_celery_states(
         "result": {"message": "done"} if celery == "SUCCESS" else None,
         "info": info,
     }
+
+
+def test_the_compatibility_endpoints_answer_with_a_trailing_slash_too(
+    broker: RedisBroker, tenant_a: Tenant
+) -> None:
+    submitted = tenant_a.client.post(
+        "/api/v1/tasks/submit/",
+        {"task_type": "diagnostics.echo", "task_data": {"message": "slash"}},
+        format="json",
+    )
+    assert submitted.status_code == 200, submitted.content
+    task_id = submitted.json()["task_id"]
+    assert Job.objects.get(pk=task_id).payload["message"] == "slash"
+
+    with_slash = tenant_a.client.get(f"/api/v1/tasks/status/{task_id}/")
+    without = tenant_a.client.get(f"/api/v1/tasks/status/{task_id}")
+    assert with_slash.status_code == 200
+    assert with_slash.json() == without.json()
+    assert with_slash.json()["status"] == "PENDING"
+    refused = tenant_a.client.post("/api/v1/tasks/submit/", {"task_type": "nope"}, format="json")
+    assert refused.status_code == 400
+    assert "task_type" in refused.json()["error"]["fields"]
+    assert tenant_a.client.get("/api/v1/tasks/status/nope/").status_code == 404
+
+
+def test_retry_info_is_the_error_of_the_attempt_that_failed_on_a_real_worker(
+    worker: Any, tenant_a: Tenant, wait_for: Any
+) -> None:
+    task_id = tenant_a.client.post(
+        "/api/v1/tasks/submit",
+        {"task_type": "diagnostics.echo", "task_data": {"message": "x", "fail_times": 1}},
+        format="json",
+    ).json()["task_id"]
+
+    def status() -> dict[str, Any]:
+        return dict(tenant_a.client.get(f"/api/v1/tasks/status/{task_id}").json())
+
+    retrying = wait_for(lambda: (body := status())["status"] == "RETRY" and body)
+    assert retrying["info"] == {
+        "type": "EchoFailure",
+        "message": "Failing attempt 1 of 1 on purpose (fail_times).",
+    }
+    assert retrying["result"] is None
+    done = wait_for(lambda: (body := status())["status"] == "SUCCESS" and body)
+    assert done["info"] == done["result"] == {"message": "x"}
 
 
 def test_healthz_and_readyz_answer_200_when_postgres_and_redis_are_up(
@@ -122,4 +169,4 @@ def test_the_openapi_schema_and_docs_are_served_with_local_assets(anonymous: API
     assert docs.status_code == 200
     html = docs.content.decode()
     assert "/static/drf_spectacular_sidecar/swagger-ui-dist/" in html
-    assert "cdn" not in html.lower()
+    assert "//cdn" not in html.lower()
