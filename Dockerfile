@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# toolboxai jobs: one image for every process (web, workers, scheduler).
+# toolboxai jobs: one image for every process (web, events, workers, scheduler).
 # Build:  docker compose build   (or: docker build -t toolboxai/jobs .)
 # No secret is baked in: settings come from the environment at run time.
 
@@ -48,8 +48,11 @@ RUN python -m compileall -q /app \
     && DJANGO_DEBUG=1 DATABASE_URL=sqlite:////tmp/build.sqlite3 python manage.py collectstatic --no-input -v 0 \
     && rm -f /tmp/build.sqlite3
 USER 1007:1005
-EXPOSE 8000
-# The web server; compose overrides the command for workers and the scheduler.
+# 8000: the web server (threaded WSGI). 8001: the events service, the same image with
+#   gunicorn toolboxai.asgi:application -k uvicorn_worker.UvicornWorker --bind 0.0.0.0:8001
+# (compose's `events`), which serves the event streams deploy/nginx/toolboxai.conf sends it.
+EXPOSE 8000 8001
+# The web server; compose overrides the command for events, workers and the scheduler.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen(urllib.request.Request('http://127.0.0.1:8000/healthz', headers={'Host': 'localhost'}), timeout=4)"]
 CMD ["gunicorn", "toolboxai.wsgi:application", "--bind", "0.0.0.0:8000"]

@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/toolboxai
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: install browser run test test-fast lint format migrate clean compose-check soak measure-recovery bench bench-profile docs docs-build docs-screenshots docs-mermaid schema schema-check schema-validate
+.PHONY: install browser nginx run test test-fast lint format migrate clean compose-check soak measure-recovery bench bench-profile docs docs-build docs-screenshots docs-mermaid schema schema-check schema-validate
 
 install: $(STAMP)
 
@@ -27,10 +27,16 @@ browser:
 		echo "Installing Debian's chromium for the admin browser test"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
+# The events-service tests run Debian's nginx with deploy/nginx/toolboxai.conf (the path split).
+nginx:
+	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || { \
+		echo "Installing Debian's nginx-light for the path-split test"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light; }
+
 run: install
 	@$(PY) scripts/dev.py
 
-test: install browser
+test: install browser nginx
 	@DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
 		$(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
 

@@ -8,6 +8,7 @@ the environment; this accessor supplies the defaults when a setting is absent.
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import Any
@@ -79,6 +80,11 @@ class JobsSettings:
     @property
     def worker_shutdown_timeout_ms(self) -> int:
         return int(_get("JOBS_WORKER_SHUTDOWN_TIMEOUT_MS", 30_000))
+
+    @property
+    def worker_host(self) -> str:
+        """This machine's name on attempts and worker entries (``JOBS_WORKER_HOST``, else the host name)."""
+        return str(_get("JOBS_WORKER_HOST", "") or "") or socket.gethostname()
 
     @property
     def heartbeat_timeout_ms(self) -> int:
@@ -325,6 +331,11 @@ class JobsSettings:
     def api_events_db_connections(self) -> int:
         """Database connections (and threads) an async web process reads its streams' ledger with."""
         return int(_get("API_EVENTS_DB_CONNECTIONS", 4))
+
+    @property
+    def api_events_forward_url(self) -> str:
+        """Where a threaded web process relays event streams ('' serves them itself)."""
+        return str(_get("API_EVENTS_FORWARD_URL", ""))
 
     @property
     def api_unavailable_retry_after_seconds(self) -> int:

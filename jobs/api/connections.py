@@ -22,6 +22,8 @@ from django import db
 from django.core.signals import request_finished
 from django.http import HttpRequest, HttpResponseBase
 
+from jobs.outages import POSTGRES
+
 #: A connection that finished a request this recently is trusted without a probe, in seconds.
 RECENT_USE_SECONDS = 1.0
 
@@ -44,9 +46,22 @@ def trust_recent_connections(
             for conn in db.connections.all(initialized_only=True):
                 if conn.connection is not None and not conn.errors_occurred:
                     conn.health_check_done = True  # type: ignore[attr-defined]
-        return get_response(request)
+        response = get_response(request)
+        if POSTGRES.ongoing and response.status_code < 500:
+            _check_postgres_back()
+        return response
 
     return middleware
+
+
+def _check_postgres_back() -> None:
+    """After a database outage, the first request that went well checks the database once."""
+    try:
+        with db.connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    except db.DatabaseError:
+        return
+    POSTGRES.recovered()
 
 
 def _remember_use(**kwargs: Any) -> None:

@@ -37,6 +37,7 @@ from jobs.errors import (
     SubmissionRefused,
     UnknownJobType,
 )
+from jobs.outages import POSTGRES, REDIS
 from tenants.api.authentication import MissingScope
 
 logger = logging.getLogger(__name__)
@@ -156,13 +157,15 @@ def api_exception_handler(exc: Exception, context: Mapping[str, Any]) -> Respons
         return _jobs_error_response(exc, view)
     if isinstance(exc, (OperationalError, InterfaceError)):
         set_rollback()
-        logger.warning("API request failed: the database is unavailable (%s).", exc)
+        POSTGRES.failed(exc)
+        logger.info("API request failed: the database is unavailable (%s).", exc)
         return _unavailable(
             "database_unavailable", "The database is unavailable; nothing was changed. Retry later."
         )
     if isinstance(exc, redis.RedisError):
         set_rollback()
-        logger.warning("API request failed: Redis is unavailable (%s).", exc)
+        REDIS.failed(exc)
+        logger.info("API request failed: Redis is unavailable (%s).", exc)
         return _unavailable(
             "broker_unavailable", "Redis is unavailable; nothing was changed. Retry later."
         )

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
 import time
 from typing import Any
@@ -14,6 +12,8 @@ import redis
 from dramatiq.middleware import Middleware
 
 from jobs.conf import jobs_settings
+from jobs.outages import REDIS
+from jobs.processes import this_process
 from jobs.transport.broker import JobsRedisBroker
 from jobs.transport.workers import worker_entry_remove, worker_entry_write
 
@@ -24,7 +24,8 @@ class WorkerHeartbeat(Middleware):
     """Keeps this worker process's entry in the worker registry fresh while it runs.
 
     The registry (:mod:`jobs.transport.workers`) lists only workers, with
-    their host, pid, threads and queues; dashboards and liveness checks read it.
+    their host, pid (and its start time), threads and queues; dashboards,
+    liveness checks and same-host restart recovery read it.
 
     Parameters:
       interval_ms: how often the entry is refreshed, in milliseconds.
@@ -37,10 +38,15 @@ class WorkerHeartbeat(Middleware):
         self._entry: dict[str, Any] = {}
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        me = this_process()
         self._entry = {
             "broker_id": broker.broker_id,  # type: ignore[attr-defined]
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
+            "host": jobs_settings.worker_host,
+            "pid": me.pid,
+            # With the pid, tells this process from a later one given the same pid, so a
+            # worker starting on this host can recover this one's jobs at once if it dies.
+            "pid_started": me.started,
+            "boot_id": me.boot_id,
             "threads": worker.worker_threads,
             "queues": sorted(worker.consumer_whitelist or []),
             "started_at": time.time(),
@@ -71,7 +77,10 @@ class WorkerHeartbeat(Middleware):
         try:
             worker_entry_write(broker, {**self._entry, "last_seen": time.time()})
         except redis.RedisError as exc:
-            logger.warning("Worker heartbeat to Redis failed: %s", exc)
+            REDIS.failed(exc)
+            logger.debug("Worker heartbeat to Redis failed: %s", exc)
+        else:
+            REDIS.recovered()
 
 
 def heartbeat_interval_ms() -> int:

@@ -28,6 +28,7 @@ from django.db import DatabaseError, close_old_connections
 from jobs.conf import jobs_settings
 from jobs.errors import JobsError
 from jobs.models import Job
+from jobs.outages import POSTGRES, REDIS
 from jobs.registry import get_job_type
 from jobs.scheduler.registry import LeaderTask, Schedule, all_leader_tasks, all_schedules
 from jobs.services.submission import job_submit
@@ -280,12 +281,19 @@ class Scheduler:
             self._task_due[task.name] = time.monotonic() + task.interval_seconds
             try:
                 task.fn()
+            except (DatabaseError, redis.RedisError) as exc:
+                # One line per outage (jobs.outages), not a traceback per try.
+                (POSTGRES if isinstance(exc, DatabaseError) else REDIS).failed(exc)
+                logger.debug("Leader task %s failed: %s", task.name, exc)
             except Exception:
                 logger.exception(
                     "Leader task %s failed; it runs again in %.0f s.",
                     task.name,
                     task.interval_seconds,
                 )
+            else:
+                POSTGRES.recovered()
+                REDIS.recovered()
             finally:
                 close_old_connections()
             # A slow task must not let the lock lapse.

@@ -75,3 +75,13 @@ def job_outbox_waiting_jobs(*, outbox: JobOutbox) -> list[Job]:
             "created_at"
         )
     )
+
+
+def open_attempt_workers_on_host(*, host: str, limit: int) -> list[str]:
+    """Full worker ids (``host:pid:broker-id``) with attempts open on one host."""
+    return list(
+        JobAttempt.objects.filter(finished_at__isnull=True, worker_id__startswith=f"{host}:")
+        .values_list("worker_id", flat=True)
+        .distinct()
+        .order_by("worker_id")[:limit]
+    )

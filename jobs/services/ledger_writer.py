@@ -33,6 +33,7 @@ from typing import Any
 from django.db import DatabaseError, connection
 
 from jobs.background import BackgroundThread
+from jobs.outages import POSTGRES
 from jobs.services.transitions import AttemptEnd, job_attempts_release, job_transitions_write
 
 logger = logging.getLogger(__name__)
@@ -231,6 +232,8 @@ class LedgerWriter(BackgroundThread):
             )
         except Exception as exc:
             connection.close()  # reconnect for the next batch
+            if isinstance(exc, DatabaseError):
+                POSTGRES.failed(exc)
             retried = [p for p in batch if p.callback is not None]
             for pending in retried:
                 delay = RETRY_DELAYS[min(pending.tries, len(RETRY_DELAYS) - 1)]
@@ -251,6 +254,7 @@ class LedgerWriter(BackgroundThread):
                     pending.done.set()
             return
         self._last_ok = time.monotonic()
+        POSTGRES.recovered()
         self.batches += 1
         self.transitions += len(batch)
         for pending in finishes:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
@@ -42,7 +41,9 @@ from dramatiq.common import dq_name
 from dramatiq.middleware import MiddlewareError
 from redis.exceptions import NoScriptError
 
+from jobs.conf import jobs_settings
 from jobs.errors import BrokerUnavailable
+from jobs.outages import REDIS
 from jobs.transport.acks import Acker
 from jobs.transport.consumer import JobsRedisConsumer
 from jobs.transport.wakeups import QueueWakeups, publish_wakeups, wakeup_channel
@@ -372,19 +373,19 @@ def ensure_broker_available() -> None:
     try:
         get_broker().client.ping()
     except redis.RedisError as exc:
+        REDIS.failed(exc)
         raise BrokerUnavailable(
             f"Redis (REDIS_URL) is unavailable ({type(exc).__name__}); nothing was created. "
             "Retry in a few seconds."
         ) from None
-
-
-_hostname = socket.gethostname()
+    REDIS.recovered()
 
 
 def worker_id() -> str:
     """``host:pid:broker-id`` of this process, as recorded on attempts.
 
-    Read at every call: the recovery loop and ``jobs inspect`` match the broker
-    id against heartbeats, and a rebuilt broker (``setup()`` again) has a new one.
+    ``host`` is ``JOBS_WORKER_HOST`` (the host name by default). Read at every
+    call: the recovery loop and ``jobs inspect`` match the broker id against
+    heartbeats, and a rebuilt broker (``setup()`` again) has a new one.
     """
-    return f"{_hostname}:{os.getpid()}:{get_broker().broker_id}"
+    return f"{jobs_settings.worker_host}:{os.getpid()}:{get_broker().broker_id}"

@@ -89,3 +89,9 @@ def _entry_seen_ms(entry: bytes) -> float:
         return float(json.loads(entry)["last_seen"]) * 1000
     except (ValueError, KeyError, TypeError):
         return 0.0
+
+
+def worker_claim(broker: JobsRedisBroker, broker_id: str, *, ttl_ms: int) -> bool:
+    """Claim the recovery of one dead worker for ``ttl_ms``, so one process of a host does it."""
+    key = f"{state_key(broker)}.worker:{broker_id}"
+    return bool(broker.client.set(key, "1", nx=True, px=ttl_ms))

@@ -39,7 +39,9 @@ BIN = Path(sys.executable).parent
 #: Application services this test starts, in order.
 STARTED = ["web", "worker", "worker-high-priority", "scheduler"]
 #: Application services not started yet, with the reason.
-NOT_STARTED_YET: dict[str, str] = {}
+NOT_STARTED_YET: dict[str, str] = {
+    "events": "its command is the events service tests/e2e/test_events_service.py starts",
+}
 #: The web service's compose healthcheck path.
 WEB_PROBE_PATH = "/healthz"
 #: Services whose compose healthcheck command is run against the started processes.

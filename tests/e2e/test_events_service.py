@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,8 +19,11 @@ import pytest
 from jobs.services import job_submit
 from jobs.transport.events import channel_name
 from jobs.transport.stream_leases import event_streams_open
-from tests.e2e.conftest import WebServer
+from tenants.services import api_key_create
+from tests.e2e.conftest import ROOT, WebServer, free_port
+from tests.factories import JobFactory
 from tests.integration.api.conftest import make_tenant
+from tests.servers import Process, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -92,3 +98,143 @@ def test_the_events_service_streams_status_progress_and_partial_results_from_one
     wait_for(lambda: event_streams_open(organization_id=tenant.organization.pk) == 0, timeout=10)
     channels = [channel_name(str(job.pk)) for job in jobs]
     wait_for(lambda: [n for _, n in broker.client.pubsub_numsub(*channels)] == [0, 0], timeout=10)
+
+
+def nginx_binary() -> str:
+    found = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/sbin")
+    if not found:
+        pytest.fail(
+            "nginx is not installed, and this test runs the shipped nginx snippet. "
+            "Install it: make nginx (apt-get install nginx-light)."
+        )
+    return found
+
+
+@pytest.fixture
+def nginx_split(tmp_path: Path) -> Iterator[Callable[[WebServer, WebServer], str]]:
+    """nginx with deploy/nginx/toolboxai.conf in front of a web server and an events service."""
+    started: list[Process] = []
+
+    def _start(web: WebServer, events: WebServer) -> str:
+        port = free_port()
+        snippet = (ROOT / "deploy" / "nginx" / "toolboxai.conf").read_text()
+        for name, server in (("web:8000", web), ("events:8001", events)):
+            assert f"server {name};" in snippet
+            snippet = snippet.replace(f"server {name};", f"server {server.url.split('//')[1]};")
+        assert "listen 80;" in snippet
+        snippet = snippet.replace("listen 80;", f"listen 127.0.0.1:{port};")
+        (tmp_path / "toolboxai.conf").write_text(snippet)
+        (tmp_path / "nginx.conf").write_text(
+            f"daemon off;\nworker_processes 1;\npid {tmp_path}/nginx.pid;\n"
+            f"error_log {tmp_path}/error.log;\n"
+            "events { worker_connections 2048; }\n"
+            f"http {{\n  access_log off;\n  client_body_temp_path {tmp_path}/body;\n"
+            f"  proxy_temp_path {tmp_path}/proxy;\n  include {tmp_path}/toolboxai.conf;\n}}\n"
+        )
+        argv = [
+            nginx_binary(),
+            "-p",
+            str(tmp_path),
+            "-e",
+            "stderr",
+            "-c",
+            str(tmp_path / "nginx.conf"),
+        ]
+        nginx = Process(argv, log_path=tmp_path / "nginx.log")
+        started.append(nginx)
+        url = f"http://127.0.0.1:{port}"
+        wait_until(
+            lambda: _answers(f"{url}/healthz") or not nginx.alive(), timeout=20, what="nginx"
+        )
+        assert nginx.alive(), nginx.output()
+        return url
+
+    yield _start
+    for nginx in started:
+        nginx.stop()
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_behind_the_nginx_split_a_crowd_of_streams_leaves_health_and_other_tenants_answering(
+    broker: Any, start_web: Any, nginx_split: Any, wait_for: Any
+) -> None:
+    caps = {"API_EVENTS_MAX_STREAMS_PER_KEY": "60", "API_EVENTS_MAX_STREAMS_PER_ORGANIZATION": "80"}
+    web = start_web(**caps)
+    events = start_web(asgi=True, **caps)
+    entry = nginx_split(web, events)
+    crowd, calm, other = make_tenant("crowd"), make_tenant("calm"), make_tenant("other")
+    crowd_keys = [crowd.raw_key] + [
+        api_key_create(membership=crowd.api_key.membership, name=f"k{n}").raw for n in range(3)
+    ]
+    crowd_job = JobFactory.create(organization=crowd.organization)
+    calm_job = JobFactory.create(organization=calm.organization)
+    JobFactory.create(organization=other.organization)
+
+    async def scenario() -> tuple[list[httpx.Response], list[httpx.Response], list[int]]:
+        async with httpx.AsyncClient(
+            base_url=entry,
+            timeout=10,
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=0),
+        ) as client:
+            opened: list[httpx.Response] = []
+
+            async def open_stream(key: str, job_id: str) -> httpx.Response:
+                request = client.build_request(
+                    "GET",
+                    f"/api/v1/jobs/{job_id}/events/",
+                    headers={"Authorization": f"Bearer {key}", "Accept": "text/event-stream"},
+                )
+                response = await client.send(request, stream=True)
+                if response.status_code == 200:
+                    opened.append(response)
+                else:
+                    await response.aread()
+                return response
+
+            async def others_meanwhile(rounds: int) -> list[int]:
+                statuses = []
+                for _ in range(rounds):
+                    # Each answers 200 within the client's timeout, whatever the streams do.
+                    health = await client.get("/healthz", timeout=5)
+                    listed = await client.get(
+                        "/api/v1/jobs/",
+                        headers={"Authorization": f"Bearer {other.raw_key}"},
+                        timeout=5,
+                    )
+                    statuses += [health.status_code, listed.status_code]
+                return statuses
+
+            try:
+                results = await asyncio.gather(
+                    others_meanwhile(10),
+                    *[open_stream(crowd_keys[n % 4], str(crowd_job.pk)) for n in range(200)],
+                    *[open_stream(calm.raw_key, str(calm_job.pk)) for _ in range(50)],
+                )
+                # And once all of them are open.
+                after = await others_meanwhile(3)
+            finally:
+                for response in opened:
+                    await response.aclose()
+            statuses: list[int] = results[0] + after  # type: ignore[operator]
+            return results[1:201], results[201:], statuses  # type: ignore[return-value]
+
+    crowd_answers, calm_answers, others = asyncio.run(scenario())
+
+    assert sorted(r.status_code for r in crowd_answers) == [200] * 80 + [429] * 120
+    refused = next(r for r in crowd_answers if r.status_code == 429)
+    assert refused.json()["error"]["code"] == "too_many_streams"
+    assert "API_EVENTS_MAX_STREAMS_PER_ORGANIZATION" in refused.json()["error"]["message"]
+    assert "Retry-After" in refused.headers
+    assert [r.status_code for r in calm_answers] == [200] * 50
+    assert others == [200] * len(others)
+    for tenant in (crowd, calm):
+        wait_for(
+            lambda t=tenant: event_streams_open(organization_id=t.organization.pk) == 0,
+            timeout=15,
+        )

@@ -106,6 +106,11 @@ def test_make_run_serves_on_its_own_postgres_and_redis_and_ctrl_c_stops_everythi
         while client.get(url, headers=headers).json()["status"] != "succeeded":
             assert time.monotonic() < deadline, "the job did not succeed"
             time.sleep(0.2)
+        # The stream path, at the printed address: relayed to the events service.
+        stream = client.get(f"{url}events/", headers=headers)
+        assert stream.status_code == 200, stream.text
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        assert b'"status":"succeeded"' in stream.content
 
     assert _processes_mentioning(str(state / "postgres")), "no embedded Postgres is running"
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in the terminal sends

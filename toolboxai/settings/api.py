@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from toolboxai.env import (
     env_int,
+    env_str,
 )
 
 # Largest request body the API reads, in bytes (413 above it). A batch of
@@ -40,6 +41,10 @@ API_EVENTS_MAX_STREAMS_PER_PROCESS = env_int(
 # each ledger read borrows one for a short query (jobs/api/ledger_pool.py). Count them
 # against Postgres's max_connections (docs/deployment.md).
 API_EVENTS_DB_CONNECTIONS = env_int("API_EVENTS_DB_CONNECTIONS", 4, minimum=1)
+# With no proxy in front (make run), the threaded web process relays the event-stream
+# path to the events service at this URL (jobs/api/stream_forwarding.py); empty: it
+# serves streams itself.
+API_EVENTS_FORWARD_URL = env_str("API_EVENTS_FORWARD_URL", "")
 # Retry-After of a 503 answered while Postgres or Redis is unreachable.
 API_UNAVAILABLE_RETRY_AFTER_SECONDS = env_int("API_UNAVAILABLE_RETRY_AFTER_SECONDS", 5, minimum=1)
 # How long a web process trusts an API key it looked up (with its organization's limits

@@ -78,6 +78,9 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # First and last: request count and latency for /metrics (django-prometheus).
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    # Event streams relayed to the events service when API_EVENTS_FORWARD_URL is set
+    # (make run: no proxy splits the paths), before anything opens a database connection.
+    "jobs.api.stream_forwarding.forward_event_streams",
     # API bodies over API_MAX_BODY_BYTES (413) or chunked (411), answered before anything reads them.
     "jobs.api.body_limits.api_body_limits",
     # Skips the SELECT 1 probe of a connection this thread used a moment ago.

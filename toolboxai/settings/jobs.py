@@ -40,6 +40,10 @@ JOBS_WORKER_POLL_MS = env_int("JOBS_WORKER_POLL_MS", 100, minimum=5)
 JOBS_WORKER_WAKEUPS = env_bool("JOBS_WORKER_WAKEUPS", True)
 # With wake-ups, how often an idle consumer fetches anyway (bounds a lost notification).
 JOBS_WORKER_WAKEUP_POLL_MS = env_int("JOBS_WORKER_WAKEUP_POLL_MS", 1_000, minimum=5)
+# This machine's name on the attempts its workers run (empty: the host name). A worker
+# starting on a host recovers at once the jobs of that host's dead workers, so it must be
+# unique per machine (or per container with its own process table).
+JOBS_WORKER_HOST = env_str("JOBS_WORKER_HOST", "")
 # How long SIGTERM waits for jobs in flight before the worker exits.
 JOBS_WORKER_SHUTDOWN_TIMEOUT_MS = env_int("JOBS_WORKER_SHUTDOWN_TIMEOUT_MS", 30_000, minimum=0)
 # Redis key prefix of the broker, so several deployments can share one Redis.

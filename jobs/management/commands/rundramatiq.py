@@ -2,8 +2,9 @@
 
 Built on django-dramatiq's command (flags, autoreload, exec of ``dramatiq``),
 with our defaults: processes and threads from JOBS_WORKER_*, every queue's
-priority bands, the broker built by ``jobs.apps`` rather than at import, and
-the Prometheus exporter on PROMETHEUS_PORT (``jobs.exporter``).
+priority bands, the broker built by ``jobs.apps`` rather than at import, the
+Prometheus exporter on PROMETHEUS_PORT (``jobs.exporter``), and the jobs of this
+host's dead workers recovered before it starts (``jobs.services.restart_recovery``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from jobs.conf import jobs_settings
 from jobs.exporter import prepare_metrics_dir
 from jobs.metrics_access import exporter_exposure_problem
 from jobs.queues import CONSUMED_QUEUES, all_redis_queue_names
+from jobs.services.restart_recovery import host_dead_workers_recover_at_start
 
 
 class Command(DjangoDramatiqCommand):
@@ -65,6 +67,7 @@ class Command(DjangoDramatiqCommand):
             prepare_metrics_dir(metrics_dir)
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
             options["forks"] = [*(options.get("forks") or []), "jobs.worker:serve_metrics"]
+        host_dead_workers_recover_at_start()
         super().handle(*args, **options)
 
     def discover_tasks_modules(self) -> list[str]:
