@@ -21,11 +21,11 @@ $(STAMP): pyproject.toml
 	@$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,run]'
 	@touch $(STAMP)
 
-# The admin browser test drives Debian's chromium through Playwright (no downloaded browser).
-browser:
-	@command -v chromium >/dev/null || { \
-		echo "Installing Debian's chromium for the admin browser test"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+# The Chromium the admin browser test drives through Playwright: one on PATH if there is
+# one; else apt-get's, when root on Debian or Ubuntu; else Playwright's download
+# (tests/browser.py). Prints which it uses.
+browser: install
+	@$(PY) -m tests.browser
 
 # The events-service tests run Debian's nginx with deploy/nginx/toolboxai.conf (the path split).
 nginx:

@@ -97,6 +97,15 @@ class ProxyProcess:
     def cpu(self) -> float:
         return cpu_seconds(self.proc.pid)
 
+    def turns(self) -> int:
+        """The round trips the proxy has carried so far (``DelayProxy.turns``)."""
+        assert self.proc.stdout is not None
+        self.proc.send_signal(signal.SIGHUP)
+        line = self.proc.stdout.readline()
+        if not line.startswith("turns "):
+            raise RuntimeError(f"bench.proxy answered {line!r} to SIGHUP")
+        return int(line.split()[1])
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)

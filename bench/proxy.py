@@ -16,8 +16,9 @@ or as a process::
 
     python -m bench.proxy --listen 127.0.0.1:7001 --target 127.0.0.1:6379 --delay-us 250
 
-(SIGUSR1 cuts, SIGUSR2 restores, SIGTERM or SIGINT stops; it prints
-``listening on HOST:PORT`` once it accepts connections.)
+(SIGUSR1 cuts, SIGUSR2 restores, SIGHUP prints ``turns N``, the round trips it has
+carried so far, SIGTERM or SIGINT stops; it prints ``listening on HOST:PORT`` once
+it accepts connections.)
 
 How the delay works: each direction of each connection keeps a FIFO of
 (deadline, chunk). A chunk read at time t is due at t + delay (never before the chunk
@@ -181,6 +182,11 @@ class _Side(asyncio.Protocol):
         self.outbound.connected(transport)
 
     def data_received(self, data: bytes) -> None:
+        conn = self.conn
+        from_client = self is conn.client
+        if from_client and not conn.client_spoke_last:
+            conn.proxy.turns += 1  # a request after a reply (or the first): one round trip
+        conn.client_spoke_last = from_client
         self.inbound.push(data)
 
     def eof_received(self) -> bool | None:
@@ -205,6 +211,8 @@ class _Connection:
         self.client = _Side(self, self.upstream, self.downstream)
         self.target = _Side(self, self.downstream, self.upstream)
         self.closed = False
+        #: Whether the last chunk read came from the client (see ``DelayProxy.turns``).
+        self.client_spoke_last = False
 
     def start(self) -> None:
         self.proxy.connections.add(self)
@@ -249,6 +257,9 @@ class DelayProxy:
         #: this much early, so a chunk's delay is right on average.
         self.lateness = 0.0
         self.port = listen[1]
+        #: Round trips: the times a client spoke after the server (or first), over every
+        #: connection. A pipeline is one; a server's push (pub/sub) is none.
+        self.turns = 0
         self.connections: set[_Connection] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
@@ -391,6 +402,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     loop.add_signal_handler(signal.SIGINT, loop.stop)
     loop.add_signal_handler(signal.SIGUSR1, proxy.cut_now)
     loop.add_signal_handler(signal.SIGUSR2, lambda: proxy.spawn(proxy.restore_now()))
+    loop.add_signal_handler(signal.SIGHUP, lambda: print(f"turns {proxy.turns}", flush=True))
     print(f"listening on {proxy.listen[0]}:{proxy.port}", flush=True)
     try:
         loop.run_forever()

@@ -103,6 +103,10 @@ class JobsSettings:
         return int(_get("JOBS_OUTBOX_GRACE_MS", 10_000))
 
     @property
+    def outbox_delete_linger_ms(self) -> int:
+        return int(_get("JOBS_OUTBOX_DELETE_LINGER_MS", 20))
+
+    @property
     def ledger_prepared_statements(self) -> bool:
         return bool(_get("JOBS_LEDGER_PREPARED_STATEMENTS", True))
 

@@ -5,8 +5,8 @@ scratch database on DATABASE_URL's Postgres server (dropped at the end), the web
 server and one worker. It runs real jobs through the worker (one that fails once and
 then succeeds, two that fail for good, one still running), adds a day of finished
 history so the dashboard's chart has something to show, and saves the job list, a
-job's page, the dashboard and the dead letters with Debian's Chromium (Playwright,
-as the admin browser test drives it).
+job's page, the dashboard and the dead letters with the Chromium ``make browser``
+found (tests/browser.py), driven by Playwright as the admin browser test drives it.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from urllib.parse import urlsplit, urlunsplit
 ROOT = Path(__file__).resolve().parent.parent
 IMAGES = ROOT / "docs" / "img"
 SCRATCH_DB = "toolboxai_docs_screenshots"
-CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
 WIDTH, HEIGHT = 1440, 900
 #: The admin's navigation sidebar starts closed, so the pages get the width.
@@ -234,13 +233,13 @@ def run_jobs() -> dict[str, str]:
     return {"flaky": str(flaky.pk)}
 
 
-def screenshots(base: str, ids: dict[str, str]) -> None:
+def screenshots(base: str, ids: dict[str, str], executable: str | None) -> None:
     from playwright.sync_api import sync_playwright
 
     IMAGES.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+            executable_path=executable, headless=True, args=CHROMIUM_ARGS
         )
         page = browser.new_page(viewport={"width": WIDTH, "height": HEIGHT})
         page.add_init_script(CLOSED_SIDEBAR)
@@ -277,8 +276,12 @@ def screenshots(base: str, ids: dict[str, str]) -> None:
 
 
 def main() -> int:
-    if not Path(CHROMIUM).exists():
-        print(f"{CHROMIUM} is missing: run `make browser`.", file=sys.stderr)
+    sys.path.insert(0, str(ROOT))
+    from tests.browser import find_chromium, missing_message
+
+    chromium = find_chromium()
+    if chromium is None:
+        print(f"docs-screenshots: {missing_message()}", file=sys.stderr)
         return 1
     server_url = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/toolboxai")
     recreate_database(server_url)
@@ -298,7 +301,6 @@ def main() -> int:
             )
             if migrated.returncode:
                 return migrated.returncode
-            sys.path.insert(0, str(ROOT))
             import django
 
             django.setup()
@@ -310,7 +312,7 @@ def main() -> int:
                 wait_until(lambda: _port_open(port), "the web server")
                 ids = run_jobs()
                 print("Saving the admin's pages:", flush=True)
-                screenshots(f"http://127.0.0.1:{port}", ids)
+                screenshots(f"http://127.0.0.1:{port}", ids, chromium.executable)
     finally:
         if "django.db" in sys.modules:
             sys.modules["django.db"].connections.close_all()

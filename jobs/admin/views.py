@@ -13,9 +13,10 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils import timezone
 from django.views import View
 
-from jobs.admin.charts import throughput_chart
+from jobs.admin.charts import DEFAULT_WINDOW, WINDOWS, chart_window, throughput_chart
 from jobs.admin.common import status_badge, visible_organizations
 from jobs.conf import jobs_settings
 from jobs.redaction import redact_text
@@ -55,7 +56,10 @@ class _JobsAdminView(View):
 
 
 class DashboardView(_JobsAdminView):
-    """Queues, workers, throughput and failure rate, backlog and schedules; reloads itself.
+    """Queues, workers, throughput and failure rate, backlog and schedules; updates itself.
+
+    The chart spans ``?window=`` (1h, 24h or 7d); ``?fragment=live`` answers the
+    live part alone, which the page's script fetches to update itself in place.
 
     Queue depths and workers are shared by every organization, so only
     superusers see them; everything read from the ledger is scoped.
@@ -63,12 +67,24 @@ class DashboardView(_JobsAdminView):
 
     def get(self, request: HttpRequest) -> HttpResponse:
         organizations = visible_organizations(request)
-        series = dashboard.throughput_per_minute(organizations=organizations)
-        chart = throughput_chart(series)
-        last_hour = series[-60:]
+        window = chart_window(request.GET.get("window"))
+        day = dashboard.throughput_per_minute(organizations=organizations)
+        day_chart = throughput_chart(day)
+        if window.name == DEFAULT_WINDOW:
+            chart = day_chart
+        else:
+            series = dashboard.throughput(
+                organizations=organizations, span=window.span, bucket=window.bucket
+            )
+            chart = throughput_chart(series, window)
+        last_hour = day[-60:]
         context = self.base_context(request, "Jobs dashboard")
         context.update(
             refresh_seconds=jobs_settings.dashboard_refresh_seconds,
+            window=window,
+            windows=WINDOWS.values(),
+            updated_at=timezone.now(),
+            day=day_chart,
             chart=chart,
             finished_last_hour=sum(m.finished for m in last_hour),
             failed_last_hour=sum(m.failed for m in last_hour),
@@ -96,6 +112,9 @@ class DashboardView(_JobsAdminView):
                 context["redis_error"] = f"Redis is unreachable ({type(exc).__name__}: {exc})."
             context["total_ready"] = sum(q.ready for q in context["queues"])
             context["total_dead"] = sum(q.dead for q in context["queues"])
+        # The page's script fetches the live part alone to update it in place.
+        if request.GET.get("fragment") == "live":
+            return TemplateResponse(request, "admin/jobs/dashboard_live.html", context)
         return TemplateResponse(request, "admin/jobs/dashboard.html", context)
 
 

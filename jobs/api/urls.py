@@ -5,11 +5,12 @@ from __future__ import annotations
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from jobs.api import compat, events, views
+from jobs.api import compat, events, root, views
 
 app_name = "api"
 
 urlpatterns = [
+    path("", root.APIRootView.as_view(), name="root"),
     path("job-types/", views.JobTypeListView.as_view(), name="job-type-list"),
     path("jobs/", views.JobListCreateView.as_view(), name="job-list"),
     path("jobs/batch/", views.JobBatchView.as_view(), name="job-batch"),

@@ -17,6 +17,7 @@ from jobs.conf import jobs_settings
 from jobs.logging import bind_log_context, logging_write_through, unbind_log_context
 from jobs.runtime import JobContext, reset_current_job, set_current_job
 from jobs.services.ledger_writer import LedgerWriter, log_attempt_end, release_claims_ahead
+from jobs.services.outbox import outbox_forget_flush
 from jobs.services.transitions import (
     AttemptEnd,
     StartDecision,
@@ -68,6 +69,7 @@ class Ledger(Middleware):
         acker = getattr(broker, "acker", None)
         if acker is not None:
             acker.flush()
+        outbox_forget_flush()  # the outbox rows of jobs that jobs submitted
         # Dramatiq closes the process's log pipe soon after: nothing may wait for a batch now.
         logging_write_through()
 

@@ -7,10 +7,10 @@ included). Queue depths and workers come from :mod:`jobs.selectors.queues`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.db.models import Count, Q, QuerySet
-from django.db.models.functions import TruncMinute
+from django.db.models.functions import TruncHour, TruncMinute
 from django.utils import timezone
 
 from jobs.models import ACTIVE_STATUSES, Job, JobStatus
@@ -26,7 +26,8 @@ def scoped_jobs(*, organizations: QuerySet[Organization] | None) -> QuerySet[Job
 
 @dataclass(frozen=True)
 class MinuteCount:
-    """Jobs that finished in one minute: all of them, and the failed ones."""
+    """Jobs that finished in one bucket of time (a minute or an hour, starting at
+    ``minute``): all of them, and the failed ones."""
 
     minute: datetime
     finished: int
@@ -37,19 +38,29 @@ class MinuteCount:
         return self.failed / self.finished if self.finished else None
 
 
-def throughput_per_minute(
+#: Bucket sizes a throughput series can have, and how Postgres truncates to them.
+_TRUNCATE = {timedelta(minutes=1): TruncMinute, timedelta(hours=1): TruncHour}
+
+
+def throughput(
     *,
     organizations: QuerySet[Organization] | None,
-    hours: int = 24,
+    span: timedelta,
+    bucket: timedelta = timedelta(minutes=1),
     now: datetime | None = None,
 ) -> list[MinuteCount]:
-    """One entry per minute of the last ``hours`` hours, oldest first, zeros included.
+    """One entry per ``bucket`` (a minute or an hour) of the last ``span``, oldest first,
+    zeros included; each entry's ``minute`` is the start of its bucket (UTC).
 
     "Finished" counts succeeded and failed jobs (cancelled ones are left out).
     Uses the ``jobs_finished_status`` index.
     """
-    end = (now or timezone.now()).replace(second=0, microsecond=0) + timedelta(minutes=1)
-    start = end - timedelta(hours=hours)
+    truncate = _TRUNCATE[bucket]
+    current = (now or timezone.now()).astimezone(UTC).replace(second=0, microsecond=0)
+    if bucket == timedelta(hours=1):
+        current = current.replace(minute=0)
+    end = current + bucket
+    start = end - span
     rows = (
         scoped_jobs(organizations=organizations)
         .filter(
@@ -57,15 +68,15 @@ def throughput_per_minute(
             finished_at__lt=end,
             status__in=(JobStatus.SUCCEEDED, JobStatus.FAILED),
         )
-        .annotate(minute=TruncMinute("finished_at"))
-        .values("minute")
+        .annotate(bucket=truncate("finished_at", tzinfo=UTC))
+        .values("bucket")
         .annotate(finished=Count("id"), failed=Count("id", filter=Q(status=JobStatus.FAILED)))
         .order_by()
     )
-    found = {row["minute"]: row for row in rows}
+    found = {row["bucket"]: row for row in rows}
     series = []
-    for i in range(hours * 60):
-        minute = start + timedelta(minutes=i)
+    for i in range(int(span / bucket)):
+        minute = start + i * bucket
         row = found.get(minute)
         series.append(
             MinuteCount(
@@ -75,6 +86,16 @@ def throughput_per_minute(
             )
         )
     return series
+
+
+def throughput_per_minute(
+    *,
+    organizations: QuerySet[Organization] | None,
+    hours: int = 24,
+    now: datetime | None = None,
+) -> list[MinuteCount]:
+    """One entry per minute of the last ``hours`` hours (see :func:`throughput`)."""
+    return throughput(organizations=organizations, span=timedelta(hours=hours), now=now)
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,8 @@ The readable path of a submission, for one job or many:
 3. the rows and their outbox row are written in one statement
    (:func:`jobs.services.submission_sql.jobs_insert`);
 4. the message is sent when the caller's transaction commits, and the
-   outbox row is deleted once Redis has it (a crash in between leaves the
-   row, and the recovery loop sends the job).
+   outbox row is deleted once Redis has it, by a background thread (a crash
+   in between leaves the row, and the recovery loop sends the job).
 
 How the INSERT and the returned ``Job`` instances are made fast is fenced in
 :mod:`jobs.services.submission_sql`.
@@ -40,7 +40,7 @@ from jobs.queues import (
 from jobs.registry import VALIDATED_OPTION, get_job_type
 from jobs.services.dispatch import jobs_send
 from jobs.services.fairness import submission_admit
-from jobs.services.outbox import job_outbox_delete
+from jobs.services.outbox import job_outbox_forget
 from jobs.services.submission_options import (
     MAX_DELAY,
     MAX_IDEMPOTENCY_KEY_LENGTH,
@@ -342,14 +342,15 @@ def _send_on_commit(
 
 
 def _send(items: Sequence[tuple[Message[Any], int | None]], outbox_id: int | None) -> None:
-    """Send a submission's messages; once Redis has them, delete its outbox row.
+    """Send a submission's messages; once Redis has them, their outbox row is deleted.
 
-    If Redis fails, the row stays and the recovery loop sends the jobs after
-    ``JOBS_OUTBOX_GRACE_MS``; if only the DELETE fails, the loop sends them
-    again, and the ledger skips the duplicates.
+    The DELETE is the process's outbox forgetter's, off the caller's path
+    (:mod:`jobs.services.outbox`). If Redis fails, the row stays and the
+    recovery loop sends the jobs after ``JOBS_OUTBOX_GRACE_MS``; if only the
+    DELETE fails, the loop sends them again, and the ledger skips the duplicates.
     """
     if jobs_send(items, mark_enqueued=False) and outbox_id is not None:
-        job_outbox_delete(outbox_id=outbox_id)
+        job_outbox_forget(outbox_id=outbox_id)
 
 
 __all__ = [

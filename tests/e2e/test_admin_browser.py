@@ -1,4 +1,4 @@
-"""The admin in headless Chromium (Debian's package, driven by Playwright) with a real worker.
+"""The admin in headless Chromium (whichever ``make browser`` found, driven by Playwright).
 
 Screenshots go to ``tests/artifacts/admin/`` (gitignored); CI keeps them for a look.
 """
@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,12 +17,12 @@ from playwright.sync_api import Browser, ConsoleMessage, Dialog, Page, sync_play
 from jobs.models import Job, JobStatus
 from jobs.services import job_submit
 from tenants.models import Membership
+from tests.browser import find_chromium, missing_message
 from tests.e2e.conftest import ROOT, ManagedProcess
 from tests.factories import JobFactory, OrganizationFactory
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
-CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -41,8 +40,9 @@ XSS = "</pre><script>alert(1)</script>"
 def launch_browser() -> Iterator[Callable[[], Browser]]:
     """Starts Chromium when called: Playwright's sync API runs an event loop, inside
     which Django refuses synchronous queries, so the test seeds the database first."""
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: run `make browser` (apt-get install chromium).")
+    chromium = find_chromium()
+    if chromium is None:
+        pytest.fail(missing_message())
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     started: list[Any] = []
 
@@ -50,7 +50,7 @@ def launch_browser() -> Iterator[Callable[[], Browser]]:
         playwright = sync_playwright().start()
         started.append(playwright)
         return playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+            executable_path=chromium.executable, headless=True, args=CHROMIUM_ARGS
         )
 
     yield _launch
@@ -165,8 +165,9 @@ FAILED_RED = "rgb(220, 53, 69)"
 
 
 def test_the_admin_api_browser_and_docs_work_under_the_content_security_policy(
-    broker: Any, live_server: Any, launch_browser: Callable[[], Browser]
+    broker: Any, live_server: Any, launch_browser: Callable[[], Browser], settings: Any
 ) -> None:
+    settings.JOBS_DASHBOARD_REFRESH_SECONDS = 2
     user = User.objects.create_superuser("operator", "op@example.com", "correct horse battery")
     org = OrganizationFactory.create(slug="acme")
     Membership.objects.create(user=user, organization=org)
@@ -175,7 +176,8 @@ def test_the_admin_api_browser_and_docs_work_under_the_content_security_policy(
         organization=org,
         status=JobStatus.FAILED,
         error_type="EchoFailure",
-        error_message="boom",
+        error_message="Failing attempt 1 of 1 on purpose (fail_times). "
+        "(retries exhausted after 1 attempts)",
         started_at=now,
         finished_at=now,
         dead_lettered_at=now,
@@ -205,6 +207,17 @@ def test_the_admin_api_browser_and_docs_work_under_the_content_security_policy(
     def background(selector: str) -> str:
         return str(page.eval_on_selector(selector, "e => getComputedStyle(e).backgroundColor"))
 
+    def box(selector: str) -> dict[str, float]:
+        found = page.locator(selector).first.bounding_box()
+        assert found is not None, selector
+        return {"x": found["x"], "width": found["width"], "height": found["height"]}
+
+    def crumbs() -> tuple[float, float, str]:
+        """Where the breadcrumbs start and end across, and their band's colour."""
+        band = box("nav ol.breadcrumbs")
+        first = box("nav ol.breadcrumbs li a")
+        return first["x"], band["width"], background("nav ol.breadcrumbs")
+
     visit("/admin/login/")
     page.fill("#id_username", "operator")
     page.fill("#id_password", "correct horse battery")
@@ -215,6 +228,16 @@ def test_the_admin_api_browser_and_docs_work_under_the_content_security_policy(
     assert page.locator("#result_list .job-status").count() == 2
     assert background("#result_list .job-status-failed") == FAILED_RED  # jobs/admin.css loaded
     assert page.evaluate("typeof window.django") == "object"  # the admin's scripts ran
+    # A failed job's row is as tall as its text, not a column squeezed to a word per line.
+    failed_row = box("#result_list tr:has(.job-status-failed)")
+    succeeded_row = box("#result_list tr:has(.job-status-succeeded)")
+    error_cell = box("#result_list tr:has(.job-status-failed) td.field-error_summary")
+    assert failed_row["height"] <= 2 * succeeded_row["height"], (failed_row, succeeded_row)
+    assert error_cell["width"] >= 200, error_cell
+    assert "retries exhausted" in page.inner_text(
+        "#result_list tr:has(.job-status-failed) td.field-error_summary"
+    )
+    stock = crumbs()
     page.screenshot(path=str(ARTIFACTS / "csp-1-job-list.png"), full_page=True)
 
     visit(f"/admin/jobs/job/{failed.pk}/change/")
@@ -226,24 +249,57 @@ def test_the_admin_api_browser_and_docs_work_under_the_content_security_policy(
     page.wait_for_selector("#confirm-action")
 
     visit("/admin/jobs/job/dashboard/")
+    assert crumbs() == stock  # the breadcrumbs sit where a stock admin page has them
     assert page.locator("#throughput-chart rect").count() >= 2
     assert colour(".jobs-dashboard .legend .failed") == FAILED_RED
+    assert page.locator("meta[http-equiv=refresh]").count() == 0
+    assert page.locator(".chart-windows a").all_inner_texts() == ["1 h", "24 h", "7 d"]
+    assert page.get_attribute("#throughput-chart", "data-window") == "24h"
+    page.evaluate("window.loadedOnce = true")  # gone if the page reloads
+    # A window is fetched and swapped in, without a reload.
+    with page.expect_response(lambda r: "window=1h" in r.url and "fragment=live" in r.url):
+        page.click(".chart-windows a[data-window='1h']")
+    page.wait_for_selector("#throughput-chart[data-window='1h']")
+    assert "the last hour" in page.inner_text("#throughput h2")
+    assert page.url.endswith("?window=1h")
+    assert page.locator(".chart-windows a.selected").inner_text() == "1 h"
+    page.click(".chart-windows a[data-window='7d']")
+    page.wait_for_selector("#throughput-chart[data-window='7d']")
+    assert "per hour, the last 7 days" in page.inner_text("#throughput h2")
+    # And it keeps itself up to date by fetching its live part every refresh.
+    shown = page.get_attribute("#dashboard-live", "data-updated-at")
+    with page.expect_response(lambda r: "fragment=live" in r.url, timeout=15_000):
+        pass
+    page.wait_for_function(
+        "shown => document.getElementById('dashboard-live').dataset.updatedAt !== shown", arg=shown
+    )
+    assert page.evaluate("window.loadedOnce") is True
+    assert page.get_attribute("#throughput-chart", "data-window") == "7d"
     page.screenshot(path=str(ARTIFACTS / "csp-2-dashboard.png"), full_page=True)
 
     visit("/admin/jobs/job/dead-letters/")
+    assert crumbs() == stock
     assert page.locator("#dead-letter-groups tbody tr form").count() >= 1
+
+    visit("/api/v1/")  # the URL `make run` prints: the API's root, as DRF's browsable API
+    assert page.inner_text(".page-header h1") == "API root"
+    for link in ("/api/v1/docs/", "/api/v1/schema/", "/api/v1/jobs/", "/api/v1/job-types/"):
+        assert page.locator(f".response-info a[href='{live_server.url}{link}']").count() == 1, link
+    page.screenshot(path=str(ARTIFACTS / "csp-3-api-root.png"), full_page=True)
+    as_json = page.request.get(f"{live_server.url}/api/v1/", headers={"Accept": "application/json"})
+    assert as_json.ok and as_json.json()["jobs"] == f"{live_server.url}/api/v1/jobs/"
 
     visit("/api/v1/jobs/?format=api")
     page.wait_for_selector(".response-info")
     assert str(failed.pk) in page.inner_text(".response-info")
     assert page.evaluate("typeof window.jQuery") == "function"
-    page.screenshot(path=str(ARTIFACTS / "csp-3-browsable-api.png"), full_page=True)
+    page.screenshot(path=str(ARTIFACTS / "csp-4-browsable-api.png"), full_page=True)
 
     visit("/api/v1/docs/")
     page.wait_for_selector("#swagger-ui .opblock", timeout=30_000)
     assert page.locator("#swagger-ui .opblock").count() >= 8
     assert "/api/v1/jobs/{job_id}/retry/" in page.inner_text("#swagger-ui")
-    page.screenshot(path=str(ARTIFACTS / "csp-4-swagger-ui.png"), full_page=True)
+    page.screenshot(path=str(ARTIFACTS / "csp-5-swagger-ui.png"), full_page=True)
 
     assert violations == []
 

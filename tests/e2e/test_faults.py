@@ -209,6 +209,35 @@ def test_a_crash_between_commit_and_send_is_repaired_by_the_outbox_relay(
     wait_for(lambda: not JobOutbox.objects.exists(), timeout=30)
 
 
+def test_a_crash_after_the_send_before_the_outbox_delete_runs_the_job_once(
+    broker: Any, start_command: Any, wait_for: Any
+) -> None:
+    code = (
+        "import os\n"
+        "from jobs.services import job_submit\n"
+        "print(job_submit(job_type='tests.count', payload={'key': 'forgot'}).job.pk, flush=True)\n"
+        "os._exit(17)  # dies after the send, before its forgetter deletes the outbox row\n"
+    )
+    submitter = start_command("shell", "-c", code, JOBS_OUTBOX_DELETE_LINGER_MS="600000")
+    wait_for(lambda: submitter.proc.poll() is not None, timeout=60)
+    assert submitter.proc.returncode == 17, submitter.output()
+    job = Job.objects.get()
+    assert JobOutbox.objects.get().job_ids == [str(job.pk)]
+    queue = f"{broker.namespace}:default"
+    assert broker.client.llen(queue) == 1, "the message reached Redis"
+
+    start_recovery(start_command, wait_for)
+    # The relay sends the still-queued job once more, and drops the row.
+    wait_for(lambda: not JobOutbox.objects.exists(), timeout=30)
+    assert broker.client.llen(queue) == 2
+    start_worker(start_command, wait_for)
+
+    wait_for(lambda: _reload(job).status == JobStatus.SUCCEEDED, timeout=60)
+    wait_for(lambda: broker.client.hlen(f"{queue}.msgs") == 0, timeout=30)  # both acknowledged
+    assert side_effects().get("tests:runs:forgot") == b"1"
+    assert _reload(job).attempts == 1
+
+
 def test_workers_survive_a_redis_restart_that_loses_every_message_and_no_job_is_lost(
     broker: Any, broker_on: Any, redis_server: Any, start_command: Any, wait_for: Any
 ) -> None:

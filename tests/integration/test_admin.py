@@ -403,7 +403,7 @@ def test_the_paginator_uses_the_planner_estimate_above_the_exact_limit(settings:
 
 
 # --- dashboard ---------------------------------------------------------------------------------
-def test_the_dashboard_shows_throughput_backlog_queues_and_refreshes_itself(broker: Any) -> None:
+def test_the_dashboard_shows_throughput_backlog_queues_and_updates_itself(broker: Any) -> None:
     org = OrganizationFactory.create(slug="org-a")
     now = timezone.now()
     for i in range(3):
@@ -418,7 +418,9 @@ def test_the_dashboard_shows_throughput_backlog_queues_and_refreshes_itself(brok
 
     body = response.content.decode()
     assert response.status_code == 200
-    assert '<meta http-equiv="refresh"' in body
+    assert '<meta http-equiv="refresh"' not in body  # it updates in place (jobs/dashboard.js)
+    assert 'src="/static/jobs/dashboard.js"' in body
+    assert 'id="dashboard-live" data-window="24h"' in body
     assert 'id="stat-finished-24h">4<' in body
     assert 'id="stat-failed-24h">1<' in body
     assert 'id="stat-failure-rate">25.0 %<' in body
@@ -426,6 +428,36 @@ def test_the_dashboard_shows_throughput_backlog_queues_and_refreshes_itself(brok
     assert 'id="queue-stats"' in body and "high_priority" in body
     assert "org-a" in body  # backlog row
     assert "analytics.daily_report" in body  # the scheduler's schedules are listed
+
+
+@pytest.mark.parametrize(
+    ("window", "heading", "finished"),
+    [
+        ("1h", "per minute, the last hour", 2),
+        ("24h", "per minute, the last 24 hours", 3),
+        ("7d", "per hour, the last 7 days", 4),
+        ("bogus", "per minute, the last 24 hours", 3),
+    ],
+)
+def test_the_dashboard_chart_spans_the_window_asked_for(
+    window: str, heading: str, finished: int, broker: Any
+) -> None:
+    now = timezone.now()
+    for ago in (timedelta(minutes=1), timedelta(minutes=30), timedelta(hours=5), timedelta(days=3)):
+        JobFactory.create(status=JobStatus.SUCCEEDED, finished_at=now - ago)
+    client = _client(_superuser())
+
+    page = client.get(f"{LIST}dashboard/", {"window": window}).content.decode()
+    live = client.get(f"{LIST}dashboard/", {"window": window, "fragment": "live"})
+
+    assert heading in page
+    assert f"{finished} in all, 0 failed" in page
+    assert page.count("<rect x=") >= 1
+    fragment = live.content.decode()
+    assert live.status_code == 200
+    assert fragment.lstrip().startswith('<div class="jobs-dashboard" id="dashboard-live"')
+    assert "<html" not in fragment and heading in fragment
+    assert 'id="stat-finished-24h">3<' in fragment  # the cards always count 24 hours
 
 
 def test_the_admin_index_links_to_the_dashboard_and_dead_letters() -> None:

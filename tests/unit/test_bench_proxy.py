@@ -91,6 +91,17 @@ def test_pipelined_requests_keep_their_order_and_share_one_delay(proxy: DelayPro
     assert 0.039 <= elapsed < 1.0
 
 
+def test_the_proxy_counts_round_trips_a_pipeline_as_one(proxy: DelayProxy) -> None:
+    with _connect(proxy.port) as s:
+        for _ in range(3):
+            _round_trip(s)
+        proxy.set_delay(20_000)
+        s.sendall(b"one")
+        s.sendall(b"two")  # sent long before the answer to "one": the same round trip
+        assert _recv_exactly(s, 6) == b"onetwo"
+    assert proxy.turns == 4
+
+
 def test_a_cut_closes_connections_and_refuses_new_ones_until_restored(proxy: DelayProxy) -> None:
     with _connect(proxy.port) as s:
         _round_trip(s)

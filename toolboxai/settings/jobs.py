@@ -58,6 +58,9 @@ JOBS_RECOVERY_INTERVAL_MS = env_int("JOBS_RECOVERY_INTERVAL_MS", 5_000, minimum=
 JOBS_RECOVERY_BATCH_SIZE = env_int("JOBS_RECOVERY_BATCH_SIZE", 500, minimum=1)
 # A queued row that has not reached Redis this long after it was created is re-sent.
 JOBS_OUTBOX_GRACE_MS = env_int("JOBS_OUTBOX_GRACE_MS", 10_000, minimum=0)
+# How long a process's outbox forgetter gathers sent submissions' outbox rows before it
+# deletes them in one statement (jobs/services/outbox.py).
+JOBS_OUTBOX_DELETE_LINGER_MS = env_int("JOBS_OUTBOX_DELETE_LINGER_MS", 20, minimum=0)
 # A job whose worker died this many times while running it fails as a poison message.
 JOBS_POISON_THRESHOLD = env_int("JOBS_POISON_THRESHOLD", 3, minimum=1)
 # Prepare the worker's ledger statements on the server (set 0 behind a transaction-mode
@@ -141,7 +144,7 @@ ROBLOX_TIMEOUT_MS = env_int("ROBLOX_TIMEOUT_MS", 30_000, minimum=1_000)
 JOBS_REDACT_KEYS = env_list("JOBS_REDACT_KEYS", [])
 # Above this many (estimated) rows the job list shows Postgres's estimate, not COUNT(*).
 JOBS_ADMIN_EXACT_COUNT_LIMIT = env_int("JOBS_ADMIN_EXACT_COUNT_LIMIT", 10_000, minimum=0)
-# How often the admin dashboard reloads itself.
+# How often the admin dashboard updates itself in place (it fetches its live part).
 JOBS_DASHBOARD_REFRESH_SECONDS = env_int("JOBS_DASHBOARD_REFRESH_SECONDS", 15, minimum=2)
 # Failed admin logins: after this many for one username, or from one address, within the
 # window (counted from the first failure), that username or address gets HTTP 429 until

@@ -148,6 +148,31 @@ def test_retry_info_is_the_error_of_the_attempt_that_failed_on_a_real_worker(
     assert done["info"] == done["result"] == {"message": "x"}
 
 
+def test_the_api_root_links_to_the_docs_the_schema_and_each_collection(
+    anonymous: APIClient, tenant_a: Tenant
+) -> None:
+    as_json = anonymous.get("/api/v1/", HTTP_ACCEPT="application/json")
+    as_page = anonymous.get("/api/v1/", HTTP_ACCEPT="text/html")
+    with_key = tenant_a.client.get("/api/v1/", HTTP_ACCEPT="application/json")
+    revoked = anonymous.get("/api/v1/", HTTP_AUTHORIZATION="Bearer tbx_not-a-key")
+
+    assert as_json.status_code == 200
+    assert as_json.json() == {
+        "docs": "http://testserver/api/v1/docs/",
+        "schema": "http://testserver/api/v1/schema/",
+        "job-types": "http://testserver/api/v1/job-types/",
+        "jobs": "http://testserver/api/v1/jobs/",
+        "jobs-batch": "http://testserver/api/v1/jobs/batch/",
+        "tasks-submit": "http://testserver/api/v1/tasks/submit",
+    }
+    assert with_key.json() == as_json.json()
+    assert as_page.status_code == 200
+    assert as_page["Content-Type"].startswith("text/html")
+    assert 'href="http://testserver/api/v1/jobs/"' in as_page.content.decode()
+    assert revoked.status_code == 401
+    assert revoked["WWW-Authenticate"] == 'Bearer realm="api"'
+
+
 def test_healthz_and_readyz_answer_200_when_postgres_and_redis_are_up(
     broker: RedisBroker, anonymous: APIClient
 ) -> None:
