@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/toolboxai
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: install browser nginx run test test-fast lint format migrate clean compose-check soak measure-recovery bench bench-profile docs docs-build docs-screenshots docs-mermaid schema schema-check schema-validate
+.PHONY: install browser nginx run test test-fast lint format migrate clean compose-check monitoring-check soak measure-recovery bench bench-profile docs docs-build docs-screenshots docs-mermaid schema schema-check schema-validate
 
 install: $(STAMP)
 
@@ -58,6 +58,7 @@ lint: install
 	$(PY) manage.py check
 	$(PY) manage.py makemigrations --check --dry-run
 	@$(MAKE) --no-print-directory compose-check
+	@$(MAKE) --no-print-directory monitoring-check
 	@$(MAKE) --no-print-directory schema-check
 	@$(MAKE) --no-print-directory schema-validate
 	@$(MAKE) --no-print-directory docs-build
@@ -79,6 +80,18 @@ compose-check:
 			cat err.txt >&2; exit 1; \
 		fi
 	@echo "docker-compose.yml: valid ($$(docker-compose version --short))"
+
+# Prometheus's own checks, with Debian's promtool (installed when missing): the alert rules
+# and the scrape config of deploy/monitoring/, then `promtool check metrics` on a live
+# scrape of the web's and a worker's /metrics (scripts/monitoring_check.py: a scratch
+# database on DATABASE_URL's server, a private Redis).
+monitoring-check: install
+	@command -v promtool >/dev/null 2>&1 || { \
+		echo "Installing Debian's prometheus (for promtool)"; \
+		apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; }
+	@promtool check rules deploy/monitoring/alerts.yml
+	@promtool check config --syntax-only deploy/monitoring/prometheus.yml
+	@DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} $(PY) scripts/monitoring_check.py
 
 # The docs site (mkdocs.yml, docs/), served with live reload on http://127.0.0.1:$(DOCS_PORT)/.
 DOCS_PORT ?= 8001

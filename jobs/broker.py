@@ -27,6 +27,7 @@ from jobs.middleware.heartbeat import WorkerHeartbeat, heartbeat_interval_ms
 from jobs.middleware.interrupted_jobs import InterruptedJobs
 from jobs.middleware.ledger import Ledger
 from jobs.middleware.metrics import JobMetrics
+from jobs.middleware.recycling import WorkerRecycling
 from jobs.middleware.soft_time_limit import SoftTimeLimit
 from jobs.middleware.tenant_context import TenantContext
 from jobs.middleware.wakeups import QueueWakeupListener
@@ -42,8 +43,8 @@ def build_middleware() -> list[dramatiq.Middleware]:
     """The worker's middleware, outermost first.
 
     DB connections → queue wake-ups → heartbeat → interrupted jobs → tenant
-    context → argument validation → fairness → ledger → metrics → Dramatiq's
-    limits and retries. Fairness sits outside the ledger so a deferred message
+    context → argument validation → fairness → worker recycling → ledger →
+    metrics → Dramatiq's limits and retries. Fairness sits outside the ledger so a deferred message
     never touches its row; a message with invalid arguments is dead-lettered
     before either. Dramatiq calls ``after_*`` hooks in reverse, so the ledger
     sees the decision Retries made (retry or dead-letter) before it records it.
@@ -56,6 +57,9 @@ def build_middleware() -> list[dramatiq.Middleware]:
         TenantContext(),
         ArgumentValidation(),
         Fairness(),
+        WorkerRecycling(
+            max_jobs=jobs_settings.worker_max_jobs, max_rss_mb=jobs_settings.worker_max_rss_mb
+        ),
         Ledger(),
         JobMetrics(),
         AgeLimit(max_age=jobs_settings.default_max_age_ms),

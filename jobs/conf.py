@@ -82,6 +82,14 @@ class JobsSettings:
         return int(_get("JOBS_WORKER_SHUTDOWN_TIMEOUT_MS", 30_000))
 
     @property
+    def worker_max_jobs(self) -> int:
+        return int(_get("JOBS_WORKER_MAX_JOBS", 0))
+
+    @property
+    def worker_max_rss_mb(self) -> int:
+        return int(_get("JOBS_WORKER_MAX_RSS_MB", 0))
+
+    @property
     def worker_host(self) -> str:
         """This machine's name on attempts and worker entries (``JOBS_WORKER_HOST``, else the host name)."""
         return str(_get("JOBS_WORKER_HOST", "") or "") or socket.gethostname()

@@ -68,6 +68,12 @@ class JobNotFound(JobsError):
     code = "job_not_found"
 
 
+class DeadLetterGroupNotFound(JobNotFound):
+    """Raised when a dead-letter group id has no dead letters in the caller's organization."""
+
+    code = "dead_letter_group_not_found"
+
+
 class PermanentJobError(JobsError):
     """Raised inside a job to fail it at once, without using its remaining retries."""
 

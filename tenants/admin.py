@@ -2,14 +2,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from tenants.admin_scoping import OrganizationScopedAdmin
-from tenants.models import ApiKey, Membership, Organization
-from tenants.services import api_key_cache_invalidate, api_key_revoke
+from tenants.models import ApiKey, ApiScope, Membership, Organization
+from tenants.services import api_key_cache_invalidate, api_key_revoke, api_key_scopes_clean
 
 
 class _TenantsAdmin[M: models.Model](OrganizationScopedAdmin[M]):
@@ -68,16 +69,46 @@ class MembershipAdmin(_TenantsAdmin[Membership]):
     autocomplete_fields = ["user", "organization"]
 
 
+class ApiKeyForm(forms.ModelForm[ApiKey]):
+    """The key's name and scopes (checkboxes, one per :class:`ApiScope`)."""
+
+    scopes = forms.MultipleChoiceField(
+        choices=ApiScope.choices,
+        widget=forms.CheckboxSelectMultiple,
+        required=False,
+        help_text="What the key may do (docs/api.md, Scopes). None: the key can do nothing.",
+    )
+
+    class Meta:
+        model = ApiKey
+        fields = ["name", "scopes"]
+
+    def clean_scopes(self) -> list[str]:
+        return api_key_scopes_clean(self.cleaned_data.get("scopes") or [])
+
+
 @admin.register(ApiKey)
 class ApiKeyAdmin(_TenantsAdmin[ApiKey]):
-    """Keys are issued with `manage.py createapikey`; the admin lists and revokes them.
+    """Keys are issued with `manage.py createapikey`; the admin lists them, sets their
+    scopes and revokes them.
 
     Revoking goes through ``api_key_revoke`` (the action), which every web
-    process hears at once; the form cannot set ``revoked_at`` itself.
+    process hears at once; the form cannot set ``revoked_at`` itself. A change
+    of scopes is saved through ``_TenantsAdmin.save_model``, which makes every
+    web process forget the keys it trusts.
     """
 
+    form = ApiKeyForm
     organization_path = "membership__organization"
-    list_display = ["name", "prefix", "membership", "created_at", "last_used_at", "revoked_at"]
+    list_display = [
+        "name",
+        "prefix",
+        "membership",
+        "scope_list",
+        "created_at",
+        "last_used_at",
+        "revoked_at",
+    ]
     list_filter = ["membership__organization"]
     search_fields = ["name", "prefix", "membership__user__username"]
     readonly_fields = ["membership", "prefix", "created_at", "last_used_at", "revoked_at"]
@@ -86,6 +117,10 @@ class ApiKeyAdmin(_TenantsAdmin[ApiKey]):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+    @admin.display(description="scopes")
+    def scope_list(self, obj: ApiKey) -> str:
+        return " ".join(obj.scopes) or "none"
 
     @admin.action(description="Revoke the selected API keys", permissions=["change"])
     def revoke_keys(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:

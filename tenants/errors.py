@@ -43,3 +43,9 @@ class ApiKeyNotFound(TenantsError):
     """Raised when no API key has the prefix given."""
 
     code = "api_key_not_found"
+
+
+class InvalidScope(TenantsError):
+    """Raised when an API key is given a scope that does not exist."""
+
+    code = "invalid_scope"

@@ -62,18 +62,42 @@ class Membership(models.Model):
         return f"{self.user} in {self.organization} ({self.role})"
 
 
+class ApiScope(models.TextChoices):
+    """What an API key may do (docs/api.md, "Scopes"). A key holds any set of them."""
+
+    JOBS_READ = "jobs:read", "Read jobs"  # list, read and stream jobs; job types; dead letters
+    JOBS_WRITE = "jobs:write", "Submit, cancel and retry jobs"  # also the Celery-style submit
+    DEAD_LETTERS_WRITE = "dead_letters:write", "Replay and purge dead letters"
+    OPS = "ops", "Operate"  # every organization's queue totals, and the workers
+
+
+#: A key's scopes when none are named: what every key could do before scopes existed.
+DEFAULT_SCOPES: tuple[str, ...] = (ApiScope.JOBS_READ.value, ApiScope.JOBS_WRITE.value)
+#: The read-only key's scopes.
+READ_ONLY_SCOPES: tuple[str, ...] = (ApiScope.JOBS_READ.value,)
+
+
+def default_scopes() -> list[str]:
+    return list(DEFAULT_SCOPES)
+
+
 class ApiKey(models.Model):
     """An API key of one membership. Only a hash of the key is stored.
 
     Parameters:
       prefix: the key's public, unique first part (``tbx_<prefix>_…``), shown in listings.
       key_hash: SHA-256 of the whole key; the key itself is shown once at creation.
+      scopes: what the key may do (:class:`ApiScope` values).
     """
 
     membership = models.ForeignKey(Membership, on_delete=models.CASCADE, related_name="api_keys")
     name = models.CharField(max_length=100, default="default")
     prefix = models.CharField(max_length=16, unique=True)
     key_hash = models.CharField(max_length=64)
+    # A JSON list of ApiScope values (written through tenants.services, which checks them).
+    scopes = models.JSONField(
+        default=default_scopes, blank=True, help_text="What the key may do; see docs/api.md."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
@@ -88,6 +112,9 @@ class ApiKey(models.Model):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None
+
+    def has_scope(self, scope: str) -> bool:
+        return scope in self.scopes
 
 
 class UsageFlag(models.TextChoices):

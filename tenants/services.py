@@ -6,7 +6,7 @@ import hashlib
 import hmac
 import logging
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
 
@@ -20,6 +20,7 @@ from tenants import key_cache
 from tenants.conf import tenants_settings
 from tenants.errors import (
     ApiKeyNotFound,
+    InvalidScope,
     InvalidSlug,
     NotAMember,
     OrganizationExists,
@@ -27,7 +28,9 @@ from tenants.errors import (
     UserNotFound,
 )
 from tenants.models import (
+    DEFAULT_SCOPES,
     ApiKey,
+    ApiScope,
     Membership,
     Organization,
     OrganizationUsage,
@@ -119,14 +122,48 @@ def _hash(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
-def api_key_create(*, membership: Membership, name: str = "default") -> IssuedKey:
-    """Issue a key ``tbx_<prefix>_<secret>``; only its SHA-256 is stored."""
+def api_key_scopes_clean(scopes: Iterable[str]) -> list[str]:
+    """``scopes`` as stored: known scopes only, each once, in the order of :class:`ApiScope`.
+
+    Raises:
+      InvalidScope: a name that is not a scope.
+    """
+    wanted = {str(scope).strip() for scope in scopes}
+    unknown = sorted(wanted - set(ApiScope.values))
+    if unknown:
+        raise InvalidScope(
+            f"Unknown API key scope(s) {', '.join(repr(s) for s in unknown)}; "
+            f"choose among {', '.join(ApiScope.values)}."
+        )
+    return [scope for scope in ApiScope.values if scope in wanted]
+
+
+def api_key_create(
+    *, membership: Membership, name: str = "default", scopes: Iterable[str] | None = None
+) -> IssuedKey:
+    """Issue a key ``tbx_<prefix>_<secret>``; only its SHA-256 is stored.
+
+    ``scopes`` defaults to :data:`~tenants.models.DEFAULT_SCOPES` (read, submit, cancel, retry).
+    """
+    clean = api_key_scopes_clean(DEFAULT_SCOPES if scopes is None else scopes)
     prefix = secrets.token_hex(4)
     raw = f"{KEY_PREFIX}_{prefix}_{secrets.token_urlsafe(32)}"
     api_key = ApiKey.objects.create(
-        membership=membership, name=name[:100] or "default", prefix=prefix, key_hash=_hash(raw)
+        membership=membership,
+        name=name[:100] or "default",
+        prefix=prefix,
+        key_hash=_hash(raw),
+        scopes=clean,
     )
     return IssuedKey(api_key=api_key, raw=raw)
+
+
+def api_key_set_scopes(*, api_key: ApiKey, scopes: Iterable[str]) -> ApiKey:
+    """Change what a key may do; every web process sees the change once it commits."""
+    api_key.scopes = api_key_scopes_clean(scopes)
+    api_key.save(update_fields=["scopes"])
+    api_key_cache_invalidate()
+    return api_key
 
 
 def api_key_authenticate(*, raw: str) -> ApiKey | None:

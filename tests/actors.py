@@ -170,3 +170,14 @@ def soak(*, key: str, sleep_seconds: float = 0) -> dict[str, Any]:
         key,
     )
     return {"key": key}
+
+
+#: What tests.leak_memory keeps alive: a leak, on purpose, for the rest of the process.
+_leaked: list[bytes] = []
+
+
+@job_type("tests.leak_memory", queue="default", public=False, max_retries=0)
+def leak_memory(*, mib: int) -> dict[str, Any]:
+    """Keep ``mib`` MiB allocated (and touched) until the worker process exits."""
+    _leaked.append(b"x" * (mib * 1024 * 1024))
+    return {"leaked_mib": sum(len(chunk) for chunk in _leaked) // (1024 * 1024)}

@@ -38,6 +38,7 @@ from jobs.errors import (
     UnknownJobType,
 )
 from jobs.outages import POSTGRES, REDIS
+from tenants.api.authentication import MissingScope
 
 logger = logging.getLogger(__name__)
 
@@ -202,11 +203,10 @@ def api_exception_handler(exc: Exception, context: Mapping[str, Any]) -> Respons
     code = codes if isinstance(codes, str) else exc.default_code
     detail = exc.detail
     message = str(detail) if isinstance(detail, str) else _summary(flatten_errors(detail))
-    return Response(
-        error_body(status_code=exc.status_code, code=str(code), message=message),
-        status=exc.status_code,
-        headers=headers,
-    )
+    body = error_body(status_code=exc.status_code, code=str(code), message=message)
+    if isinstance(exc, MissingScope):
+        body["error"]["required_scope"] = exc.scope
+    return Response(body, status=exc.status_code, headers=headers)
 
 
 def _wants_json(request: HttpRequest) -> bool:

@@ -1,13 +1,14 @@
-"""Permissions of the jobs API."""
+"""Permissions of the jobs API: an organization to act for, and the API key's scope."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from rest_framework.permissions import BasePermission
+from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.request import Request
 
-from tenants.api.authentication import request_organization
+from tenants.api.authentication import request_organization, request_require_scope
+from tenants.models import ApiScope
 
 
 class HasOrganization(BasePermission):
@@ -15,4 +16,26 @@ class HasOrganization(BasePermission):
 
     def has_permission(self, request: Request, view: Any) -> bool:
         request_organization(request)
+        return True
+
+
+def required_scope(request: Request, view: Any) -> str:
+    """The scope an operation needs: the view's ``required_scopes`` for the method, else
+    ``jobs:read`` to read and ``jobs:write`` to change."""
+    declared: dict[str, str] = getattr(view, "required_scopes", {})
+    scope = declared.get(request.method or "GET")
+    if scope is not None:
+        return scope
+    if request.method in SAFE_METHODS:
+        return ApiScope.JOBS_READ.value
+    return ApiScope.JOBS_WRITE.value
+
+
+class HasScope(BasePermission):
+    """The request's API key (or session) holds the scope of the operation; else 403
+    ``missing_scope`` naming it. Runs after :class:`HasOrganization`, so an inactive
+    organization is told so first."""
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        request_require_scope(request, required_scope(request, view))
         return True

@@ -41,7 +41,9 @@ _COMMON_ERRORS = {
     "400": "Validation failed; `fields` names each offending field.",
     "401": "Missing, malformed, unknown or revoked API key (code `not_authenticated` or "
     "`authentication_failed`).",
-    "403": "The organization is inactive, or the session user may not act for it.",
+    "403": "The organization is inactive (code `organization_inactive`), the session user may "
+    "not act for it, or the API key lacks the operation's scope (code `missing_scope`, "
+    "`required_scope` names it).",
     "405": "The path does not take this method (code `method_not_allowed`); `Allow` lists "
     "the methods it takes.",
     "406": "The Accept header asks for a format the endpoint cannot produce.",
@@ -57,6 +59,11 @@ _NOT_FOUND_TASK = (
     "not a UUID, or another organization's task, which answers exactly like a missing one."
 )
 _NOT_FOUND_CURSOR = "A `cursor` the API did not make (code `not_found`)."
+_NOT_FOUND_GROUP = (
+    "No dead letters of this group in your organization (code `dead_letter_group_not_found`): "
+    "the id is unknown, or only another organization has such dead letters, which answers "
+    "exactly like an unknown id."
+)
 _BODY_ERRORS = {
     "411": "The body was sent without Content-Length (chunked); send it with its length.",
     "413": "The request body is larger than API_MAX_BODY_BYTES.",
@@ -98,6 +105,11 @@ ERROR_SCHEMA: dict[str, Any] = {
                     "nullable": True,
                     "description": "Position of the first invalid job of a batch, else null.",
                 },
+                "required_scope": {
+                    "type": "string",
+                    "description": "With code `missing_scope` only: the API key scope the "
+                    "operation needs (`jobs:read`, `jobs:write`, `dead_letters:write`, `ops`).",
+                },
             },
         }
     },
@@ -132,6 +144,10 @@ def _not_found(path: str, method: str) -> str | None:
         return _NOT_FOUND_JOB
     if "{task_id}" in path:
         return _NOT_FOUND_TASK
+    if "{group_id}" in path:
+        if method == "get":
+            return f"{_NOT_FOUND_GROUP} Or a `cursor` the API did not make (code `not_found`)."
+        return _NOT_FOUND_GROUP
     if path.endswith("/jobs/") and method == "get":
         return _NOT_FOUND_CURSOR
     return None
@@ -179,11 +195,13 @@ def add_error_responses(result: dict[str, Any], generator: Any, **kwargs: Any) -
                 errors["404"] = not_found
             if method in {"post", "put", "patch"}:
                 errors.update(_BODY_ERRORS)
-            if method == "post" and (path.endswith(("/jobs/", "/batch/", "/submit", "/retry/"))):
-                errors.update(_SUBMIT_ERRORS)  # a retry costs one submission
+            if method == "post" and path.endswith(
+                ("/jobs/", "/batch/", "/submit", "/retry/", "/replay/")
+            ):
+                errors.update(_SUBMIT_ERRORS)  # a retry, or a replayed job, costs one submission
             if path.endswith("/events/"):
                 errors.update(_STREAM_ERRORS)
-            if path.endswith(("/cancel/", "/retry/")):
+            if path.endswith(("/cancel/", "/retry/")):  # not replay: it skips, never 409s
                 errors.update(_TRANSITION_ERRORS)
             for code, description in sorted(errors.items()):
                 response: dict[str, Any] = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from jobs.api import compat, events, root, views
+from jobs.api import compat, dead_letters, events, root, views
 
 app_name = "api"
 
@@ -18,6 +18,22 @@ urlpatterns = [
     path("jobs/<str:job_id>/cancel/", views.JobCancelView.as_view(), name="job-cancel"),
     path("jobs/<str:job_id>/retry/", views.JobRetryView.as_view(), name="job-retry"),
     path("jobs/<str:job_id>/events/", events.job_events, name="job-events"),
+    path("dead-letters/", dead_letters.DeadLetterGroupListView.as_view(), name="dead-letter-list"),
+    path(
+        "dead-letters/<str:group_id>/",
+        dead_letters.DeadLetterGroupDetailView.as_view(),
+        name="dead-letter-group",
+    ),
+    path(
+        "dead-letters/<str:group_id>/replay/",
+        dead_letters.DeadLetterReplayView.as_view(),
+        name="dead-letter-replay",
+    ),
+    path(
+        "dead-letters/<str:group_id>/purge/",
+        dead_letters.DeadLetterPurgeView.as_view(),
+        name="dead-letter-purge",
+    ),
     path("tasks/submit", compat.TaskSubmitView.as_view(), name="task-submit"),
     path("tasks/status/<str:task_id>", compat.TaskStatusView.as_view(), name="task-status"),
     path("tasks/submit/", compat.TaskSubmitSlashView.as_view(), name="task-submit-slash"),

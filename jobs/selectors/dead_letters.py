@@ -111,11 +111,14 @@ def dead_letter_ids(
 
 
 def dead_letter_groups(
-    *, organizations: QuerySet[Organization] | None, count_in_redis: bool = False
+    *,
+    organizations: QuerySet[Organization] | None,
+    count_in_redis: bool = False,
+    job_type: str | None = None,
 ) -> list[DeadLetterGroup]:
     """Failed jobs grouped by (type, error type, normalised message), largest group first."""
     rows = (
-        dead_letters(organizations=organizations)
+        dead_letters(organizations=organizations, job_type=job_type)
         .annotate(head=Left("error_message", _GROUPED_MESSAGE_CHARS))
         .values("job_type", "error_type", "head", "organization_id")
         .annotate(n=Count("id"), first=Min("finished_at"), last=Max("finished_at"))
@@ -146,18 +149,48 @@ def dead_letter_groups(
             group.last_failed_at = row["last"]
     result = sorted(groups.values(), key=lambda g: (-g.count, g.job_type, g.message))
     if count_in_redis and result:
-        dead = dead_messages_in_redis()
-        for group in result:
-            ids = dead_letter_group_job_ids(group=group, organizations=organizations)
-            group.in_redis = sum(1 for job_id in ids if job_id in dead)
+        _count_in_redis(result, organizations=organizations, job_type=job_type)
     return result
 
 
+def _count_in_redis(
+    groups: list[DeadLetterGroup],
+    *,
+    organizations: QuerySet[Organization] | None,
+    job_type: str | None,
+) -> None:
+    """Fill each group's ``in_redis``: one pass over the dead letters, one scan of Redis."""
+    dead = dead_messages_in_redis()
+    by_key = {group.key: group for group in groups}
+    for group in groups:
+        group.in_redis = 0
+    rows = dead_letters(organizations=organizations, job_type=job_type).values_list(
+        "id", "job_type", "error_type", "error_message"
+    )
+    for job_id, row_type, error_type, message in rows.iterator(chunk_size=2_000):
+        if str(job_id) not in dead:
+            continue
+        key = group_key(
+            job_type=row_type, error_type=error_type, message=normalise_error_message(message)
+        )
+        found = by_key.get(key)
+        if found is not None:
+            found.in_redis = (found.in_redis or 0) + 1
+
+
+def dead_letter_group_jobs(
+    *, group: DeadLetterGroup, organizations: QuerySet[Organization] | None
+) -> QuerySet[Job]:
+    """The failed jobs of a group, as a query the caller can order and paginate."""
+    ids = dead_letter_group_job_ids(group=group, organizations=organizations)
+    return dead_letters(organizations=organizations).filter(pk__in=ids)
+
+
 def dead_letter_group(
-    *, key: str, organizations: QuerySet[Organization] | None
+    *, key: str, organizations: QuerySet[Organization] | None, count_in_redis: bool = False
 ) -> DeadLetterGroup | None:
     """One group by its key, among the jobs the caller may see."""
-    for group in dead_letter_groups(organizations=organizations):
+    for group in dead_letter_groups(organizations=organizations, count_in_redis=count_in_redis):
         if group.key == key:
             return group
     return None

@@ -18,13 +18,13 @@ on the jobs of one group; all return a :class:`DeadLetterResult`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from django.contrib.auth.models import User
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet
 from django.utils import timezone
 
 from jobs.models import Job, JobEvent, JobEventKind
@@ -36,6 +36,7 @@ from jobs.selectors.dead_letters import (
 )
 from jobs.services.control import REQUEUED_FIELDS
 from jobs.services.dispatch import jobs_send
+from jobs.services.fairness import submission_admit
 from jobs.services.messages import job_message
 from jobs.transport.broker import get_broker
 from jobs.transport.queues import dead_messages_remove
@@ -73,13 +74,25 @@ def dead_letters_replay(
     user: User | None = None,
     via: str = "system",
     progress: Progress | None = None,
+    enforce_limits: bool = False,
+    audit: Mapping[str, Any] | None = None,
 ) -> DeadLetterResult:
     """Queue these dead letters again with a fresh retry budget; one ``replayed`` event each.
 
     Ids that are not (or no longer) dead letters are skipped. Each batch is
     one transaction; its messages are sent in one Redis pipeline after it commits.
+
+    With ``enforce_limits`` (a tenant's replay, through the API) the replay
+    costs what an explicit retry costs: each dead letter selected counts as one
+    submission of its organization against the rate limit and the monthly
+    quota, admitted before anything changes (``RateLimited``, ``QuotaExceeded``
+    or ``OrganizationInactive`` otherwise, and nothing replayed). ``audit`` is
+    added to each ``replayed`` event's detail (the API key that acted).
     """
-    result = _in_batches(list(job_ids), _replay_batch, user=user, via=via, progress=progress)
+    ids = list(job_ids)
+    if enforce_limits:
+        _admit(ids)
+    result = _in_batches(ids, _replay_batch, user=user, via=via, progress=progress, audit=audit)
     logger.info("Replayed %d dead letter(s) via %s; skipped %d.", result.done, via, result.skipped)
     return result
 
@@ -90,9 +103,15 @@ def dead_letters_purge(
     user: User | None = None,
     via: str = "system",
     progress: Progress | None = None,
+    audit: Mapping[str, Any] | None = None,
 ) -> DeadLetterResult:
-    """Drop these jobs from the dead-letter list and from Redis; their failed rows stay."""
-    result = _in_batches(list(job_ids), _purge_batch, user=user, via=via, progress=progress)
+    """Drop these jobs from the dead-letter list and from Redis; their failed rows stay.
+
+    ``audit`` is added to each ``purged`` event's detail (the API key that acted).
+    """
+    result = _in_batches(
+        list(job_ids), _purge_batch, user=user, via=via, progress=progress, audit=audit
+    )
     logger.info(
         "Purged %d dead letter(s) via %s; %d message(s) removed from Redis.",
         result.done,
@@ -109,11 +128,19 @@ def dead_letter_group_replay(
     job_ids: Collection[str] | None = None,
     user: User | None = None,
     via: str = "system",
+    enforce_limits: bool = False,
+    audit: Mapping[str, Any] | None = None,
 ) -> DeadLetterResult:
-    """Replay every job of a group the caller may see, or only ``job_ids`` among them."""
-    return dead_letters_replay(
-        job_ids=_group_ids(group, organizations, job_ids), user=user, via=via
+    """Replay every job of a group the caller may see, or only ``job_ids`` among them.
+
+    Ids of ``job_ids`` outside the group (or unknown, or another organization's)
+    count as skipped. ``enforce_limits`` and ``audit``: see :func:`dead_letters_replay`.
+    """
+    ids = _group_ids(group, organizations, job_ids)
+    result = dead_letters_replay(
+        job_ids=ids, user=user, via=via, enforce_limits=enforce_limits, audit=audit
     )
+    return _counting_asked(result, ids, job_ids)
 
 
 def dead_letter_group_purge(
@@ -123,9 +150,16 @@ def dead_letter_group_purge(
     job_ids: Collection[str] | None = None,
     user: User | None = None,
     via: str = "system",
+    audit: Mapping[str, Any] | None = None,
 ) -> DeadLetterResult:
-    """Purge every job of a group the caller may see, or only ``job_ids`` among them."""
-    return dead_letters_purge(job_ids=_group_ids(group, organizations, job_ids), user=user, via=via)
+    """Purge every job of a group the caller may see, or only ``job_ids`` among them.
+
+    Ids of ``job_ids`` outside the group count as skipped; ``audit``: see
+    :func:`dead_letters_purge`.
+    """
+    ids = _group_ids(group, organizations, job_ids)
+    result = dead_letters_purge(job_ids=ids, user=user, via=via, audit=audit)
+    return _counting_asked(result, ids, job_ids)
 
 
 def dead_letters_purge_all(*, user: User | None = None, via: str = "system") -> DeadLetterResult:
@@ -156,18 +190,50 @@ def _group_ids(
     return [i for i in ids if i in wanted]
 
 
+def _counting_asked(
+    result: DeadLetterResult, selected: list[str], asked: Collection[str] | None
+) -> DeadLetterResult:
+    """``result`` with every asked-for id that was not done counted as skipped."""
+    if asked is None:
+        return result
+    return DeadLetterResult(
+        done=result.done,
+        skipped=len({str(i) for i in asked}) - result.done,
+        job_ids=result.job_ids,
+        redis_removed=result.redis_removed,
+    )
+
+
+def _admit(ids: list[str]) -> None:
+    """Charge each organization one submission per dead letter of it among ``ids``."""
+    counts = (
+        dead_letters(organizations=None)
+        .filter(pk__in=ids, organization__isnull=False)
+        .values("organization")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    by_id = {row["organization"]: row["n"] for row in counts}
+    for organization in Organization.objects.filter(pk__in=list(by_id)).order_by("pk"):
+        submission_admit(organization=organization, count=by_id[organization.pk])
+
+
+_Batch = Callable[[list[str], User | None, str, Mapping[str, Any]], list[str]]
+
+
 def _in_batches(
     ids: list[str],
-    batch: Callable[[list[str], User | None, str], list[str]],
+    batch: _Batch,
     *,
     user: User | None,
     via: str,
     progress: Progress | None,
+    audit: Mapping[str, Any] | None = None,
 ) -> DeadLetterResult:
     done: list[str] = []
     for start in range(0, len(ids), BATCH_SIZE):
         chunk = ids[start : start + BATCH_SIZE]
-        done.extend(batch(chunk, user, via))
+        done.extend(batch(chunk, user, via, audit or {}))
         if progress is not None:
             progress(min(start + BATCH_SIZE, len(ids)), len(ids))
     removed = dead_messages_remove(get_broker(), dead_letter_bands(), done) if done else 0
@@ -187,14 +253,16 @@ def _claim(chunk: list[str]) -> list[str]:
     ]
 
 
-def _replay_batch(chunk: list[str], user: User | None, via: str) -> list[str]:
+def _replay_batch(
+    chunk: list[str], user: User | None, via: str, audit: Mapping[str, Any]
+) -> list[str]:
     with transaction.atomic():
         ids = _claim(chunk)
         if not ids:
             return []
         Job.objects.filter(pk__in=ids).update(**REQUEUED_FIELDS)
         jobs = list(Job.objects.filter(pk__in=ids))
-        _audit(jobs, JobEventKind.REPLAYED, user=user, via=via)
+        _audit(jobs, JobEventKind.REPLAYED, user=user, via=via, detail=lambda job: dict(audit))
         messages = [(job_message(job), None) for job in jobs]
         transaction.on_commit(lambda: jobs_send(messages))
     for job in jobs:
@@ -207,7 +275,9 @@ def _replay_batch(chunk: list[str], user: User | None, via: str) -> list[str]:
     return ids
 
 
-def _purge_batch(chunk: list[str], user: User | None, via: str) -> list[str]:
+def _purge_batch(
+    chunk: list[str], user: User | None, via: str, audit: Mapping[str, Any]
+) -> list[str]:
     with transaction.atomic():
         ids = _claim(chunk)
         if not ids:
@@ -220,6 +290,7 @@ def _purge_batch(chunk: list[str], user: User | None, via: str) -> list[str]:
             user=user,
             via=via,
             detail=lambda job: {
+                **audit,
                 "from": "dead_letters",
                 "dead_lettered_at": job.dead_lettered_at.isoformat()
                 if job.dead_lettered_at

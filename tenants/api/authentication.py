@@ -1,9 +1,10 @@
 """API authentication: API keys fix the organization; staff sessions choose one.
 
 ``Authorization: Bearer <key>`` (or ``Token <key>``) authenticates as the
-key's member, in the key's organization. A staff user logged into the
-browsable API picks one of their organizations with ``X-Organization: <slug>``
-(optional when they belong to exactly one).
+key's member, in the key's organization, with the key's scopes. A staff user
+logged into the browsable API picks one of their organizations with
+``X-Organization: <slug>`` (optional when they belong to exactly one); a staff
+session holds every scope but ``ops``, a superuser's every scope.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 from rest_framework.request import Request
 
-from tenants.models import ApiKey, Organization
+from tenants.models import ApiKey, ApiScope, Organization
 from tenants.selectors import organizations_for_user
 from tenants.services import api_key_authenticate
 
@@ -54,6 +55,55 @@ class ApiKeyAuthentication(BaseAuthentication):
     def authenticate_header(self, request: Request) -> str:
         # Makes DRF answer 401 (with this challenge) rather than 403 to anonymous requests.
         return 'Bearer realm="api"'
+
+
+class MissingScope(exceptions.PermissionDenied):
+    """Raised when the request's API key lacks the scope an operation needs (403).
+
+    Parameters:
+      scope: the scope that is missing (also in the error body, ``required_scope``).
+    """
+
+    default_detail = "This API key lacks the scope this operation needs."
+    default_code = "missing_scope"
+
+    def __init__(self, scope: str) -> None:
+        super().__init__(
+            f"This API key lacks the scope {scope!r} that this operation needs. Create a key "
+            f"with it (`python manage.py createapikey <username> --organization <slug> "
+            f"--scope {scope}`), or add it to the key in the admin."
+        )
+        self.scope = scope
+
+
+#: A session's scopes: staff act for their organizations; only a superuser operates.
+_STAFF_SCOPES = frozenset(ApiScope.values) - {ApiScope.OPS.value}
+_SUPERUSER_SCOPES = frozenset(ApiScope.values)
+
+
+def request_scopes(request: Request) -> frozenset[str]:
+    """What the request may do: its API key's scopes, or a session user's."""
+    if isinstance(request.auth, ApiKey):
+        return frozenset(request.auth.scopes)
+    user = request.user
+    if getattr(user, "is_superuser", False):
+        return _SUPERUSER_SCOPES
+    if getattr(user, "is_staff", False):
+        return _STAFF_SCOPES
+    return frozenset()
+
+
+def request_require_scope(request: Request, scope: str) -> None:
+    """Raise :class:`MissingScope` unless the request holds ``scope``."""
+    if scope not in request_scopes(request):
+        raise MissingScope(scope)
+
+
+def request_api_key_label(request: Request) -> str | None:
+    """The public part of the request's API key (``tbx_<prefix>``), for audit trails."""
+    if isinstance(request.auth, ApiKey):
+        return f"tbx_{request.auth.prefix}"
+    return None
 
 
 def request_organization(request: Request) -> Organization:

@@ -56,7 +56,12 @@ REST_FRAMEWORK = {
         "tenants.api.authentication.ApiKeyAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["jobs.api.permissions.HasOrganization"],
+    # An organization first (an inactive one answers 403 organization_inactive), then the
+    # API key's scope for the operation (403 missing_scope).
+    "DEFAULT_PERMISSION_CLASSES": [
+        "jobs.api.permissions.HasOrganization",
+        "jobs.api.permissions.HasScope",
+    ],
     "DEFAULT_PARSER_CLASSES": ["jobs.api.parsers.LimitedJSONParser"],
     "DEFAULT_RENDERER_CLASSES": [
         "jobs.api.renderers.SafeJSONRenderer",

@@ -46,6 +46,11 @@ JOBS_WORKER_WAKEUP_POLL_MS = env_int("JOBS_WORKER_WAKEUP_POLL_MS", 1_000, minimu
 JOBS_WORKER_HOST = env_str("JOBS_WORKER_HOST", "")
 # How long SIGTERM waits for jobs in flight before the worker exits.
 JOBS_WORKER_SHUTDOWN_TIMEOUT_MS = env_int("JOBS_WORKER_SHUTDOWN_TIMEOUT_MS", 30_000, minimum=0)
+# Worker recycling: a worker process that has started this many jobs, or whose resident
+# memory is over this many MiB after a job, stops fetching, finishes what it runs, hands
+# back what it fetched, exits and is replaced by a fresh one (0: no limit).
+JOBS_WORKER_MAX_JOBS = env_int("JOBS_WORKER_MAX_JOBS", 0, minimum=0)
+JOBS_WORKER_MAX_RSS_MB = env_int("JOBS_WORKER_MAX_RSS_MB", 0, minimum=0)
 # Redis key prefix of the broker, so several deployments can share one Redis.
 JOBS_REDIS_NAMESPACE = env_str("JOBS_REDIS_NAMESPACE", "dramatiq")
 # A worker whose heartbeat is older than this is dead; its messages are requeued.

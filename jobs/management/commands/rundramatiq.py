@@ -1,6 +1,8 @@
 """``manage.py rundramatiq``: run Dramatiq workers for every job type.
 
-Built on django-dramatiq's command (flags, autoreload, exec of ``dramatiq``),
+Built on django-dramatiq's command (flags, autoreload), it execs
+``jobs.management.supervisor`` (Dramatiq's main process, plus a fresh worker
+process for each that retires at JOBS_WORKER_MAX_JOBS or JOBS_WORKER_MAX_RSS_MB),
 with our defaults: processes and threads from JOBS_WORKER_*, every queue's
 priority bands, the broker built by ``jobs.apps`` rather than at import, the
 Prometheus exporter on PROMETHEUS_PORT (``jobs.exporter``), and the jobs of this
@@ -18,6 +20,7 @@ from django_dramatiq.management.commands.rundramatiq import Command as DjangoDra
 
 from jobs.conf import jobs_settings
 from jobs.exporter import prepare_metrics_dir
+from jobs.management.supervisor import command_line
 from jobs.metrics_access import exporter_exposure_problem
 from jobs.queues import CONSUMED_QUEUES, all_redis_queue_names
 from jobs.services.restart_recovery import host_dead_workers_recover_at_start
@@ -68,7 +71,14 @@ class Command(DjangoDramatiqCommand):
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
             options["forks"] = [*(options.get("forks") or []), "jobs.worker:serve_metrics"]
         host_dead_workers_recover_at_start()
-        super().handle(*args, **options)
+        if options.get("use_gevent"):
+            raise CommandError("--use-gevent is not supported: workers run threads.")
+        # Not super().handle(): it would exec Dramatiq's main process, which stops every
+        # worker when one exits; ours replaces a worker that retired (worker recycling).
+        argv = command_line(options, self.discover_tasks_modules())
+        self.stdout.write(f" * Running dramatiq: {' '.join(argv)}\n\n")
+        self.stdout.flush()
+        os.execv(argv[0], argv)  # noqa: S606 (the interpreter itself, fixed arguments)
 
     def discover_tasks_modules(self) -> list[str]:
         # jobs.worker sets Django up; JobsConfig.ready() then discovers and binds every actor.

@@ -24,6 +24,14 @@ class Tenant:
     client: APIClient
 
 
+def key_client(tenant: Tenant, *scopes: str, name: str = "scoped") -> tuple[APIClient, str]:
+    """A client with a new key of ``tenant``'s member holding exactly ``scopes``; and the key."""
+    issued = api_key_create(membership=tenant.api_key.membership, name=name, scopes=scopes)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {issued.raw}")
+    return client, issued.raw
+
+
 def make_tenant(slug: str, **org_fields: Any) -> Tenant:
     org: Organization = OrganizationFactory.create(slug=slug, **org_fields)
     user, _ = get_user_model().objects.get_or_create(username=f"{slug}-member")

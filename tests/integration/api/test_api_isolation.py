@@ -16,16 +16,43 @@ from django.utils import timezone
 from dramatiq.brokers.redis import RedisBroker
 
 from jobs.models import Job, JobEvent, JobStatus
+from jobs.selectors.dead_letters import group_key, normalise_error_message
 from jobs.services import job_submit
-from tenants.models import Organization
+from tenants.models import ApiScope, Organization
 from tests.factories import JobFactory
-from tests.integration.api.conftest import Tenant
+from tests.integration.api.conftest import Tenant, key_client
 from tests.integration.api.openapi import Operation, api_operations
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 #: Path parameters that name a job, and so take the other organization's job ids.
 JOB_ID_PARAMETERS = ("job_id", "task_id")
+#: Path parameters that name a dead-letter group, and so take the other organization's groups.
+GROUP_ID_PARAMETERS = ("group_id",)
+#: The code of the 404 that each kind of path parameter gets.
+NOT_FOUND_CODES = {
+    **{name: "job_not_found" for name in JOB_ID_PARAMETERS},
+    **{name: "dead_letter_group_not_found" for name in GROUP_ID_PARAMETERS},
+}
+
+
+def _fill(job: Job) -> dict[str, str]:
+    """Every path parameter the sweep knows, filled with ``job``'s id or its dead-letter group.
+
+    A job that is not a dead letter has no group: a hex string of its id takes the group's place.
+    """
+    group = job.pk.hex[:16]
+    if job.dead_lettered_at is not None:
+        message = normalise_error_message(job.error_message)
+        group = group_key(job_type=job.job_type, error_type=job.error_type, message=message)
+    values = {name: str(job.pk) for name in JOB_ID_PARAMETERS}
+    values.update({name: group for name in GROUP_ID_PARAMETERS})
+    return values
+
+
+def _every_scope(tenant: Tenant) -> Any:
+    """A client of ``tenant`` whose key holds every scope, so no call stops at a 403."""
+    return key_client(tenant, *ApiScope.values, name="every-scope")[0]
 
 
 def _secret(label: str) -> str:
@@ -83,16 +110,18 @@ def test_every_operation_with_a_path_id_answers_404_for_another_organizations_jo
     b_jobs = _b_jobs(tenant_b.organization)
     before = {label: Job.objects.filter(pk=job.pk).values().get() for label, job in b_jobs.items()}
     operations = [op for op in api_operations() if op.path_params]
-    assert len(operations) >= 5, operations
+    assert len(operations) >= 8, operations
+    client = _every_scope(tenant_a)
 
     for operation in operations:
         for label, job in b_jobs.items():
-            url = operation.url({name: str(job.pk) for name in JOB_ID_PARAMETERS})
-            response = operation.call(tenant_a.client, url)
+            url = operation.url(_fill(job))
+            response = operation.call(client, url)
 
             where = f"{operation.method.upper()} {operation.path} with B's {label} job"
             assert response.status_code == 404, f"{where}: {response.status_code}"
-            assert response.json()["error"]["code"] == "job_not_found", where
+            expected = NOT_FOUND_CODES[operation.path_params[0]]
+            assert response.json()["error"]["code"] == expected, where
             body = response.content.decode()
             leaked = [secret for secret in _secrets(job) if secret in body]
             assert not leaked, f"{where} answered {leaked}"
@@ -109,21 +138,20 @@ def test_the_sweep_fails_on_a_path_parameter_it_cannot_fill() -> None:
     )
 
     with pytest.raises(AssertionError, match="thing_id"):
-        added_later.url({name: "x" for name in JOB_ID_PARAMETERS})
+        added_later.url({name: "x" for name in (*JOB_ID_PARAMETERS, *GROUP_ID_PARAMETERS)})
 
 
 def test_another_organizations_job_answers_exactly_like_an_unknown_one(
     broker: RedisBroker, tenant_a: Tenant, tenant_b: Tenant
 ) -> None:
-    theirs = _b_jobs(tenant_b.organization)["succeeded"]
-    unknown = uuid.uuid4()
+    theirs = _b_jobs(tenant_b.organization)["failed"]
+    unknown = {name: str(uuid.uuid4()) for name in JOB_ID_PARAMETERS}
+    unknown.update({name: uuid.uuid4().hex[:16] for name in GROUP_ID_PARAMETERS})
+    client = _every_scope(tenant_a)
 
     for operation in [op for op in api_operations() if op.path_params]:
         answers = [
-            operation.call(
-                tenant_a.client, operation.url({n: str(job_id) for n in JOB_ID_PARAMETERS})
-            )
-            for job_id in (theirs.pk, unknown)
+            operation.call(client, operation.url(values)) for values in (_fill(theirs), unknown)
         ]
         where = f"{operation.method.upper()} {operation.path}"
         assert answers[0].status_code == answers[1].status_code == 404, where
@@ -144,6 +172,8 @@ def test_no_list_includes_another_organizations_or_system_jobs(
         assert [j["id"] for j in response.json()["results"]] == [mine]
         body = response.content.decode()
         assert not [s for job in b_jobs.values() for s in _secrets(job) if s in body]
+    dead = tenant_a.client.get("/api/v1/dead-letters/")
+    assert dead.status_code == 200 and dead.json() == {"results": []}
 
 
 def test_idempotency_keys_belong_to_one_organization(
