@@ -185,13 +185,7 @@ def worker(cfg: Config, links: _Links, args: argparse.Namespace) -> list[dict[st
     try:
         time.sleep(2.0)
         tree = process_tree(workers.proc.pid)
-        backends = [
-            r[0]
-            for r in services.pg.execute(
-                "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
-                [services.dbname],
-            ).fetchall()
-        ]
+        backends = _backends(services)
         # Idle cost over 2 s, subtracted below in proportion.
         idle_turns0, idle0 = links.turns(), time.monotonic()
         time.sleep(2.0)
@@ -203,7 +197,12 @@ def worker(cfg: Config, links: _Links, args: argparse.Namespace) -> list[dict[st
             time.sleep(0.01)
         seconds = time.monotonic() - began
         turns1 = links.turns()
-        cpu_w1, cpu_pg1, cpu_r1 = _group_cpu(tree), _group_cpu(backends), _redis_cpu(services)
+        # Backends opened during the run (the workers connect on their first job) count whole.
+        cpu_w1, cpu_pg1, cpu_r1 = (
+            _group_cpu(tree),
+            _group_cpu(_backends(services)),
+            _redis_cpu(services),
+        )
     finally:
         stop_workers(workers)
     done = services.scalar("SELECT count(*) FROM jobs_job WHERE status = 'succeeded'")
@@ -225,6 +224,15 @@ def worker(cfg: Config, links: _Links, args: argparse.Namespace) -> list[dict[st
             "redis_round_trips": round((turns1[1] - turns0[1] - rd_idle) / n, 3),
         }
     ]
+
+
+def _backends(services: Services) -> list[int]:
+    """The Postgres backends of the bench database but the bench's own."""
+    rows = services.pg.execute(
+        "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+        [services.dbname],
+    ).fetchall()
+    return [r[0] for r in rows]
 
 
 def _redis_cpu(services: Services) -> float:

@@ -4,10 +4,11 @@ The readable path of a submission, for one job or many:
 
 1. :func:`_prepare` validates the job type, its options and its payload
    (the type's serializer) and builds the Dramatiq message;
-2. :func:`_admit` asks fairness (rate limit, monthly quota, active
-   organization), which also proves Redis answers;
+2. fairness (rate limit, monthly quota, active organization; a PING for
+   system submissions, which proves Redis answers) is asked in Redis while
 3. the rows and their outbox row are written in one statement
-   (:func:`jobs.services.submission_sql.jobs_insert`);
+   (:func:`jobs.services.submission_sql.jobs_insert`); a refusal deletes
+   them again (:func:`_insert_admitted`);
 4. the message is sent when the caller's transaction commits, and the
    outbox row is deleted once Redis has it, by a background thread (a crash
    in between leaves the row, and the recovery loop sends the job).
@@ -39,15 +40,20 @@ from jobs.queues import (
 )
 from jobs.registry import VALIDATED_OPTION, get_job_type
 from jobs.services.dispatch import jobs_send
-from jobs.services.fairness import submission_admit
+from jobs.services.fairness import submission_admit_start
 from jobs.services.outbox import job_outbox_forget
 from jobs.services.submission_options import (
     MAX_DELAY,
     MAX_IDEMPOTENCY_KEY_LENGTH,
     check_options,
 )
-from jobs.services.submission_sql import PreparedJob, gc_paused, job_instance, jobs_insert
-from jobs.transport.broker import ensure_broker_available
+from jobs.services.submission_sql import (
+    PreparedJob,
+    gc_paused,
+    job_instance,
+    jobs_insert,
+    jobs_insert_undo,
+)
 from jobs.transport.ids import uuid4s
 from tenants.models import Organization
 
@@ -122,10 +128,9 @@ def job_submit(
         existing = _existing_by_key(organization, [request.idempotency_key])
         if request.idempotency_key in existing:
             return Submission(job=existing[request.idempotency_key], created=False)
-        _admit(organization=organization, count=1)
         try:
             with transaction.atomic():
-                outbox_id = jobs_insert([prepared], organization=organization)
+                outbox_id = _insert_admitted([prepared], organization=organization)
         except IntegrityError:
             # A concurrent submission with the same key won the race.
             existing = _existing_by_key(organization, [request.idempotency_key])
@@ -133,8 +138,7 @@ def job_submit(
                 return Submission(job=existing[request.idempotency_key], created=False)
             raise
     else:
-        _admit(organization=organization, count=1)
-        outbox_id = jobs_insert([prepared], organization=organization)
+        outbox_id = _insert_admitted([prepared], organization=organization)
     if send_on_commit:
         _send_on_commit([prepared], organization=organization, outbox_id=outbox_id)
     else:
@@ -184,11 +188,9 @@ def _submit_many(
         )
     existing = _existing_by_key(organization, keys) if keys else {}
     fresh = [p for p in prepared if p.idempotency_key not in existing] if existing else prepared
-    if fresh:
-        _admit(organization=organization, count=len(fresh))
     try:
         with transaction.atomic():
-            outbox_id = jobs_insert(fresh, organization=organization)
+            outbox_id = _insert_admitted(fresh, organization=organization)
     except IntegrityError:
         if not keys:
             raise
@@ -275,15 +277,32 @@ def _prepare(
 _redis_queue_name = functools.lru_cache(maxsize=1024)(redis_queue_name)
 
 
-def _admit(*, organization: Organization | None, count: int) -> None:
-    """Fairness, and the check that Redis answers, before anything is written.
+def _insert_admitted(
+    prepared: Sequence[PreparedJob], *, organization: Organization | None
+) -> int | None:
+    """Write the rows while fairness decides, and undo them if it refuses.
 
-    An organization's admission is a Redis round trip that raises
-    ``BrokerUnavailable`` when Redis is down; only system submissions (no
-    organization) need a separate PING for that.
+    The admission's Redis call (the rate and quota script; a PING for system
+    submissions, which proves Redis answers) is sent first and read after the
+    INSERT, so the two round trips overlap. A refusal, or Redis failing to
+    answer, deletes the rows again on the same connection: inside the caller's
+    transaction nothing is left; outside one the rows were committed for that
+    moment, but nothing sends them (the relay waits ``JOBS_OUTBOX_GRACE_MS``).
     """
-    if not submission_admit(organization=organization, count=count):
-        ensure_broker_available()
+    if not prepared:
+        return None
+    ticket = submission_admit_start(organization=organization, count=len(prepared))
+    try:
+        outbox_id = jobs_insert(prepared, organization=organization)
+    except BaseException:
+        ticket.drop()
+        raise
+    try:
+        ticket.finish(own_rows=len(prepared))
+    except BaseException:
+        jobs_insert_undo(prepared, outbox_id=outbox_id)
+        raise
+    return outbox_id
 
 
 def _existing_by_key(organization: Organization | None, keys: Sequence[str]) -> dict[str, Job]:

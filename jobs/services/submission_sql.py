@@ -14,6 +14,7 @@ from __future__ import annotations
 import gc
 import inspect
 import json
+import logging
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from django.db import connection
+from django.db import DatabaseError, connection
 from django.db.models.base import ModelState
 from django.db.models.fields.related_descriptors import ForeignKeyDeferredAttribute
 from django.db.models.signals import post_init, pre_init
@@ -29,6 +30,8 @@ from dramatiq import Message
 
 from jobs.models import Job, JobOutbox
 from tenants.models import Organization
+
+logger = logging.getLogger(__name__)
 
 #: Compact JSON, keys sorted, from one encoder built once.
 _encode = json.JSONEncoder(separators=(",", ":"), sort_keys=True).encode
@@ -115,6 +118,33 @@ def jobs_insert(
             sql, [*constants, _rows_json(prepared), _encode(job_ids), prepared[0].created_at]
         )
         return int(cursor.fetchone()[0])
+
+
+def jobs_insert_undo(prepared: Sequence[PreparedJob], *, outbox_id: int | None) -> None:
+    """Delete the rows and the outbox row :func:`jobs_insert` wrote, in one statement.
+
+    For a submission that fairness refused after its INSERT. A database
+    error is logged, not raised: the caller raises the refusal. The rows then
+    stay; outside a transaction they were committed, and the relay sends
+    them after ``JOBS_OUTBOX_GRACE_MS``.
+    """
+    quote = connection.ops.quote_name
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                # Only names from the models go into the text; every value is a parameter.
+                f"WITH gone AS (DELETE FROM {quote(Job._meta.db_table)} "  # noqa: S608
+                "WHERE id = ANY(%s::uuid[])) "
+                f"DELETE FROM {quote(JobOutbox._meta.db_table)} WHERE id = %s",
+                [[p.id for p in prepared], outbox_id],
+            )
+    except DatabaseError:
+        logger.exception(
+            "Could not delete the %d refused job(s) %s again; outside a transaction the "
+            "outbox relay will send them.",
+            len(prepared),
+            " ".join(p.id_text for p in prepared),
+        )
 
 
 def _rows_json(prepared: Sequence[PreparedJob]) -> str:

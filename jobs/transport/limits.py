@@ -23,6 +23,7 @@ from typing import Any
 import redis
 
 from jobs.transport.broker import get_broker
+from jobs.transport.pending import PendingReply, send_evalsha
 
 # Returns {1, 0} admitted, {0, retry_after_ms} rate-limited, {-1, 0} over quota,
 # {-2, 0} quota counter missing (the caller seeds it from the ledger and retries).
@@ -117,6 +118,20 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def _admit_call(
+    *, organization_id: int, month: str, per_minute: int, count: int, quota: int | None
+) -> tuple[list[str], list[Any]]:
+    keys = [_key("rate", organization_id), _key("quota", organization_id, month)]
+    args = [
+        _now_ms(),
+        60_000 / per_minute,
+        SUBMISSION_BURST_MS,
+        count,
+        -1 if quota is None else quota,
+    ]
+    return keys, args
+
+
 def submissions_admit(
     *, organization_id: int, month: str, per_minute: int, count: int, quota: int | None
 ) -> AdmissionVerdict:
@@ -124,17 +139,53 @@ def submissions_admit(
 
     ``month`` (``YYYY-MM``) names the quota counter. Raises ``redis.RedisError``.
     """
-    verdict, retry_ms = registered_script(_ADMIT)(
-        keys=[_key("rate", organization_id), _key("quota", organization_id, month)],
-        args=[
-            _now_ms(),
-            60_000 / per_minute,
-            SUBMISSION_BURST_MS,
-            count,
-            -1 if quota is None else quota,
-        ],
+    keys, args = _admit_call(
+        organization_id=organization_id,
+        month=month,
+        per_minute=per_minute,
+        count=count,
+        quota=quota,
     )
+    verdict, retry_ms = registered_script(_ADMIT)(keys=keys, args=args)
     return AdmissionVerdict(Admission(int(verdict)), int(retry_ms))
+
+
+class PendingAdmission:
+    """:func:`submissions_admit` sent to Redis, its verdict read later (:meth:`verdict`)."""
+
+    def __init__(self, **call: Any) -> None:
+        self._call = call
+        keys, args = _admit_call(**call)
+        self._reply: PendingReply = send_evalsha(registered_script(_ADMIT).sha, keys, args)
+
+    def verdict(self) -> AdmissionVerdict:
+        """The verdict; raises ``redis.RedisError``."""
+        try:
+            verdict, retry_ms = self._reply.read()
+        except redis.exceptions.NoScriptError:
+            # Redis lost its scripts (a restart): nothing ran. The ordinary call loads it.
+            return submissions_admit(**self._call)
+        return AdmissionVerdict(Admission(int(verdict)), int(retry_ms))
+
+    def drop(self) -> None:
+        """Forget the verdict (the submission failed before it was needed)."""
+        self._reply.drop()
+
+
+def submissions_admit_send(
+    *, organization_id: int, month: str, per_minute: int, count: int, quota: int | None
+) -> PendingAdmission:
+    """:func:`submissions_admit` without waiting: read the verdict with ``.verdict()``.
+
+    Raises ``redis.RedisError`` if the call cannot be sent.
+    """
+    return PendingAdmission(
+        organization_id=organization_id,
+        month=month,
+        per_minute=per_minute,
+        count=count,
+        quota=quota,
+    )
 
 
 def quota_counter_seed(*, organization_id: int, month: str, used: int) -> None:
