@@ -201,7 +201,30 @@ def render(result: dict[str, Any]) -> str:
     for section in result["sections"]:
         lines += ["", *section_header(section, result["machine"]), ""]
         lines += render_section(section, cfg["systems"])
+    if result.get("streams"):
+        lines += [
+            "",
+            "### Event streams (bench/streams.py)",
+            "",
+            *STREAMS_HEADER,
+            streams_row(result["streams"]),
+        ]
     return "\n".join(lines).strip() + "\n"
+
+
+STREAMS_HEADER = [
+    "| row | held | event latency p50 / p99 | GET /api/v1/jobs/ p95 meanwhile | memory per stream |",
+    "|---|---:|---:|---:|---:|",
+]
+
+
+def streams_row(result: dict[str, Any]) -> str:
+    """The "1,000 concurrent streams" row (one events-service process)."""
+    return (
+        f"| {result['streams_asked']:,} concurrent streams | {result['streams_held']:,} "
+        f"| {result['latency_p50_ms']:.0f} / {result['latency_p99_ms']:.0f} ms "
+        f"| {result['list_p95_ms']:.0f} ms | {result['kib_per_stream']:.0f} KiB |"
+    )
 
 
 def write(result: dict[str, Any], *, docs: bool) -> str:

@@ -29,6 +29,7 @@ from bench.metrics import summarise, targets
 from bench.report import machine, write
 from bench.services import Services, client, migrate, run_json
 from bench.staged import run_staged
+from bench.streams import run_streams
 from bench.workers import peak_rss_mb, process_tree, start_workers, stop_workers
 
 
@@ -181,6 +182,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--no-http", action="store_true", help="skip the HTTP measurements")
     parser.add_argument(
+        "--no-streams",
+        action="store_true",
+        help="skip the 1,000 concurrent streams row (bench/streams.py)",
+    )
+    parser.add_argument(
         "--no-docs",
         "--no-readme",
         action="store_true",
@@ -229,6 +235,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_section(cfg, services, latency, progress, api_key) for latency in latencies
     ]
     progress.close()
+    if not ns.no_streams:
+        print("1,000 concurrent streams on one events-service process (bench/streams.py)")
+        result["streams"] = run_streams(streams=1000)
     result["finished_at"] = now()
     text = write(result, docs=cfg.docs)
     print()
