@@ -7,7 +7,12 @@ from typing import Any
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.request import Request
 
-from tenants.api.authentication import request_organization, request_require_scope
+from tenants.api.authentication import (
+    MissingScope,
+    request_organization,
+    request_require_scope,
+    request_scopes,
+)
 from tenants.models import ApiScope
 
 
@@ -19,10 +24,10 @@ class HasOrganization(BasePermission):
         return True
 
 
-def required_scope(request: Request, view: Any) -> str:
-    """The scope an operation needs: the view's ``required_scopes`` for the method, else
-    ``jobs:read`` to read and ``jobs:write`` to change."""
-    declared: dict[str, str] = getattr(view, "required_scopes", {})
+def required_scope(request: Request, view: Any) -> str | tuple[str, ...]:
+    """The scope an operation needs (or scopes, any one of which will do): the view's
+    ``required_scopes`` for the method, else ``jobs:read`` to read and ``jobs:write`` to change."""
+    declared: dict[str, str | tuple[str, ...]] = getattr(view, "required_scopes", {})
     scope = declared.get(request.method or "GET")
     if scope is not None:
         return scope
@@ -37,5 +42,9 @@ class HasScope(BasePermission):
     organization is told so first."""
 
     def has_permission(self, request: Request, view: Any) -> bool:
-        request_require_scope(request, required_scope(request, view))
+        needed = required_scope(request, view)
+        if isinstance(needed, str):
+            request_require_scope(request, needed)
+        elif not set(needed) & request_scopes(request):
+            raise MissingScope(needed[0])
         return True

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from jobs.api import compat, dead_letters, events, root, views
+from jobs.api import compat, dead_letters, events, operations, root, views
 
 app_name = "api"
 
@@ -34,6 +34,8 @@ urlpatterns = [
         dead_letters.DeadLetterPurgeView.as_view(),
         name="dead-letter-purge",
     ),
+    path("queues/", operations.QueueListView.as_view(), name="queue-list"),
+    path("workers/", operations.WorkerListView.as_view(), name="worker-list"),
     path("tasks/submit", compat.TaskSubmitView.as_view(), name="task-submit"),
     path("tasks/status/<str:task_id>", compat.TaskStatusView.as_view(), name="task-status"),
     path("tasks/submit/", compat.TaskSubmitSlashView.as_view(), name="task-submit-slash"),
