@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/toolboxai
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: install browser nginx run test test-fast lint format migrate clean compose-check monitoring-check soak measure-recovery bench bench-profile docs docs-build docs-screenshots docs-mermaid schema schema-check schema-validate
+.PHONY: install browser nginx run test test-fast lint format migrate clean compose-check monitoring-check soak chaos measure-recovery bench bench-profile docs docs-build docs-screenshots docs-mermaid schema schema-check schema-validate
 
 install: $(STAMP)
 
@@ -44,6 +44,11 @@ test: install browser nginx
 soak: install
 	@DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
 		$(PY) -m pytest -s -m soak $(PYTEST_ARGS)
+
+# The chaos scenarios' full form: 2,000 jobs through a Postgres restart, a Sentinel failover and
+# network cuts, on private servers; prints a table (the short form runs in `make test`).
+chaos: install
+	@$(PY) scripts/chaos.py $(CHAOS_ARGS)
 
 # Recovery time after kill -9 with production defaults (median of 3 runs; a few minutes).
 measure-recovery: install

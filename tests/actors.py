@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -169,6 +170,34 @@ def soak(*, key: str, sleep_seconds: float = 0) -> dict[str, Any]:
         "tests:soak:runs",
         key,
     )
+    return {"key": key}
+
+
+_chaos_effects: Redis | None = None
+
+
+@job_type(
+    "tests.chaos",
+    queue="default",
+    public=False,
+    max_retries=20,
+    min_backoff_ms=200,
+    max_backoff_ms=2_000,
+)
+def chaos(*, key: str, sleep_seconds: float = 0) -> dict[str, Any]:
+    """Work briefly, then count this run by job id in the chaos scenarios' side-effect store.
+
+    The store (``CHAOS_EFFECTS_URL``) is a Redis no scenario faults, so a count of 2
+    means the job's code really ran twice (``tests/chaos``).
+    """
+    global _chaos_effects
+    job = current_job()
+    assert job is not None
+    if sleep_seconds:
+        time.sleep(sleep_seconds)
+    if _chaos_effects is None:
+        _chaos_effects = Redis.from_url(os.environ["CHAOS_EFFECTS_URL"])
+    _chaos_effects.hincrby("chaos:effects", job.job_id, 1)
     return {"key": key}
 
 

@@ -7,7 +7,7 @@ from datetime import datetime
 
 from django.db.models import Q
 
-from jobs.models import Job, JobAttempt, JobOutbox, JobStatus
+from jobs.models import FINISHED_STATUSES, Job, JobAttempt, JobOutbox, JobStatus
 
 _WAITING = (JobStatus.QUEUED, JobStatus.RETRYING)
 
@@ -85,3 +85,25 @@ def open_attempt_workers_on_host(*, host: str, limit: int) -> list[str]:
         .distinct()
         .order_by("worker_id")[:limit]
     )
+
+
+def organizations_with_waiting_jobs(*, limit: int) -> list[int]:
+    """Organizations with jobs waiting to run (those a leaked running-job slot holds back)."""
+    return list(
+        Job.objects.filter(status__in=_WAITING, organization__isnull=False)
+        .values_list("organization_id", flat=True)
+        .distinct()
+        .order_by("organization_id")[:limit]
+    )
+
+
+def jobs_finished_among(*, job_ids: Sequence[str]) -> list[str]:
+    """The ids among ``job_ids`` of jobs that have finished."""
+    if not job_ids:
+        return []
+    return [
+        str(pk)
+        for pk in Job.objects.filter(
+            pk__in=list(job_ids), status__in=FINISHED_STATUSES
+        ).values_list("pk", flat=True)
+    ]

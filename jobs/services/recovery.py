@@ -26,7 +26,11 @@ A pass, in order:
    is ``JOBS_OUTBOX_GRACE_MS`` old. A ``retrying`` row whose retry should have
    run long ago (its retry message was lost) is sent again.
 4. **Reconcile** after a data loss (step 1), in batches over several passes.
-5. **Dead letters** older than ``JOBS_DEAD_MESSAGE_TTL_MS`` leave Redis
+5. **Fairness slots** of finished jobs are freed. A job frees its running-job
+   slot when it ends; a release lost to a Redis failover or cut would hold
+   the slot until its lease expires (the job's time limit and a minute),
+   stalling an organization at its cap.
+6. **Dead letters** older than ``JOBS_DEAD_MESSAGE_TTL_MS`` leave Redis
    (Dramatiq's random maintenance did that; the ledger keeps them for good).
 
 Redis is reached through :mod:`jobs.transport.recovery` (lock, marker,
@@ -56,11 +60,13 @@ from jobs.registry import all_job_types, get_job_type
 from jobs.selectors.recovery import (
     job_outbox_waiting_jobs,
     job_outboxes_due,
+    jobs_finished_among,
     jobs_sent_before,
     jobs_stranded_retrying,
     jobs_unsent,
     open_attempt_workers,
     open_attempt_workers_of,
+    organizations_with_waiting_jobs,
 )
 from jobs.services.dispatch import jobs_send
 from jobs.services.outbox import job_outbox_delete
@@ -72,6 +78,7 @@ from jobs.services.recovery_ledger import (
 )
 from jobs.transport import recovery as redis_state
 from jobs.transport.broker import JobsRedisBroker, get_broker
+from jobs.transport.limits import concurrency_holders, concurrency_release_many
 from jobs.transport.queues import dead_messages_expire
 from jobs.transport.workers import worker_entry_remove
 
@@ -112,6 +119,7 @@ class RecoveryReport:
     reconciled: list[str] = field(default_factory=list)
     undeliverable: list[str] = field(default_factory=list)
     expired_dead_letters: int = 0
+    freed_slots: int = 0
 
     @property
     def did_something(self) -> bool:
@@ -132,7 +140,8 @@ class RecoveryReport:
             f"dead workers {len(self.dead_workers)}, lost attempts {lost}, "
             f"requeued {requeued}, re-sent {resent}, relayed {len(self.relayed)}, "
             f"reconciled {len(self.reconciled)}, undeliverable {len(self.undeliverable)}, "
-            f"expired dead letters {self.expired_dead_letters}"
+            f"expired dead letters {self.expired_dead_letters}, "
+            f"freed fairness slots {self.freed_slots}"
             + (", Redis data loss detected" if self.redis_data_lost else "")
         )
 
@@ -161,6 +170,7 @@ def run_once(broker: JobsRedisBroker | None = None) -> RecoveryReport:
         _relay(broker, report)
         if reconcile_before_ms is not None:
             _reconcile(broker, reconcile_before_ms, report)
+        report.freed_slots = _free_finished_slots()
         report.expired_dead_letters = dead_messages_expire(
             broker,
             sorted(broker.get_declared_queues()),
@@ -265,6 +275,16 @@ def _relay(broker: JobsRedisBroker, report: RecoveryReport) -> None:
     report.relayed += _send(stranded, report=report)
 
 
+def _free_finished_slots() -> int:
+    """Free the running-job slots still held by jobs that have finished."""
+    organizations = organizations_with_waiting_jobs(limit=jobs_settings.recovery_batch_size)
+    stale: list[tuple[int, str]] = []
+    for organization_id, holders in concurrency_holders(organizations).items():
+        stale += [(organization_id, j) for j in jobs_finished_among(job_ids=holders)]
+    concurrency_release_many(stale)
+    return len(stale)
+
+
 def _reconcile(broker: JobsRedisBroker, before_ms: int, report: RecoveryReport) -> None:
     batch = jobs_settings.recovery_batch_size
     before = datetime.fromtimestamp(before_ms / 1000, tz=UTC)
@@ -323,6 +343,19 @@ def _state(
             "hold_until_ms": now_ms + timeout_ms,
         }
         redis_state.state_write(broker, state)
+    elif _server_changed(broker):
+        # A failover (or restart) to a server that has our marker: writes of the last
+        # moments before the switch (a fetch, a deferral's copy) may be missing, so
+        # the waiting rows are sent again, as after a data loss.
+        logger.warning(
+            "Redis is another server than at the last pass (a failover or a restart); "
+            "re-sending every waiting job sent before now; duplicates are skipped by the ledger."
+        )
+        state["reconcile_before_ms"] = now_ms
+        state["hold_until_ms"] = now_ms + timeout_ms
+        redis_state.state_write(
+            broker, {"reconcile_before_ms": now_ms, "hold_until_ms": state["hold_until_ms"]}
+        )
     elif redis_was_down or now_ms - state.get("last_pass_ms", now_ms) > timeout_ms:
         # Redis was unreachable, or no pass ran for a whole timeout: heartbeats may be stale
         # for everyone. Give live workers one timeout to beat again before judging them.
@@ -330,6 +363,11 @@ def _state(
         redis_state.state_write(broker, {"hold_until_ms": state["hold_until_ms"]})
     trusted = now_ms >= state.get("hold_until_ms", 0)
     return trusted, data_lost, state.get("reconcile_before_ms")
+
+
+def _server_changed(broker: JobsRedisBroker) -> bool:
+    previous, current = redis_state.server_swap(broker)
+    return previous is not None and current is not None and previous != current
 
 
 def _now_ms() -> int:

@@ -26,6 +26,7 @@ from typing import Any
 import redis
 
 from jobs.background import BackgroundThread
+from jobs.outages import REDIS
 
 logger = logging.getLogger(__name__)
 
@@ -140,6 +141,7 @@ class Acker(BackgroundThread):
         while True:
             try:
                 self._script(keys=[self.broker.namespace], args=args)
+                REDIS.recovered()
                 self.calls += 1
                 self.acked += len(batch)
                 return
@@ -152,7 +154,8 @@ class Acker(BackgroundThread):
                         exc,
                     )
                     return
+                REDIS.failed(exc)
                 if tries == 0:
-                    logger.warning("Acknowledgements wait for Redis: %s", exc)
+                    logger.info("Acknowledgements wait for Redis: %s", exc)
                 time.sleep(RETRY_DELAYS[min(tries, len(RETRY_DELAYS) - 1)])
                 tries += 1

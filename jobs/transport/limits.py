@@ -263,3 +263,17 @@ def concurrency_release_many(slots: Sequence[tuple[int, str]]) -> None:
 def concurrency_running(*, organization_id: int) -> int:
     """How many slots an organization holds now (expired leases excluded)."""
     return int(get_broker().client.zcount(_key("running", organization_id), _now_ms(), "+inf"))
+
+
+def concurrency_holders(organization_ids: Sequence[int]) -> dict[int, list[str]]:
+    """The job ids holding each organization's running-job slots (expired leases included)."""
+    if not organization_ids:
+        return {}
+    pipe = get_broker().client.pipeline(transaction=False)
+    for organization_id in organization_ids:
+        pipe.zrange(_key("running", organization_id), 0, -1)
+    replies = pipe.execute()
+    return {
+        organization_id: [m.decode() if isinstance(m, bytes) else str(m) for m in members]
+        for organization_id, members in zip(organization_ids, replies, strict=True)
+    }

@@ -16,6 +16,8 @@ import json
 import uuid
 from collections.abc import Sequence
 
+import redis
+
 from jobs.transport.broker import JobsRedisBroker
 from jobs.transport.workers import workers_key
 
@@ -95,3 +97,19 @@ def worker_claim(broker: JobsRedisBroker, broker_id: str, *, ttl_ms: int) -> boo
     """Claim the recovery of one dead worker for ``ttl_ms``, so one process of a host does it."""
     key = f"{state_key(broker)}.worker:{broker_id}"
     return bool(broker.client.set(key, "1", nx=True, px=ttl_ms))
+
+
+def server_swap(broker: JobsRedisBroker) -> tuple[str | None, str | None]:
+    """(the Redis server's run id at the last pass, its run id now), recording the new one.
+
+    A different run id means another server answers at the same address: a
+    failover or a restart. Both are None when INFO is not allowed (ACL).
+    """
+    try:
+        run_id = str(broker.client.info("server").get("run_id", "")) or None
+    except redis.exceptions.NoPermissionError:
+        return None, None
+    if run_id is None:
+        return None, None
+    previous = broker.client.getset(f"{state_key(broker)}.server", run_id)
+    return (previous.decode() if isinstance(previous, bytes) else previous), run_id

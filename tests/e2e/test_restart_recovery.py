@@ -86,7 +86,7 @@ def test_a_live_worker_leaves_its_hosts_live_workers_alone_and_recovers_one_that
         "email",
         **{**FAST_RECOVERY_ENV, **SLOW_HEARTBEAT, "JOBS_WORKER_HOST": host},
     )
-    wait_for(lambda: "Worker process is ready" in sibling.output(), timeout=60)
+    wait_for(lambda: "Worker process is ready" in sibling.output(), timeout=180)
 
     wait_for(lambda: Job.objects.get(pk=job.pk).status == JobStatus.SUCCEEDED, timeout=90)
     assert [(o, e) for o, e, _ in _attempts(job)] == [(AttemptOutcome.SUCCEEDED, "")]
