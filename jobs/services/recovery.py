@@ -179,7 +179,7 @@ def run_once(broker: JobsRedisBroker | None = None) -> RecoveryReport:
         )
         redis_state.state_write(broker, {"last_pass_ms": _now_ms()})
         if report.did_something:
-            logger.info("Recovery pass: %s.", report.summary())
+            logger.info("Recovery pass finished: %s.", report.summary())
         return report
     except redis.RedisError:
         _redis_failed = True

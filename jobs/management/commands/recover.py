@@ -46,7 +46,7 @@ class Command(BaseCommand):
             self.stdout.write(
                 "Skipped: another process is running a pass."
                 if report.skipped
-                else f"Recovery pass: {report.summary()}."
+                else f"Recovery pass finished: {report.summary()}."
             )
             return
 
