@@ -7,6 +7,7 @@ import logging
 import threading
 import time
 from contextvars import Token
+from datetime import UTC, datetime
 from typing import Any
 
 import dramatiq
@@ -24,6 +25,7 @@ from jobs.services.transitions import (
     StartVerdict,
     attempt_end,
     job_adopt_message,
+    job_claim_reply_lost,
     job_start_refused,
 )
 from jobs.transport.acks import AckGate
@@ -120,13 +122,33 @@ class Ledger(Middleware):
                     organization_id=message.options.get("organization_id"),
                 )
                 decision = self._start(job_id)
+            claimant = message.options.get("ledger_claimant")
+            if (
+                decision.verdict is StartVerdict.RUNNING
+                and claimant
+                and job_claim_reply_lost(
+                    job_id=job_id,
+                    claimant=claimant,
+                    failed_at=datetime.fromtimestamp(
+                        message.options.get("ledger_claim_failed_at", 0), tz=UTC
+                    ),
+                )
+            ):
+                logger.info(
+                    "Job %s: its earlier claim committed unheard; claiming it again.", job_id
+                )
+                decision = self._start(job_id)
         except DatabaseError:
             logger.exception(
                 "The ledger is unreachable; message %s will be delivered again in %d ms.",
                 job_id,
                 DATABASE_DOWN_DELAY_MS,
             )
-            broker.enqueue(message.copy(), delay=DATABASE_DOWN_DELAY_MS)
+            # The claim may have committed unheard: the next delivery checks (above).
+            retry = message.copy(
+                options={"ledger_claimant": worker_id(), "ledger_claim_failed_at": time.time()}
+            )
+            broker.enqueue(retry, delay=DATABASE_DOWN_DELAY_MS)
             raise SkipMessage("ledger unreachable") from None
         self._refuse_unless_run(broker, message, decision)
         ctx = JobContext(

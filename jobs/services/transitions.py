@@ -17,6 +17,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from django.db import transaction
 from django.db.models import Max, Q
 from django.utils import timezone
 from dramatiq.middleware import TimeLimitExceeded
@@ -41,6 +42,7 @@ __all__ = [
     "job_attempt_finish",
     "job_attempt_start",
     "job_attempts_release",
+    "job_claim_reply_lost",
     "job_start_refused",
     "job_transitions_write",
     "running_filter",
@@ -53,6 +55,9 @@ _STARTABLE = (JobStatus.QUEUED, JobStatus.RETRYING)
 
 #: ``error_type`` of a job failed because its worker died too often while running it.
 POISON = "PoisonMessage"
+
+#: ``error_type`` of an attempt whose claim committed but whose claimant never heard so.
+CLAIM_REPLY_LOST = "ClaimReplyLost"
 
 #: Longest error message kept on a job row.
 MAX_ERROR_MESSAGE = 4_000
@@ -109,6 +114,39 @@ def job_attempt_start(*, job_id: str, worker_id: str) -> StartDecision:
 def job_start_refused(*, job_id: str, now: datetime | None = None) -> StartDecision:
     """Why a delivery was not claimed, acting on it: cancel a pending cancel, fail a poison job."""
     return _why_not_started(job_id, now or timezone.now())
+
+
+def job_claim_reply_lost(*, job_id: str, claimant: str, failed_at: datetime) -> bool:
+    """Give back a claim that committed while its claimant saw the database fail.
+
+    A claim's COMMIT can succeed on the server while the connection dies before
+    the reply arrives: the claimant counts the claim as failed, never runs the
+    job, and sends the message again naming itself. On that delivery the job
+    reads ``running``. If its open attempt is the claimant's and began before
+    the failure, nobody runs it: the attempt is closed as lost (not a worker
+    death, so it does not count towards the poison threshold) and the job is
+    claimable again. Returns whether it was.
+    """
+    with transaction.atomic():
+        closed = JobAttempt.objects.filter(
+            job_id=job_id,
+            worker_id=claimant,
+            finished_at__isnull=True,
+            started_at__lte=failed_at,
+            job__status=JobStatus.RUNNING,
+        ).update(
+            outcome=AttemptOutcome.LOST,
+            finished_at=timezone.now(),
+            error_type=CLAIM_REPLY_LOST,
+            error_message=(
+                "The claim committed, but the worker lost its database connection "
+                "before hearing so; the job was claimed again."
+            ),
+        )
+        if not closed:
+            return False
+        Job.objects.filter(pk=job_id, status=JobStatus.RUNNING).update(status=JobStatus.RETRYING)
+    return True
 
 
 def job_attempt_finish(*, job_id: str, attempt: int, end: AttemptEnd) -> bool:
