@@ -36,9 +36,10 @@ nginx:
 run: install
 	@$(PY) scripts/dev.py
 
+# Four test processes on two cores: most end-to-end tests wait on the processes they start.
 test: install browser nginx
 	@DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
-		$(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
+		$(PY) -m pytest -n 4 --dist loadfile $(PYTEST_ARGS)
 
 # The 2,000-job kill -9 soak alone (it also runs in `make test`).
 soak: install
@@ -163,7 +164,7 @@ BENCH_VENV ?= .venv-bench
 BENCH_PY := $(BENCH_VENV)/bin/python
 BENCH_STAMP := $(BENCH_VENV)/.installed
 BENCH_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/tbx_bench
-BENCH_REDIS_URL ?= redis://127.0.0.1:6379/12
+BENCH_REDIS_URL ?= redis://127.0.0.1:6379/8
 
 $(BENCH_STAMP): pyproject.toml bench/requirements.txt
 	@test -n "$(PYTHON)" || { echo "No Python 3.12+ found; run 'make PYTHON=/path/to/python3.12 $(MAKECMDGOALS)'." >&2; exit 1; }

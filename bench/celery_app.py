@@ -16,7 +16,7 @@ from celery import Celery
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.celery_settings")
 django.setup()
 
-REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/12")
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/8")
 QUEUE = os.environ.get("BENCH_CELERY_QUEUE", "celery")
 STAMPS_KEY = "bench:stamps"
 

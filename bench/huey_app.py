@@ -28,7 +28,7 @@ from huey.serializer import Serializer
 
 from bench.huey_keys import DONE_KEY, LAST_PREFIX, LIVE_NAME
 
-REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/12")
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/8")
 NAME = os.environ.get("BENCH_HUEY_NAME", LIVE_NAME)
 STAMPS_KEY = "bench:stamps"
 logger = logging.getLogger("huey.bench")

@@ -13,7 +13,7 @@ import dramatiq
 import redis
 from dramatiq.brokers.redis import RedisBroker
 
-REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/12")
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/8")
 NAMESPACE = os.environ.get("BENCH_DRAMATIQ_NAMESPACE", "dramatiq")
 STAMPS_KEY = "bench:stamps"
 

@@ -202,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rounds=ns.rounds,
         scale=ns.scale,
         systems=systems,
-        redis_url=env("BENCH_REDIS_URL", "redis://127.0.0.1:6379/12"),
+        redis_url=env("BENCH_REDIS_URL", "redis://127.0.0.1:6379/8"),
         database_url=env("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/tbx_bench"),
         http=not ns.no_http,
         docs=not ns.no_docs and ns.scale == 1.0 and systems == SYSTEMS,

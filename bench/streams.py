@@ -14,7 +14,7 @@ memory per stream (its resident memory with N streams open, less before).
 
 ``BENCH_DATABASE_URL`` (default ``postgres://postgres@127.0.0.1:5432/tbx_bench``;
 created and migrated when missing; its job table is **truncated**) and
-``BENCH_REDIS_URL`` (default ``redis://127.0.0.1:6379/12``; **flushed**).
+``BENCH_REDIS_URL`` (default ``redis://127.0.0.1:6379/8``; **flushed**).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 LOGS = ROOT / "bench" / "results" / "logs"
 DATABASE_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/tbx_bench")
-REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/8")
 #: Settings of every process here: production mode, caps above the streams opened.
 ENV = {
     "DATABASE_URL": DATABASE_URL,
