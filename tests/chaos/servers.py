@@ -51,18 +51,39 @@ def private_port() -> int:
     raise AssertionError(f"no free port in CHAOS_PORTS={spec}")
 
 
-def postgres_bindir() -> Path:
+def postgres_bindir(user: str | None = None) -> Path:
+    """Postgres's binaries: the pgserver wheel's, else the system's.
+
+    As root, the cluster runs as ``user``, who must be able to execute them: a
+    virtualenv under a private directory (``mktemp -d``) is out of its reach.
+    """
+    candidates = []
     # Found without importing pgserver, whose import warns about XDG_RUNTIME_DIR.
     spec = importlib.util.find_spec("pgserver")
     if spec is not None and spec.submodule_search_locations:
-        bindir = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
-        if (bindir / "pg_ctl").exists():
-            return bindir
+        candidates.append(Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin")
     found = shutil.which("pg_config")
     if found:
-        out = subprocess.run([found, "--bindir"], capture_output=True, text=True, check=True)
-        return Path(out.stdout.strip())
-    raise AssertionError("No Postgres binaries: run `make install` (the pgserver wheel).")
+        out = subprocess.run([found, "--bindir"], capture_output=True, text=True, check=False)
+        if out.returncode == 0 and out.stdout.strip():
+            candidates.append(Path(out.stdout.strip()))
+    candidates += sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
+    for bindir in candidates:
+        if not (bindir / "pg_ctl").exists() or not (bindir / "initdb").exists():
+            continue
+        if user is None or _executable_by(user, bindir / "initdb"):
+            return bindir
+    raise AssertionError(
+        "No Postgres binaries"
+        + (f" the {user} user can run" if user else "")
+        + ": run `make install` (the pgserver wheel) from a directory it can reach, "
+        "or install Debian's postgresql package."
+    )
+
+
+def _executable_by(user: str, path: Path) -> bool:
+    check = subprocess.run(["test", "-x", str(path)], user=user, check=False, timeout=30)
+    return check.returncode == 0
 
 
 class PostgresCluster:
@@ -79,8 +100,8 @@ class PostgresCluster:
         self.directory = directory
         self.data = directory / "data"
         self.port = private_port()
-        self.bindir = postgres_bindir()
         self._user: str | None = "postgres" if os.geteuid() == 0 else None
+        self.bindir = postgres_bindir(self._user)
         if self._user:
             account = pwd.getpwnam(self._user)
             os.chown(directory, account.pw_uid, account.pw_gid)
