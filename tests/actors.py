@@ -210,3 +210,23 @@ def leak_memory(*, mib: int) -> dict[str, Any]:
     """Keep ``mib`` MiB allocated (and touched) until the worker process exits."""
     _leaked.append(b"x" * (mib * 1024 * 1024))
     return {"leaked_mib": sum(len(chunk) for chunk in _leaked) // (1024 * 1024)}
+
+
+@job_type("tests.hold", queue="default", public=False, max_retries=0)
+def hold(*, key: str, limit_seconds: float = 60) -> dict[str, Any]:
+    """Run until the test sets ``tests:release:<key>`` (or ``limit_seconds`` pass).
+
+    For tests that need a job still running while they look at something else:
+    a fixed sleep is too short on a loaded machine and needlessly long on a quiet one.
+    """
+    deadline = time.monotonic() + limit_seconds
+    while not side_effects().exists(f"tests:release:{key}"):
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"tests.hold {key!r} was not released within {limit_seconds} s")
+        time.sleep(0.01)
+    return {"key": key}
+
+
+def release(key: str) -> None:
+    """Let the ``tests.hold`` job holding on ``key`` finish."""
+    side_effects().set(f"tests:release:{key}", 1, ex=600)

@@ -9,6 +9,8 @@ before, or the next delivery would find it ``running`` and drop it.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -16,13 +18,14 @@ from typing import Any
 import dramatiq
 import pytest
 
+from jobs.middleware.ledger import CANCEL_CHECK_AFTER_SECONDS
 from jobs.models import Job, JobAttempt, JobStatus
 from jobs.services import job_cancel, job_submit
 from jobs.services.fairness import organization_limits
 from jobs.services.transitions import job_attempts_release, job_transitions_write
 from jobs.transport.broker import JobsRedisBroker
 from jobs.transport.limits import concurrency_running
-from tests.actors import side_effects
+from tests.actors import release, side_effects
 from tests.factories import OrganizationFactory
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -38,14 +41,24 @@ def _echo(organization: Any = None, **payload: Any) -> str:
     )
 
 
+def _held(key: str, organization: Any = None) -> str:
+    return str(
+        job_submit(job_type="tests.hold", payload={"key": key}, organization=organization).job.pk
+    )
+
+
 @contextmanager
 def _one_waiting_behind(
     broker: JobsRedisBroker, wait_for: Any, slow: str, waiting: list[str]
 ) -> Iterator[None]:
-    """A one-thread worker running ``slow`` while one of ``waiting`` waits, claimed, behind it.
+    """A one-thread worker running ``slow`` (a ``tests.hold`` on key "slow") while one of
+    ``waiting`` waits, claimed, behind it.
 
     One thread, prefetch two: the next message waits in the worker. The
-    worker stops (putting back what it did not run) when the block ends.
+    worker stops (putting back what it did not run) when the block ends; the
+    slow job is let go once the waiting ones are back in the queue (or after
+    30 s, so that a worker that does not give them back fails the test, not
+    hangs it).
     """
     worker = dramatiq.Worker(broker, worker_threads=1, worker_timeout=50)
     worker.start()
@@ -54,7 +67,19 @@ def _one_waiting_behind(
         wait_for(lambda: Job.objects.filter(pk__in=waiting, status=JobStatus.RUNNING).count() == 1)
         yield
     finally:
-        worker.stop(timeout=10_000)
+        given_back = threading.Thread(target=_release_once_given_back, args=(broker, len(waiting)))
+        given_back.start()
+        worker.stop(timeout=60_000)
+        given_back.join()
+
+
+def _release_once_given_back(broker: JobsRedisBroker, count: int) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if broker.client.llen(f"{broker.namespace}:default") >= count:
+            break
+        time.sleep(0.02)
+    release("slow")
 
 
 def test_a_released_claim_leaves_the_row_as_it_was_before_the_claim(broker: Any) -> None:
@@ -80,7 +105,7 @@ def test_a_released_claim_leaves_the_row_as_it_was_before_the_claim(broker: Any)
 def test_fetched_messages_are_claimed_and_a_stopping_worker_gives_back_those_it_did_not_run(
     broker: JobsRedisBroker, wait_for: Any
 ) -> None:
-    slow = _echo(sleep_seconds=1.5)
+    slow = _held("slow")
     waiting = [_echo() for _ in range(3)]
     with _one_waiting_behind(broker, wait_for, slow, waiting):
         assert [type(x).__name__ for x in broker.fetch_listeners] == ["Fairness", "Ledger"]
@@ -104,7 +129,7 @@ def test_fetched_messages_are_claimed_and_a_stopping_worker_gives_back_those_it_
 def test_a_cancel_requested_while_a_claimed_job_waited_in_its_worker_stops_it_before_it_runs(
     broker: JobsRedisBroker, wait_for: Any
 ) -> None:
-    slow = _echo(sleep_seconds=3)  # long enough to cancel the next one behind it, under load
+    slow = _held("slow")  # held until the one behind it has been cancelled
     waiting = str(job_submit(job_type="tests.count", payload={"key": "waited"}).job.pk)
     worker = dramatiq.Worker(broker, worker_threads=1, worker_timeout=50)
     worker.start()
@@ -112,9 +137,14 @@ def test_a_cancel_requested_while_a_claimed_job_waited_in_its_worker_stops_it_be
         wait_for(lambda: Job.objects.get(pk=slow).status == JobStatus.RUNNING)
         wait_for(lambda: Job.objects.get(pk=waiting).status == JobStatus.RUNNING)
         assert Job.objects.get(pk=slow).status == JobStatus.RUNNING, "still behind the slow one"
+        claimed_by = time.monotonic()  # it was claimed before this
         job_cancel(job=Job.objects.get(pk=waiting))
+        # Only a job that waited past the threshold looks for a cancel before it runs.
+        wait_for(lambda: time.monotonic() - claimed_by > CANCEL_CHECK_AFTER_SECONDS + 0.1)
+        release("slow")
         wait_for(lambda: Job.objects.get(pk=waiting).status == JobStatus.CANCELLED)
     finally:
+        release("slow")
         worker.stop(timeout=10_000)
     assert side_effects().get("tests:runs:waited") is None, "its code never ran"
     assert Job.objects.get(pk=slow).status == JobStatus.SUCCEEDED
@@ -126,7 +156,7 @@ def test_fetched_messages_hold_their_organizations_slots_and_give_them_back_when
     org = OrganizationFactory.create(slug="ahead", max_concurrent_jobs=5)
     organization_limits(organization_id=org.pk)  # cached: consumers take slots only then
 
-    slow = _echo(org, sleep_seconds=1.5)
+    slow = _held("slow", org)
     waiting = [_echo(org) for _ in range(3)]
     with _one_waiting_behind(broker, wait_for, slow, waiting):
         # The slow job's slot and the slot of the message waiting behind it.
