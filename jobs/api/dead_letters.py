@@ -22,6 +22,7 @@ from rest_framework.reverse import reverse
 from rest_framework.views import APIView
 
 from jobs.api.pagination import JobPagination
+from jobs.api.schema import PAGE_PARAMETERS
 from jobs.api.serializers import JobSerializer
 from jobs.errors import DeadLetterGroupNotFound
 from jobs.redaction import redact_text
@@ -203,17 +204,7 @@ class DeadLetterGroupDetailView(APIView):
     """A group and its jobs, most recently dead-lettered first, a page at a time."""
 
     @extend_schema(
-        parameters=[
-            GROUP_ID,
-            OpenApiParameter(
-                "cursor", OpenApiTypes.STR, description="The `next` or `previous` link's cursor."
-            ),
-            OpenApiParameter(
-                "page_size",
-                OpenApiTypes.INT,
-                description="Jobs per page (default API_PAGE_SIZE, at most API_MAX_PAGE_SIZE).",
-            ),
-        ],
+        parameters=[GROUP_ID, *PAGE_PARAMETERS],
         responses=DeadLetterGroupPageSerializer,
         operation_id="dead_letters_retrieve",
     )
