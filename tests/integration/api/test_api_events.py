@@ -69,7 +69,7 @@ def test_the_event_stream_shows_status_progress_and_partial_results_until_the_en
     assert response["Content-Type"] == "text/event-stream"
     stream = _Reader(response)
     try:
-        stream.until(lambda events: ("running" in _statuses(events)))
+        stream.until(lambda events: "running" in _statuses(events))
         release("stream:1")
         stream.until(lambda events: any(name == "progress" for name, _ in events))
         release("stream:2")
