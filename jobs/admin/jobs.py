@@ -34,6 +34,7 @@ from jobs.admin.timeline import timeline_table
 from jobs.admin.views import DashboardView, DeadLettersView
 from jobs.models import Job, JobStatus
 from jobs.redaction import redact_text
+from jobs.selectors.jobs import jobs_with_shown_error_containing
 from jobs.services.control import job_retry_refusal
 
 
@@ -153,7 +154,9 @@ class JobAdmin(JobActions):
             pass
         else:
             return queryset.filter(pk=job_id), False
-        return queryset.filter(Q(idempotency_key=term) | Q(error_message__icontains=term)), False
+        # Error text as shown: the stored text would reveal what the page redacts.
+        shown_error = jobs_with_shown_error_containing(queryset, term)
+        return queryset.filter(Q(idempotency_key=term) | Q(pk__in=shown_error.values("pk"))), False
 
     def _scoped_or_404(self, request: HttpRequest, object_id: str) -> Job:
         try:

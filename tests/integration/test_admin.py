@@ -481,3 +481,17 @@ def test_the_list_does_not_read_payloads_results_or_tracebacks() -> None:
     ]
     assert '"jobs_job"."payload"' not in listing
     assert '"jobs_job"."error_traceback"' not in listing
+
+
+def test_search_matches_error_text_as_shown_so_it_cannot_probe_a_redacted_secret() -> None:
+    leaky = _failed(error_message="SMTP login refused: password=hunter2-secret for mailer")
+    client = _client(_superuser())
+
+    def found(term: str) -> bool:
+        return str(leaky.pk)[:8] in client.get(LIST, {"q": term}).content.decode()
+
+    page = client.get(f"{LIST}{leaky.pk}/change/").content.decode()
+    assert "hunter2" not in page, "the page shows the secret redacted"
+    assert found("login refused"), "what the page shows is searchable"
+    assert not found("hunter2"), "a term only inside the redacted secret finds nothing"
+    assert not found("password=hunter"), "nor does a guess at its beginning"
