@@ -184,11 +184,14 @@ def test_partial_results_on_the_event_stream_are_redacted_like_the_result(
     chunks = ["Your login: ", "password=hunter2-pw", f" and key {RAW_KEY}"]
     job = job_submit(
         job_type="tests.stream_text",
-        payload={"chunks": chunks, "step_seconds": 0.2},
+        payload={"chunks": chunks, "hold_key": "redacted"},
         organization=tenant_a.organization,
     ).job
 
     response = tenant_a.client.get(f"/api/v1/jobs/{job.pk}/events/")
+    # The stream is subscribed to the job's partial results now: let the job publish them.
+    for step in range(1, len(chunks) + 1):
+        release(f"redacted:{step}")
 
     body = b"".join(response.streaming_content).decode()  # type: ignore[attr-defined]
     _assert_no_secret(body)
