@@ -68,11 +68,16 @@ def big_result(*, size: int) -> dict[str, Any]:
 
 
 @job_type("tests.progress", queue="default", public=False, max_retries=0)
-def progress(*, steps: int, step_seconds: float) -> dict[str, Any]:
-    """Report progress each step; stops at the first step after a cancel."""
+def progress(*, steps: int, step_seconds: float, hold_key: str = "") -> dict[str, Any]:
+    """Report progress each step; stops at the first step after a cancel.
+
+    With ``hold_key``, the steps after the first wait for ``release(hold_key)``.
+    """
     job = current_job()
     assert job is not None
     for step in range(steps):
+        if hold_key and step:
+            _wait_released(hold_key, limit_seconds=60)
         time.sleep(step_seconds)
         job.progress(int(100 * (step + 1) / steps), f"step {step + 1} of {steps}")
     return {"steps": steps}
@@ -117,12 +122,21 @@ def drop_connection() -> dict[str, Any]:
 
 
 @job_type("tests.stream_text", queue="default", public=False, max_retries=0)
-def stream_text(*, chunks: list[str], step_seconds: float = 0.1) -> dict[str, Any]:
-    """Publish each chunk as a partial result, reporting progress, then return them joined."""
+def stream_text(
+    *, chunks: list[str], step_seconds: float = 0.1, hold_key: str = ""
+) -> dict[str, Any]:
+    """Publish each chunk as a partial result, reporting progress, then return them joined.
+
+    With ``hold_key``, chunk ``n`` waits for ``release(f"{hold_key}:{n}")`` instead of
+    ``step_seconds``: the test decides when each step happens.
+    """
     job = current_job()
     assert job is not None
     for number, chunk in enumerate(chunks, start=1):
-        time.sleep(step_seconds)
+        if hold_key:
+            _wait_released(f"{hold_key}:{number}", limit_seconds=60)
+        else:
+            time.sleep(step_seconds)
         job.publish_partial(chunk)
         job.progress(int(100 * number / len(chunks)), f"chunk {number}")
     return {"text": "".join(chunks)}
@@ -218,13 +232,33 @@ def hold(*, key: str, limit_seconds: float = 60) -> dict[str, Any]:
 
     For tests that need a job still running while they look at something else:
     a fixed sleep is too short on a loaded machine and needlessly long on a quiet one.
+    Each run counts in ``tests:runs:<key>``.
     """
+    side_effects().incr(f"tests:runs:{key}")
+    _wait_released(key, limit_seconds)
+    return {"key": key}
+
+
+@job_type("tests.hold_progress", queue="default", public=False, max_retries=0)
+def hold_progress(*, key: str, message: str, limit_seconds: float = 60) -> dict[str, Any]:
+    """Report 50 % with ``message`` once ``<key>:progress`` is released, then hold on ``key``.
+
+    A stream opened while the job waits sees the report as a progress event of its own.
+    """
+    job = current_job()
+    assert job is not None
+    _wait_released(f"{key}:progress", limit_seconds)
+    job.progress(50, message)
+    _wait_released(key, limit_seconds)
+    return {"key": key}
+
+
+def _wait_released(key: str, limit_seconds: float) -> None:
     deadline = time.monotonic() + limit_seconds
     while not side_effects().exists(f"tests:release:{key}"):
         if time.monotonic() >= deadline:
-            raise TimeoutError(f"tests.hold {key!r} was not released within {limit_seconds} s")
+            raise TimeoutError(f"{key!r} was not released within {limit_seconds} s")
         time.sleep(0.01)
-    return {"key": key}
 
 
 def release(key: str) -> None:

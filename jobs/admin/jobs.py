@@ -34,6 +34,7 @@ from jobs.admin.timeline import timeline_table
 from jobs.admin.views import DashboardView, DeadLettersView
 from jobs.models import Job, JobStatus
 from jobs.redaction import redact_text
+from jobs.selectors.jobs import jobs_with_shown_error_containing
 from jobs.services.control import job_retry_refusal
 
 
@@ -78,7 +79,7 @@ class JobAdmin(JobActions):
                     "status_display",
                     "attempts_display",
                     "progress_display",
-                    "progress_message",
+                    "progress_message_display",
                     "idempotency_key",
                 ]
             },
@@ -153,7 +154,9 @@ class JobAdmin(JobActions):
             pass
         else:
             return queryset.filter(pk=job_id), False
-        return queryset.filter(Q(idempotency_key=term) | Q(error_message__icontains=term)), False
+        # Error text as shown: the stored text would reveal what the page redacts.
+        shown_error = jobs_with_shown_error_containing(queryset, term)
+        return queryset.filter(Q(idempotency_key=term) | Q(pk__in=shown_error.values("pk"))), False
 
     def _scoped_or_404(self, request: HttpRequest, object_id: str) -> Job:
         try:
@@ -204,10 +207,14 @@ class JobAdmin(JobActions):
         return format_html(
             '<progress class="job-progress" value="{}" max="100" title="{}">{}%</progress> {}%',
             job.progress,
-            job.progress_message,
+            redact_text(job.progress_message),
             job.progress,
             job.progress,
         )
+
+    @admin.display(description="progress message")
+    def progress_message_display(self, job: Job) -> str:
+        return redact_text(job.progress_message)
 
     @admin.display(description="attempts")
     def attempts_display(self, job: Job) -> str:

@@ -10,11 +10,18 @@ replayed (rate limit and monthly quota); purge needs the same scope.
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Callable
+from functools import partial
+from typing import Any, ClassVar
 
 from django.db.models import QuerySet
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    extend_schema,
+    extend_schema_field,
+    extend_schema_view,
+)
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -22,6 +29,7 @@ from rest_framework.reverse import reverse
 from rest_framework.views import APIView
 
 from jobs.api.pagination import JobPagination
+from jobs.api.schema import PAGE_PARAMETERS
 from jobs.api.serializers import JobSerializer
 from jobs.errors import DeadLetterGroupNotFound
 from jobs.redaction import redact_text
@@ -203,17 +211,7 @@ class DeadLetterGroupDetailView(APIView):
     """A group and its jobs, most recently dead-lettered first, a page at a time."""
 
     @extend_schema(
-        parameters=[
-            GROUP_ID,
-            OpenApiParameter(
-                "cursor", OpenApiTypes.STR, description="The `next` or `previous` link's cursor."
-            ),
-            OpenApiParameter(
-                "page_size",
-                OpenApiTypes.INT,
-                description="Jobs per page (default API_PAGE_SIZE, at most API_MAX_PAGE_SIZE).",
-            ),
-        ],
+        parameters=[GROUP_ID, *PAGE_PARAMETERS],
         responses=DeadLetterGroupPageSerializer,
         operation_id="dead_letters_retrieve",
     )
@@ -232,57 +230,57 @@ class DeadLetterGroupDetailView(APIView):
         )
 
 
-class DeadLetterReplayView(APIView):
+def _action_schema(operation_id: str) -> Any:
+    return extend_schema(
+        parameters=[GROUP_ID],
+        request=DeadLetterActionSerializer,
+        responses=DeadLetterResultSerializer,
+        operation_id=operation_id,
+    )
+
+
+class _DeadLetterActionView(APIView):
+    """A write on a group's jobs (or ``job_ids`` among them): ``service`` does it.
+
+    ``service`` is called with the group, the organization scope, the ids, and
+    who asked (user, channel, audit); its result is answered as ``action``.
+    """
+
+    required_scopes = {"POST": ApiScope.DEAD_LETTERS_WRITE.value}
+    action: ClassVar[str]
+    service: ClassVar[Callable[..., DeadLetterResult]]
+
+    def post(self, request: Request, group_id: str) -> Response:
+        group = _group(request, group_id)
+        result = self.service(
+            group=group,
+            organizations=_scope(request),
+            job_ids=_job_ids(request),
+            user=_user(request),
+            via=VIA,
+            audit=_audit(request),
+        )
+        return _result(self.action, result)
+
+
+@extend_schema_view(post=_action_schema("dead_letters_replay"))
+class DeadLetterReplayView(_DeadLetterActionView):
     """Queue the group's jobs (or ``job_ids`` among them) again with a fresh retry budget.
 
     Each job replayed costs one submission: the rate limit and the monthly
     quota are checked for all of them first (429 and nothing replayed).
     """
 
-    required_scopes = {"POST": ApiScope.DEAD_LETTERS_WRITE.value}
-
-    @extend_schema(
-        parameters=[GROUP_ID],
-        request=DeadLetterActionSerializer,
-        responses=DeadLetterResultSerializer,
-        operation_id="dead_letters_replay",
-    )
-    def post(self, request: Request, group_id: str) -> Response:
-        group = _group(request, group_id)
-        result = dead_letter_group_replay(
-            group=group,
-            organizations=_scope(request),
-            job_ids=_job_ids(request),
-            user=_user(request),
-            via=VIA,
-            enforce_limits=True,
-            audit=_audit(request),
-        )
-        return _result("replay", result)
+    action = "replay"
+    service = staticmethod(partial(dead_letter_group_replay, enforce_limits=True))
 
 
-class DeadLetterPurgeView(APIView):
+@extend_schema_view(post=_action_schema("dead_letters_purge"))
+class DeadLetterPurgeView(_DeadLetterActionView):
     """Take the group's jobs (or ``job_ids`` among them) off the dead-letter list.
 
     Their rows stay ``failed`` with their error; Redis's copies of their messages are deleted.
     """
 
-    required_scopes = {"POST": ApiScope.DEAD_LETTERS_WRITE.value}
-
-    @extend_schema(
-        parameters=[GROUP_ID],
-        request=DeadLetterActionSerializer,
-        responses=DeadLetterResultSerializer,
-        operation_id="dead_letters_purge",
-    )
-    def post(self, request: Request, group_id: str) -> Response:
-        group = _group(request, group_id)
-        result = dead_letter_group_purge(
-            group=group,
-            organizations=_scope(request),
-            job_ids=_job_ids(request),
-            user=_user(request),
-            via=VIA,
-            audit=_audit(request),
-        )
-        return _result("purge", result)
+    action = "purge"
+    service = staticmethod(dead_letter_group_purge)

@@ -19,6 +19,17 @@ from jobs.payloads import PayloadSerializer
 JOB_ID = OpenApiParameter(
     "job_id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="The job's id."
 )
+#: The query parameters of every cursor-paginated list of jobs (see ``JobPagination``).
+PAGE_PARAMETERS = [
+    OpenApiParameter(
+        "cursor", OpenApiTypes.STR, description="The `next` or `previous` link's cursor."
+    ),
+    OpenApiParameter(
+        "page_size",
+        OpenApiTypes.INT,
+        description="Jobs per page (default API_PAGE_SIZE, at most API_MAX_PAGE_SIZE).",
+    ),
+]
 
 
 class ApiKeyScheme(OpenApiAuthenticationExtension):

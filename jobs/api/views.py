@@ -14,7 +14,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from jobs.api.pagination import JobPagination
-from jobs.api.schema import JOB_ID, payload_json_schema
+from jobs.api.schema import JOB_ID, PAGE_PARAMETERS, payload_json_schema
 from jobs.api.serializers import (
     JobBatchCreateSerializer,
     JobBatchSerializer,
@@ -95,14 +95,7 @@ class JobListCreateView(APIView):
     @extend_schema(
         parameters=[
             JobFilterSerializer,
-            OpenApiParameter(
-                "cursor", OpenApiTypes.STR, description="The `next` or `previous` link's cursor."
-            ),
-            OpenApiParameter(
-                "page_size",
-                OpenApiTypes.INT,
-                description="Jobs per page (default API_PAGE_SIZE, at most API_MAX_PAGE_SIZE).",
-            ),
+            *PAGE_PARAMETERS,
         ],
         responses=JobPageSerializer,
         description="The organization's jobs, newest first, filtered and paginated.",

@@ -138,11 +138,15 @@ class Ledger(Middleware):
                     "Job %s: its earlier claim committed unheard; claiming it again.", job_id
                 )
                 decision = self._start(job_id)
-        except DatabaseError:
-            logger.exception(
-                "The ledger is unreachable; message %s will be delivered again in %d ms.",
+        except DatabaseError as exc:
+            # One line per message, not a traceback each: an outage would flood the log.
+            logger.warning(
+                "Could not reach the ledger (%s: %s); message %s will be delivered again in %d ms.",
+                type(exc).__name__,
+                str(exc).strip().splitlines()[0] if str(exc).strip() else "no detail",
                 job_id,
                 DATABASE_DOWN_DELAY_MS,
+                exc_info=logger.isEnabledFor(logging.DEBUG),
             )
             # The claim may have committed unheard: the next delivery checks (above).
             retry = message.copy(

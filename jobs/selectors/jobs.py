@@ -14,6 +14,7 @@ from django.db.models import Q, QuerySet
 
 from jobs.errors import JobNotFound
 from jobs.models import Job, JobAttempt
+from jobs.redaction import redact_text
 from tenants.models import Organization
 
 
@@ -124,3 +125,29 @@ def task_job_row(*, job_id: uuid.UUID, job_type: str, organization_id: int | Non
     if organization_id is not None:
         jobs = jobs.filter(organization_id=organization_id)
     return jobs.first()
+
+
+#: How many of the newest rows whose stored error text holds a search term are checked
+#: against what the admin shows (the redacted text).
+ERROR_SEARCH_CANDIDATES = 1_000
+
+
+def jobs_with_shown_error_containing(
+    queryset: QuerySet[Job], term: str, *, candidates: int = ERROR_SEARCH_CANDIDATES
+) -> QuerySet[Job]:
+    """The jobs of ``queryset`` whose error message, **as shown** (redacted), contains ``term``.
+
+    Matching the stored text would make search an oracle: a term found only
+    inside a redacted secret would still select the row, telling its value one
+    guess at a time. So the database narrows to the newest ``candidates``
+    rows whose stored text contains the term, and only those whose redacted
+    text still contains it are kept.
+    """
+    folded = term.casefold()
+    rows = (
+        queryset.filter(error_message__icontains=term)
+        .order_by("-created_at")
+        .values_list("pk", "error_message")[:candidates]
+    )
+    shown = [pk for pk, message in rows if folded in redact_text(message or "").casefold()]
+    return queryset.filter(pk__in=shown)

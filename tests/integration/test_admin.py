@@ -156,14 +156,19 @@ def test_secret_looking_payload_and_result_values_are_redacted_on_the_job_page()
         result={"access_token": "tok-456", "ok": True},
         error_message="earlier attempt: Authorization: Bearer sekrit-789",
         error_type="Boom",
+        progress_message="syncing as db_password=prog-secret-1",
     )
+    client = _client(_superuser())
 
-    body = _client(_superuser()).get(f"{LIST}{job.pk}/change/").content.decode()
+    body = client.get(f"{LIST}{job.pk}/change/").content.decode()
+    listed = client.get(LIST).content.decode()  # the progress bar's tooltip
 
     assert "visible" in body
-    for secret in ("hunter2", "k-123", "tok-456", "sekrit-789"):
+    for secret in ("hunter2", "k-123", "tok-456", "sekrit-789", "prog-secret-1"):
         assert secret not in body
-    assert "[redacted]" in body
+    assert "prog-secret-1" not in listed
+    assert "syncing as db_password=[redacted]" in body
+    assert "syncing as db_password=[redacted]" in listed
 
 
 def test_the_job_page_shows_attempts_audit_and_a_timeline(broker: Any) -> None:
@@ -481,3 +486,17 @@ def test_the_list_does_not_read_payloads_results_or_tracebacks() -> None:
     ]
     assert '"jobs_job"."payload"' not in listing
     assert '"jobs_job"."error_traceback"' not in listing
+
+
+def test_search_matches_error_text_as_shown_so_it_cannot_probe_a_redacted_secret() -> None:
+    leaky = _failed(error_message="SMTP login refused: password=hunter2-secret for mailer")
+    client = _client(_superuser())
+
+    def found(term: str) -> bool:
+        return str(leaky.pk)[:8] in client.get(LIST, {"q": term}).content.decode()
+
+    page = client.get(f"{LIST}{leaky.pk}/change/").content.decode()
+    assert "hunter2" not in page, "the page shows the secret redacted"
+    assert found("login refused"), "what the page shows is searchable"
+    assert not found("hunter2"), "a term only inside the redacted secret finds nothing"
+    assert not found("password=hunter"), "nor does a guess at its beginning"

@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 from django.core.management import call_command
-from django.utils import timezone
 
 from jobs.errors import OrganizationInactive, QuotaExceeded, RateLimited
 from jobs.models import AttemptOutcome, Job, JobAttempt, JobStatus
 from jobs.services import JobRequest, job_cancel, job_retry, job_submit, job_submit_many
 from jobs.services.fairness import organization_limits_forget
 from jobs.transport.limits import concurrency_running
+from tests.actors import release
 from tests.factories import JobFactory, OrganizationFactory
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -44,20 +44,16 @@ def test_an_organization_over_its_concurrency_cap_waits_without_starving_others(
     settings.JOBS_FAIRNESS_DEFER_MS = 300
     a = OrganizationFactory.create(slug="org-a", max_concurrent_jobs=2)
     b = OrganizationFactory.create(slug="org-b")
+    # A's jobs run until the test lets them go: B's must all run while A's first two
+    # still hold A's cap and the other 18 wait, however slow the machine.
     a_jobs = job_submit_many(
-        requests=[
-            JobRequest(
-                job_type="diagnostics.echo", payload={"message": f"a{i}", "sleep_seconds": 1}
-            )
-            for i in range(20)
-        ],
+        requests=[JobRequest(job_type="tests.hold", payload={"key": "org-a"}) for _ in range(20)],
         organization=a,
     )
     worker = dramatiq.Worker(broker, worker_threads=8, worker_timeout=50)
     worker.start()
     try:
         wait_for(lambda: JobAttempt.objects.filter(job__organization=a).count() >= 2)
-        b_submitted = timezone.now()
         b_jobs = job_submit_many(
             requests=[
                 JobRequest(job_type="diagnostics.echo", payload={"message": f"b{i}"})
@@ -65,8 +61,15 @@ def test_an_organization_over_its_concurrency_cap_waits_without_starving_others(
             ],
             organization=b,
         )
+        wait_for(
+            lambda: Job.objects.filter(organization=b, status=JobStatus.SUCCEEDED).count() == 5
+        )
+        assert JobAttempt.objects.filter(job__organization=a).count() == 2, "A is at its cap"
+        assert not Job.objects.filter(organization=a, status=JobStatus.SUCCEEDED).exists()
+        release("org-a")
         wait_for(lambda: Job.objects.filter(status=JobStatus.SUCCEEDED).count() == 25, timeout=60)
     finally:
+        release("org-a")
         worker.stop()
 
     a_attempts = list(
@@ -82,14 +85,16 @@ def test_an_organization_over_its_concurrency_cap_waits_without_starving_others(
         if start is not None
     ]
     assert len(b_starts) == 5
-    assert max(b_starts) - b_submitted < timedelta(seconds=2)
+    a_finishes = [finished for _, finished in a_attempts if finished is not None]
+    assert len(a_finishes) == 20
+    assert max(b_starts) < min(a_finishes), "all of B started before any of A finished"
     for s in a_jobs:
         s.job.refresh_from_db()
         assert s.job.status == JobStatus.SUCCEEDED
         assert s.job.attempts == 1
     assert not JobAttempt.objects.exclude(outcome=AttemptOutcome.SUCCEEDED).exists()
     # Slots are freed by the worker's releaser thread just after each job.
-    wait_for(lambda: concurrency_running(organization_id=a.pk) == 0, timeout=5)
+    wait_for(lambda: concurrency_running(organization_id=a.pk) == 0)
 
 
 def test_the_submission_rate_limit_is_per_organization_and_says_when_to_retry(broker: Any) -> None:

@@ -29,7 +29,7 @@ from jobs.services.transitions import (
     job_attempt_finish,
     job_attempt_start,
 )
-from tests.actors import side_effects
+from tests.actors import release, side_effects
 from tests.factories import OrganizationFactory
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -259,10 +259,14 @@ def test_a_queued_job_cancelled_before_it_runs_never_runs(broker: Any, wait_for:
 def test_a_running_job_stops_at_its_next_progress_report_when_cancelled(
     worker: Any, wait_for: Any
 ) -> None:
-    job = job_submit(job_type="tests.progress", payload={"steps": 100, "step_seconds": 0.05}).job
-    wait_for(lambda: _reload(job).progress >= 5)
+    # Held after its first step until the cancel is requested, however slow the machine.
+    job = job_submit(
+        job_type="tests.progress", payload={"steps": 100, "step_seconds": 0, "hold_key": "cancel"}
+    ).job
+    wait_for(lambda: _reload(job).progress >= 1)
 
     job_cancel(job=job)
+    release("cancel")
 
     wait_for(lambda: _finished(job))
     assert job.status == JobStatus.CANCELLED

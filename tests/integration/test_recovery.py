@@ -36,7 +36,7 @@ from jobs.services.recovery import RecoveryReport
 from jobs.services.recovery_ledger import POISON, WORKER_LOST, job_attempts_mark_lost
 from jobs.services.transitions import StartVerdict, job_attempt_start
 from jobs.transport.broker import JobsRedisBroker, get_broker
-from tests.actors import side_effects
+from tests.actors import release, side_effects
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -316,12 +316,17 @@ def test_redis_down_at_submission_raises_broker_unavailable_and_writes_nothing(
 
 
 def test_a_second_copy_of_a_running_job_is_acknowledged_without_running(
-    broker: JobsRedisBroker, worker: Any, wait_for: Any
+    broker: JobsRedisBroker, worker: Any, wait_for: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    job = job_submit(
-        job_type="tests.count", payload={"key": "dup-running", "sleep_seconds": 1.0}
-    ).job
-    jobs_send([(job_message(job), None)])  # a duplicate delivery, concurrent
+    caplog.set_level(logging.INFO, logger="jobs.middleware.ledger")
+    job = job_submit(job_type="tests.hold", payload={"key": "dup-running"}).job
+    try:
+        wait_for(lambda: _reload(job).status == JobStatus.RUNNING)
+        jobs_send([(job_message(job), None)])  # a duplicate delivery, while it runs
+        acknowledged = f"Job {job.pk} is running; acknowledging without running."
+        wait_for(lambda: any(r.getMessage() == acknowledged for r in caplog.records))
+    finally:
+        release("dup-running")
 
     wait_for(lambda: _reload(job).status == JobStatus.SUCCEEDED)
     broker.join("default", timeout=10_000)

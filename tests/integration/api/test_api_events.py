@@ -9,6 +9,7 @@ import dramatiq
 import pytest
 
 from jobs.services import job_submit
+from tests.actors import release
 from tests.integration.api.conftest import Tenant
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -28,12 +29,35 @@ def parse_sse(raw: bytes) -> list[tuple[str, Any]]:
     return events
 
 
+class _Reader:
+    """Reads an SSE response as it streams, up to the events a condition waits for."""
+
+    def __init__(self, response: Any) -> None:
+        self._chunks = iter(response.streaming_content)
+        self.body = b""
+
+    @property
+    def events(self) -> list[tuple[str, Any]]:
+        return parse_sse(self.body)
+
+    def until(self, condition: Any) -> list[tuple[str, Any]]:
+        while not condition(self.events):
+            self.body += next(self._chunks)  # StopIteration: the stream ended first
+        return self.events
+
+    def rest(self) -> list[tuple[str, Any]]:
+        self.body += b"".join(self._chunks)
+        return self.events
+
+
 def test_the_event_stream_shows_status_progress_and_partial_results_until_the_end(
     worker: dramatiq.Worker, tenant_a: Tenant
 ) -> None:
+    # Each chunk waits for the test, which lets it go once the stream has shown
+    # the state before it: a loaded machine cannot run the job past the stream's polls.
     job = job_submit(
         job_type="tests.stream_text",
-        payload={"chunks": ["Photo", "synthesis ", "explained."], "step_seconds": 0.3},
+        payload={"chunks": ["Photo", "synthesis ", "explained."], "hold_key": "stream"},
         organization=tenant_a.organization,
     ).job
 
@@ -43,8 +67,18 @@ def test_the_event_stream_shows_status_progress_and_partial_results_until_the_en
 
     assert response.status_code == 200
     assert response["Content-Type"] == "text/event-stream"
-    events = parse_sse(b"".join(response.streaming_content))  # type: ignore[attr-defined]
-    statuses = [data["status"] for name, data in events if name == "status"]
+    stream = _Reader(response)
+    try:
+        stream.until(lambda events: "running" in _statuses(events))
+        release("stream:1")
+        stream.until(lambda events: any(name == "progress" for name, _ in events))
+        release("stream:2")
+        release("stream:3")
+        events = stream.rest()
+    finally:
+        for step in (1, 2, 3):
+            release(f"stream:{step}")
+    statuses = _statuses(events)
     assert statuses[-1] == "succeeded"
     assert "running" in statuses
     partials = [data["text"] for name, data in events if name == "partial"]
@@ -53,6 +87,10 @@ def test_the_event_stream_shows_status_progress_and_partial_results_until_the_en
     assert events[-1][1]["result"] == {"text": "Photosynthesis explained."}
     # Partial results come before the final status.
     assert [name for name, _ in events].index("partial") < len(events) - 1
+
+
+def _statuses(events: list[tuple[str, Any]]) -> list[str]:
+    return [data["status"] for name, data in events if name == "status"]
 
 
 def test_the_event_stream_of_a_finished_job_replays_its_state_and_closes(

@@ -11,7 +11,9 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from jobs.models import JobStatus
+from jobs.services import job_submit
 from tenants.models import ApiScope, Organization
+from tests.actors import release
 from tests.factories import JobFactory, staff_user
 from tests.integration.api.conftest import key_client, make_tenant
 
@@ -103,14 +105,17 @@ def test_workers_are_listed_with_their_running_jobs_for_ops_keys_only(
 ) -> None:
     tenant = make_tenant("school")
     ops, _ = key_client(tenant, ApiScope.OPS)
-    body = {"type": "diagnostics.echo", "payload": {"message": "slow", "sleep_seconds": 3}}
-    assert tenant.client.post("/api/v1/jobs/", body, format="json").status_code == 201
+    # Running until the test has seen it: a fixed sleep could end before the listing shows it.
+    job_submit(job_type="tests.hold", payload={"key": "busy"}, organization=tenant.organization)
 
     def busy() -> list[dict[str, Any]]:
         rows = ops.get("/api/v1/workers/").json()["results"]
         return [row for row in rows if row["jobs_in_flight"] == 1]
 
-    [row] = wait_for(busy, timeout=30)
+    try:
+        [row] = wait_for(busy, timeout=30)
+    finally:
+        release("busy")
     assert row["threads"] == 4 and row["pid"] > 0 and row["host"]
     assert row["seconds_since_heartbeat"] < 60
     refused = tenant.client.get("/api/v1/workers/")
