@@ -13,14 +13,10 @@ import httpx
 import pytest
 
 from jobs.models import Job
-from tests.e2e.conftest import ManagedProcess, free_port
+from tests.e2e.commands import free_port, worker_ready
 from tests.integration.api.conftest import make_tenant
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
-
-
-def _wait_worker(worker: ManagedProcess, wait_for: Any) -> None:
-    wait_for(lambda: "Worker process is ready" in worker.output(), timeout=120)
 
 
 def _poll(
@@ -41,7 +37,7 @@ def live(broker: Any, start_web: Any, start_command: Any, wait_for: Any, request
     tenant = make_tenant("live-school")
     worker = start_command("rundramatiq", "--processes", "1", "--threads", "4")
     web = start_web(asgi=getattr(request, "param", "wsgi") == "asgi")
-    _wait_worker(worker, wait_for)
+    worker_ready(worker, wait_for)
     client = httpx.Client(
         base_url=web.url, headers={"Authorization": f"Bearer {tenant.raw_key}"}, timeout=30
     )

@@ -15,8 +15,8 @@ from jobs.models import AttemptOutcome, Job, JobAttempt, JobStatus
 from jobs.services import job_submit
 from jobs.services.recovery_ledger import WORKER_LOST
 from tests.actors import side_effects
+from tests.e2e.commands import kill9, start_fast_recovery_worker, worker_ready
 from tests.e2e.conftest import FAST_RECOVERY_ENV
-from tests.e2e.test_faults import kill9, start_worker
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -27,7 +27,7 @@ SLOW_HEARTBEAT = {"JOBS_HEARTBEAT_TIMEOUT_MS": SLOW_HEARTBEAT_MS}
 def _running_job(
     start_command: Any, wait_for: Any, host: str, key: str, sleep_seconds: float = 3
 ) -> tuple[Any, Job]:
-    worker = start_worker(
+    worker = start_fast_recovery_worker(
         start_command, wait_for, JOBS_WORKER_HOST=host, JOBS_HEARTBEAT_TIMEOUT_MS=SLOW_HEARTBEAT_MS
     )
     job = job_submit(
@@ -54,7 +54,7 @@ def test_a_worker_restarted_on_the_same_host_runs_the_killed_workers_job_again_a
     worker, job = _running_job(start_command, wait_for, host, "restart-same-host")
 
     kill9(worker)
-    start_worker(
+    start_fast_recovery_worker(
         start_command, wait_for, JOBS_WORKER_HOST=host, JOBS_HEARTBEAT_TIMEOUT_MS=SLOW_HEARTBEAT_MS
     )
 
@@ -86,7 +86,7 @@ def test_a_live_worker_leaves_its_hosts_live_workers_alone_and_recovers_one_that
         "email",
         **{**FAST_RECOVERY_ENV, **SLOW_HEARTBEAT, "JOBS_WORKER_HOST": host},
     )
-    wait_for(lambda: "Worker process is ready" in sibling.output(), timeout=180)
+    worker_ready(sibling, wait_for, timeout=180)
 
     wait_for(lambda: Job.objects.get(pk=job.pk).status == JobStatus.SUCCEEDED, timeout=90)
     assert [(o, e) for o, e, _ in _attempts(job)] == [(AttemptOutcome.SUCCEEDED, "")]
