@@ -19,7 +19,7 @@ from jobs.models import AttemptOutcome, Job, JobAttempt, JobOutbox, JobStatus
 from jobs.services import job_submit
 from jobs.services.recovery_ledger import POISON, WORKER_LOST, WORKER_SHUTDOWN
 from jobs.transport.broker import get_broker
-from tests.actors import side_effects
+from tests.actors import release, side_effects
 from tests.e2e.conftest import FAST_RECOVERY_ENV, ManagedProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -66,10 +66,11 @@ def test_a_job_whose_worker_is_killed_mid_run_succeeds_exactly_once(
 ) -> None:
     start_recovery(start_command, wait_for)
     worker = start_worker(start_command, wait_for)
-    job = job_submit(job_type="tests.count", payload={"key": "kill-mid", "sleep_seconds": 3}).job
+    job = job_submit(job_type="tests.hold", payload={"key": "kill-mid"}).job
     wait_for(lambda: _running(job), timeout=30)
 
-    kill9(worker)
+    kill9(worker)  # while the job is held: it cannot have finished first
+    release("kill-mid")
     start_worker(start_command, wait_for)
 
     wait_for(lambda: _reload(job).status == JobStatus.SUCCEEDED, timeout=60)
@@ -84,10 +85,11 @@ def test_the_schedulers_leader_runs_the_recovery_loop(
     scheduler = start_command("periodiq", **FAST_RECOVERY_ENV)
     wait_for(lambda: broker.client.exists(f"{broker.namespace}:__recovery__"), timeout=60)
     worker = start_worker(start_command, wait_for)
-    job = job_submit(job_type="tests.count", payload={"key": "kill-led", "sleep_seconds": 3}).job
+    job = job_submit(job_type="tests.hold", payload={"key": "kill-led"}).job
     wait_for(lambda: _running(job), timeout=30)
 
-    kill9(worker)
+    kill9(worker)  # while the job is held: it cannot have finished first
+    release("kill-led")
     start_worker(start_command, wait_for)
 
     wait_for(lambda: _reload(job).status == JobStatus.SUCCEEDED, timeout=60)
@@ -101,10 +103,7 @@ def test_every_message_a_killed_worker_had_prefetched_completes(
 ) -> None:
     start_recovery(start_command, wait_for)
     worker = start_worker(start_command, wait_for, threads=1)  # prefetches 2 per queue
-    jobs = [
-        job_submit(job_type="tests.count", payload={"key": f"pre{i}", "sleep_seconds": 1}).job
-        for i in range(6)
-    ]
+    jobs = [job_submit(job_type="tests.hold", payload={"key": f"pre{i}"}).job for i in range(6)]
     acks = f"{broker.namespace}:__acks__.*"
     wait_for(
         lambda: (
@@ -114,7 +113,9 @@ def test_every_message_a_killed_worker_had_prefetched_completes(
         timeout=30,
     )
 
-    kill9(worker)
+    kill9(worker)  # while the first job is held and the next ones wait, prefetched
+    for i in range(6):
+        release(f"pre{i}")
     start_worker(start_command, wait_for, threads=2)
 
     wait_for(
@@ -161,12 +162,15 @@ def test_a_job_that_kills_its_worker_every_time_fails_as_poison_after_three_deat
 def test_sigterm_lets_jobs_in_flight_finish_and_reruns_the_ones_that_cannot(
     broker: Any, start_command: Any, wait_for: Any
 ) -> None:
-    worker = start_worker(start_command, wait_for, JOBS_WORKER_SHUTDOWN_TIMEOUT_MS="2000")
-    short = job_submit(job_type="tests.count", payload={"key": "short", "sleep_seconds": 1}).job
-    long = job_submit(job_type="tests.count", payload={"key": "long", "sleep_seconds": 6}).job
+    worker = start_worker(start_command, wait_for, JOBS_WORKER_SHUTDOWN_TIMEOUT_MS="5000")
+    # Both held: "short" is let go once the worker is stopping, "long" only after it stopped.
+    short = job_submit(job_type="tests.hold", payload={"key": "short"}).job
+    long = job_submit(job_type="tests.hold", payload={"key": "long"}).job
     wait_for(lambda: _running(short) and _running(long), timeout=30)
 
-    assert worker.stop(signal.SIGTERM) == 0, worker.output()
+    worker.proc.send_signal(signal.SIGTERM)  # once: a second one kills the worker at once
+    release("short")
+    assert worker.proc.wait(timeout=60) == 0, worker.output()
 
     assert _reload(short).status == JobStatus.SUCCEEDED
     assert _reload(long).status == JobStatus.RETRYING
@@ -174,6 +178,7 @@ def test_sigterm_lets_jobs_in_flight_finish_and_reruns_the_ones_that_cannot(
     assert "Interrupted" in JobAttempt.objects.get(job=long).error_message
     assert side_effects().get("tests:runs:long") is None
 
+    release("long")
     start_worker(start_command, wait_for)  # no recovery loop needed: the message was handed back
     wait_for(lambda: _reload(long).status == JobStatus.SUCCEEDED, timeout=60)
     assert side_effects().get("tests:runs:long") == b"1"
