@@ -8,6 +8,7 @@ several runs. Nothing here runs in the test suite.
     .venv/bin/python bench/admin_speed.py                 # load (once) and measure
     .venv/bin/python bench/admin_speed.py --rows 200000   # a smaller table
     .venv/bin/python bench/admin_speed.py --reload        # drop the rows and load again
+    .venv/bin/python bench/admin_speed.py --measure-only --json   # as bench/growth.py runs it
 
 ``BENCH_DATABASE_URL`` (default ``postgres://postgres@127.0.0.1:5432/tbx_admin_bench``)
 names the database; it is created when missing. Never point it at real data:
@@ -17,6 +18,7 @@ names the database; it is created when missing. Never point it at real data:
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -182,13 +184,26 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--reload", action="store_true", help="truncate and load the rows again")
+    parser.add_argument(
+        "--measure-only",
+        action="store_true",
+        help="measure the database as it is (no migration, no load; bench/growth.py)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the timings as one JSON line")
     args = parser.parse_args()
 
-    ensure_database()
+    if not args.measure_only:
+        ensure_database()
     import django
 
     django.setup()
-    load(args.rows, reload=args.reload)
+    if not args.measure_only:
+        load(args.rows, reload=args.reload)
+
+    if args.json:
+        pages = {label: {"median_ms": m, "worst_ms": w} for label, m, w in measure(args.runs)}
+        print(json.dumps({"runs": args.runs, "pages": pages}))
+        return
 
     from jobs.models import Job
 

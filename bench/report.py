@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.config import NAMES, RESULTS, ROOT
+from bench.growth import render as render_growth
 from bench.metrics import FLOORS, METRICS
 
 DOCS = ROOT / "docs" / "performance.md"
@@ -201,6 +202,7 @@ def render(result: dict[str, Any]) -> str:
     for section in result["sections"]:
         lines += ["", *section_header(section, result["machine"]), ""]
         lines += render_section(section, cfg["systems"])
+        lines += render_growth(section, result.get("growth"))
     if result.get("streams"):
         lines += [
             "",

@@ -23,6 +23,8 @@ from typing import Any
 
 from bench import floors
 from bench.config import NAMES, SYSTEMS, Config, Progress
+from bench.growth import STEPS_PER_ROUND, Growth
+from bench.growth import summarise as summarise_growth
 from bench.http_bench import http_bench, web_server
 from bench.links import Latency, Links, parse_latencies, proxy_overhead, round_trips
 from bench.metrics import summarise, targets
@@ -100,7 +102,12 @@ def steps_per_section(cfg: Config) -> int:
 
 
 def run_section(
-    base: Config, services: Services, latency: Latency, progress: Progress, api_key: str
+    base: Config,
+    services: Services,
+    latency: Latency,
+    progress: Progress,
+    api_key: str,
+    growth: Growth | None = None,
 ) -> dict[str, Any]:
     """Every round of every system over one setting of the links."""
     links = Links(base, latency)
@@ -114,6 +121,7 @@ def run_section(
         "database_url": cfg.child_database_url,
     }
     runs: list[dict[str, Any]] = []
+    growth_runs: list[dict[str, Any]] = []
     try:
         progress.step(f"{latency.name}: round trips of the links")
         section["rtt"] = {
@@ -128,12 +136,18 @@ def run_section(
                     run["proxy_cpu_share"] = (links.proxy_cpu() - cpu) / (time.monotonic() - began)
                 runs.append(run)
             runs.append(run_floors(cfg, services, rnd, progress))
+            if growth is not None:
+                growth_runs.append(growth.run_round(cfg, rnd, progress))
     finally:
         links.stop()
     section["finished_at"] = now()
     section["runs"] = runs
     section["summary"] = summarise(runs, cfg.systems)
     section["targets"] = targets(section["summary"])
+    if growth is not None:
+        section["growth_runs"] = growth_runs
+        section["growth"] = summarise_growth(growth_runs, section["summary"])
+        section["targets"] += section["growth"]["targets"]
     reasons = [r["http"]["reason"] for r in runs if r.get("http", {}).get("reason")]
     section["http_reason"] = reasons[0] if reasons else None
     if links.proxies:
@@ -193,6 +207,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="do not rewrite docs/performance.md (only a full-size run of all systems does)",
     )
     parser.add_argument(
+        "--ledger-rows",
+        type=int,
+        default=int(env("BENCH_LEDGER_ROWS", "5000000")),
+        help="finished jobs in the growth rows' ledger (bench/growth.py; default 5,000,000)",
+    )
+    parser.add_argument(
+        "--no-growth", action="store_true", help="skip B's rows on the pre-filled ledger"
+    )
+    parser.add_argument("--refill", action="store_true", help="load the growth rows' ledger again")
+    parser.add_argument(
         "--profile", action="store_true", help="profile B with py-spy instead (bench/profile.py)"
     )
     ns = parser.parse_args(argv)
@@ -230,9 +254,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     proxied = [lat for lat in latencies if lat.proxied]
     if proxied:
         result["proxy_overhead"] = proxy_overhead(cfg, proxied[0].delay_us)
-    progress = Progress(total=len(latencies) * steps_per_section(cfg))
+    growth = None
+    if not ns.no_growth and "b" in cfg.systems:
+        growth = Growth(cfg, ns.ledger_rows, refill=ns.refill)
+    steps = steps_per_section(cfg) + (cfg.rounds * STEPS_PER_ROUND if growth else 0)
+    progress = Progress(total=len(latencies) * steps)
+    if growth is not None:
+        result["growth"] = growth.prepare(progress)
     result["sections"] = [
-        run_section(cfg, services, latency, progress, api_key) for latency in latencies
+        run_section(cfg, services, latency, progress, api_key, growth) for latency in latencies
     ]
     progress.close()
     if not ns.no_streams:

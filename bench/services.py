@@ -92,11 +92,14 @@ def run_json(cfg: Config, argv: Sequence[str], **env: str) -> dict[str, Any]:
     return dict(json.loads(lines[-1]))
 
 
-def migrate(cfg: Config) -> None:
-    for cmd in (
-        [PY, "manage.py", "migrate", "--noinput"],
-        [PY, "-m", "django", "migrate", "--noinput", "--settings=bench.celery_settings"],
-    ):
+def migrate(cfg: Config, *, celery: bool = True) -> None:
+    """B's migrations (and django-celery-results' unless ``celery`` is False)."""
+    commands = [[PY, "manage.py", "migrate", "--noinput"]]
+    if celery:
+        commands.append(
+            [PY, "-m", "django", "migrate", "--noinput", "--settings=bench.celery_settings"]
+        )
+    for cmd in commands:
         subprocess.run(
             cmd, cwd=ROOT, env=child_env(cfg), check=True, capture_output=True, timeout=300
         )

@@ -239,6 +239,20 @@ def hold(*, key: str, limit_seconds: float = 60) -> dict[str, Any]:
     return {"key": key}
 
 
+@job_type("tests.hold_progress", queue="default", public=False, max_retries=0)
+def hold_progress(*, key: str, message: str, limit_seconds: float = 60) -> dict[str, Any]:
+    """Report 50 % with ``message`` once ``<key>:progress`` is released, then hold on ``key``.
+
+    A stream opened while the job waits sees the report as a progress event of its own.
+    """
+    job = current_job()
+    assert job is not None
+    _wait_released(f"{key}:progress", limit_seconds)
+    job.progress(50, message)
+    _wait_released(key, limit_seconds)
+    return {"key": key}
+
+
 def _wait_released(key: str, limit_seconds: float) -> None:
     deadline = time.monotonic() + limit_seconds
     while not side_effects().exists(f"tests:release:{key}"):

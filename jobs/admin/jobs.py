@@ -79,7 +79,7 @@ class JobAdmin(JobActions):
                     "status_display",
                     "attempts_display",
                     "progress_display",
-                    "progress_message",
+                    "progress_message_display",
                     "idempotency_key",
                 ]
             },
@@ -207,10 +207,14 @@ class JobAdmin(JobActions):
         return format_html(
             '<progress class="job-progress" value="{}" max="100" title="{}">{}%</progress> {}%',
             job.progress,
-            job.progress_message,
+            redact_text(job.progress_message),
             job.progress,
             job.progress,
         )
+
+    @admin.display(description="progress message")
+    def progress_message_display(self, job: Job) -> str:
+        return redact_text(job.progress_message)
 
     @admin.display(description="attempts")
     def attempts_display(self, job: Job) -> str:

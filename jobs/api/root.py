@@ -2,7 +2,8 @@
 
 As DRF's ``DefaultRouter`` root: JSON for JSON clients, the browsable API for a
 browser. It shows no organization's data, so it needs no key; a key sent with it
-is still checked (a revoked one gets 401).
+is still checked (a revoked one gets 401). Every link is shown to everyone: each
+endpoint checks its own scope when followed (``workers`` needs ``ops``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ LINKS = {
     "job-types": "api:job-type-list",
     "jobs": "api:job-list",
     "jobs-batch": "api:job-batch",
+    "dead-letters": "api:dead-letter-list",
+    "queues": "api:queue-list",
+    "workers": "api:worker-list",
     "tasks-submit": "api:task-submit",
 }
 
@@ -30,7 +34,8 @@ class APIRootView(APIView):
     """The toolboxai jobs API. Authenticate with `Authorization: Bearer <api key>`.
 
     `docs` is the Swagger UI, `schema` the OpenAPI 3 schema; `jobs` lists and
-    submits jobs, `job-types` lists what you may submit.
+    submits jobs, `job-types` lists what you may submit; `dead-letters` groups
+    failed jobs, `queues` and `workers` show what runs (`workers` needs the `ops` scope).
     """
 
     name = "API root"

@@ -37,6 +37,13 @@ class RedactedDictField(serializers.DictField):
         return redacted
 
 
+class RedactedCharField(serializers.CharField):
+    """A ``CharField`` whose output has its secrets redacted (``jobs.redaction.redact_text``)."""
+
+    def to_representation(self, value: Any) -> str:
+        return redact_text(super().to_representation(value))
+
+
 class RedactedJSONField(serializers.JSONField):
     """A ``JSONField`` whose output has its secrets redacted (``jobs.redaction.redact``)."""
 
@@ -46,13 +53,13 @@ class RedactedJSONField(serializers.JSONField):
 
 # Every API view of a job (detail, list, submissions, the event stream's status
 # events, the Celery-style task status) renders it through JobSerializer, which
-# redacts payload, result and error as the admin does (jobs.redaction).
+# redacts payload, result, error and progress message as the admin does (jobs.redaction).
 class JobSerializer(serializers.Serializer[Job]):
     """A job as the API shows it (never its traceback).
 
     Values of secret-looking keys in the payload and result (``password``,
     ``api_key``, ``authorization``, …) and secrets in text (``token=…``, API
-    keys) are shown as ``[redacted]``.
+    keys, in the error and the progress message) are shown as ``[redacted]``.
     """
 
     id = serializers.UUIDField(read_only=True)
@@ -64,7 +71,7 @@ class JobSerializer(serializers.Serializer[Job]):
     attempts = serializers.IntegerField(read_only=True)
     max_retries = serializers.IntegerField(read_only=True)
     progress = serializers.IntegerField(read_only=True)
-    progress_message = serializers.CharField(read_only=True)
+    progress_message = RedactedCharField(read_only=True)
     result = RedactedJSONField(read_only=True, allow_null=True)
     error = serializers.SerializerMethodField()
     created_at = serializers.DateTimeField(read_only=True)
@@ -111,7 +118,7 @@ class JobSerializer(serializers.Serializer[Job]):
             "attempts": int(job.attempts),
             "max_retries": int(job.max_retries),
             "progress": int(job.progress),
-            "progress_message": str(job.progress_message),
+            "progress_message": _TEXT.to_representation(job.progress_message),
             "result": None if job.result is None else _RESULT.to_representation(job.result),
             "error": self.get_error(job),
             "created_at": _DATETIME.to_representation(job.created_at),
@@ -127,6 +134,7 @@ _UUID = serializers.UUIDField()
 _STATUS = serializers.ChoiceField(choices=JobStatus.choices)
 _PAYLOAD = RedactedDictField()
 _RESULT = RedactedJSONField()
+_TEXT = RedactedCharField()
 _DATETIME = serializers.DateTimeField()
 
 

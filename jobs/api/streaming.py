@@ -33,7 +33,7 @@ from django.db import close_old_connections
 from jobs.api.stream_slots import StreamHold
 from jobs.conf import jobs_settings
 from jobs.models import FINISHED_STATUSES, Job
-from jobs.redaction import redact
+from jobs.redaction import redact, redact_text
 from jobs.selectors.jobs import job_for_stream, job_stream_snapshot
 from jobs.transport.events import CHANGED
 
@@ -108,7 +108,8 @@ class JobEventTracker:
                     {
                         "id": str(self.job_id),
                         "progress": row["progress"],
-                        "message": row["progress_message"],
+                        # Redacted as in the job's API representation (status events).
+                        "message": redact_text(row["progress_message"]),
                     },
                 )
             )

@@ -156,14 +156,19 @@ def test_secret_looking_payload_and_result_values_are_redacted_on_the_job_page()
         result={"access_token": "tok-456", "ok": True},
         error_message="earlier attempt: Authorization: Bearer sekrit-789",
         error_type="Boom",
+        progress_message="syncing as db_password=prog-secret-1",
     )
+    client = _client(_superuser())
 
-    body = _client(_superuser()).get(f"{LIST}{job.pk}/change/").content.decode()
+    body = client.get(f"{LIST}{job.pk}/change/").content.decode()
+    listed = client.get(LIST).content.decode()  # the progress bar's tooltip
 
     assert "visible" in body
-    for secret in ("hunter2", "k-123", "tok-456", "sekrit-789"):
+    for secret in ("hunter2", "k-123", "tok-456", "sekrit-789", "prog-secret-1"):
         assert secret not in body
-    assert "[redacted]" in body
+    assert "prog-secret-1" not in listed
+    assert "syncing as db_password=[redacted]" in body
+    assert "syncing as db_password=[redacted]" in listed
 
 
 def test_the_job_page_shows_attempts_audit_and_a_timeline(broker: Any) -> None:

@@ -163,6 +163,9 @@ def test_the_api_root_links_to_the_docs_the_schema_and_each_collection(
         "job-types": "http://testserver/api/v1/job-types/",
         "jobs": "http://testserver/api/v1/jobs/",
         "jobs-batch": "http://testserver/api/v1/jobs/batch/",
+        "dead-letters": "http://testserver/api/v1/dead-letters/",
+        "queues": "http://testserver/api/v1/queues/",
+        "workers": "http://testserver/api/v1/workers/",
         "tasks-submit": "http://testserver/api/v1/tasks/submit",
     }
     assert with_key.json() == as_json.json()

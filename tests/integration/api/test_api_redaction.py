@@ -1,6 +1,8 @@
-"""The API shows payloads, results and errors redacted, exactly as the admin does."""
+"""The API shows payloads, results, errors and progress messages redacted, as the admin does."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import dramatiq
 import pytest
@@ -44,7 +46,11 @@ ERROR_SHOWN = {
     "message": f"connect failed: password={REDACTED} with tbx_0a1b2c3d_{REDACTED}",
 }
 
+PROGRESS_MESSAGE = f"logged in with password=hunter5-pw, now syncing with {RAW_KEY}"
+PROGRESS_SHOWN = f"logged in with password={REDACTED}, now syncing with tbx_0a1b2c3d_{REDACTED}"
+
 SECRETS = (
+    "hunter5-pw",
     "hunter2-pw",
     "k-apikey-1",
     "abcdefgh12345678",
@@ -194,6 +200,71 @@ def test_partial_results_on_the_event_stream_are_redacted_like_the_result(
     assert partials == ["Your login: ", f"password={REDACTED}", f" and key tbx_0a1b2c3d_{REDACTED}"]
     assert events[-1][1]["status"] == "succeeded"
     assert events[-1][1]["result"] == {"text": "".join(partials)}
+
+
+def test_a_running_jobs_progress_message_is_redacted_in_the_job_list_and_task_status(
+    tenant_a: Tenant,
+) -> None:
+    running = Job.objects.create(
+        organization=tenant_a.organization,
+        job_type="diagnostics.echo",
+        queue="default",
+        status=JobStatus.RUNNING,
+        payload={"message": "x"},
+        progress=40,
+        progress_message=PROGRESS_MESSAGE,
+        started_at=timezone.now(),
+    )
+
+    shown = tenant_a.client.get(f"/api/v1/jobs/{running.pk}/")
+    listed = tenant_a.client.get("/api/v1/jobs/")
+    task = tenant_a.client.get(f"/api/v1/tasks/status/{running.pk}")
+
+    for response in (shown, listed, task):
+        assert response.status_code == 200
+        _assert_no_secret(response.content.decode())
+    assert shown.json()["progress_message"] == PROGRESS_SHOWN
+    [row] = listed.json()["results"]
+    assert row["progress_message"] == PROGRESS_SHOWN
+    assert task.json()["info"] == {"progress": 40, "message": PROGRESS_SHOWN}
+
+
+def test_progress_events_on_the_event_stream_show_the_message_redacted(
+    worker: dramatiq.Worker, tenant_a: Tenant
+) -> None:
+    job = job_submit(
+        job_type="tests.hold_progress",
+        payload={"key": "progress-redaction", "message": PROGRESS_MESSAGE},
+        organization=tenant_a.organization,
+    ).job
+    response = tenant_a.client.get(f"/api/v1/jobs/{job.pk}/events/")
+    chunks = iter(response.streaming_content)  # type: ignore[attr-defined]
+    events: list[tuple[str, Any]] = []
+    body = ""
+
+    def read_until(name: str, **fields: Any) -> None:
+        nonlocal body
+        for chunk in chunks:
+            body += chunk.decode()
+            events.extend(parse_sse(chunk))
+            if any(
+                event == name and all(data.get(k) == v for k, v in fields.items())
+                for event, data in events
+            ):
+                return
+        raise AssertionError(f"the stream ended without a {name} event {fields}: {events}")
+
+    # The report comes while the stream follows the running job: a progress event, not a status.
+    read_until("status", status="running")
+    release("progress-redaction:progress")
+    read_until("progress")
+    release("progress-redaction")
+    read_until("status", status="succeeded")
+
+    _assert_no_secret(body)
+    progress = [data for name, data in events if name == "progress"]
+    assert progress == [{"id": str(job.pk), "progress": 50, "message": PROGRESS_SHOWN}]
+    assert events[-1][1]["progress_message"] == PROGRESS_SHOWN
 
 
 def _staff_client(tenant: Tenant) -> Client:
