@@ -10,6 +10,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from jobs.models import Job
 from jobs.scheduler import (
@@ -19,10 +21,12 @@ from jobs.scheduler import (
     Scheduler,
     TickAction,
     get_schedule,
+    last_run,
     leader_lock,
     schedules_overview,
 )
 from jobs.transport.leader_lock import LeaderLock
+from tenants.models import Organization
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -374,3 +378,52 @@ def test_scheduler_logs_name_the_leader(
     scheduler = make_scheduler(clock, [every_minute()])
     scheduler.step()
     assert f"Scheduler {scheduler.lock.identity} is now the leader" in caplog.text
+
+
+def _run_row(key: str, *, organization: Any = None) -> Job:
+    return Job.objects.create(
+        job_type="tests.count",
+        queue="default",
+        status="succeeded",
+        idempotency_key=key,
+        organization=organization,
+    )
+
+
+def test_last_run_is_the_latest_tick_of_that_schedule_only() -> None:
+    organization = Organization.objects.create(slug="school", name="School")
+    schedule = every_minute("test.a_b")
+    latest = _run_row("periodic:test.a_b:2026-10-01T00:00Z")
+    _run_row("periodic:test.a_b:2026-09-30T23:59Z")
+    _run_row("periodic:test.axb:2026-12-01T00:00Z")  # "_" is no wildcard
+    _run_row("periodic:test.a_bc:2026-12-01T00:00Z")  # another schedule, longer name
+    _run_row("periodic:test.a_b:2026-12-01T00:00Z", organization=organization)  # not a run
+
+    found = last_run(schedule)
+
+    assert found is not None
+    assert (found.job_id, found.tick) == (str(latest.pk), datetime(2026, 10, 1, tzinfo=UTC))
+    assert last_run(every_minute("test.never")) is None
+
+
+def test_last_run_reads_a_range_of_the_system_key_index_not_every_system_key() -> None:
+    for day in range(1, 6):
+        _run_row(f"periodic:test.other:2026-10-0{day}T00:00Z")
+    _run_row("periodic:test.mine:2026-10-01T00:00Z")
+    with connection.cursor() as cursor, CaptureQueriesContext(connection) as queries:
+        cursor.execute("SET enable_seqscan = off")  # a table this small is read whole otherwise
+        try:
+            assert last_run(every_minute("test.mine")) is not None
+        finally:
+            cursor.execute("RESET enable_seqscan")
+    sql = next(q["sql"] for q in queries.captured_queries if "jobs_job" in q["sql"])
+    with connection.cursor() as cursor:
+        cursor.execute("SET enable_seqscan = off")
+        try:
+            cursor.execute("EXPLAIN " + sql)
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+        finally:
+            cursor.execute("RESET enable_seqscan")
+
+    assert "jobs_system_key_c" in plan
+    assert "Index Cond" in plan and "periodic:test.mine:" in plan.split("Index Cond", 1)[1]
