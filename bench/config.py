@@ -46,6 +46,8 @@ class Config:
     #: Huey's process workers are single-threaded: 16 processes give it the same 16
     #: concurrent jobs as 2 processes x 8 threads (bench/README.md, "The systems").
     huey_workers: int = 16
+    #: Expired jobs the retention row pre-fills and cleans up (0: no retention row).
+    retention_rows: int = 0
 
     def n(self, full: int) -> int:
         return max(10, int(full * self.scale))
@@ -79,6 +81,10 @@ class Config:
         return self.n(2_000)
 
     @property
+    def retention_jobs(self) -> int:
+        return self.n(self.retention_rows) if self.retention_rows else 0
+
+    @property
     def latency_jobs(self) -> int:
         return max(100, int(200 * min(1.0, self.scale * 2)))
 
@@ -95,6 +101,7 @@ class Config:
             "http_single": self.http_single,
             "floor_rows": self.floor_rows,
             "latency_jobs": self.latency_jobs,
+            "retention_jobs": self.retention_jobs,
         }
 
 

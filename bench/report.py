@@ -12,6 +12,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from bench import retention
 from bench.config import NAMES, RESULTS, ROOT
 from bench.growth import render as render_growth
 from bench.metrics import FLOORS, METRICS
@@ -158,7 +159,7 @@ def render_section(section: dict[str, Any], systems: str) -> list[str]:
             f"| {t['target']} | {fmt(t['ratio'], 'x')} | {fmt(t['b'])} {unit} "
             f"| {fmt(t['other'])} {unit} ({t['other_name']}) | **{t['verdict']}** |"
         )
-    return lines
+    return lines + retention.render(section)
 
 
 def render_overhead(overhead: dict[str, Any] | None) -> list[str]:

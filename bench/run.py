@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from bench import floors
+from bench import floors, retention
 from bench.config import NAMES, SYSTEMS, Config, Progress
 from bench.growth import STEPS_PER_ROUND, Growth
 from bench.growth import summarise as summarise_growth
@@ -98,7 +98,8 @@ def run_floors(cfg: Config, services: Services, rnd: int, progress: Progress) ->
 
 def steps_per_section(cfg: Config) -> int:
     per_round = sum(7 if s == "b" and cfg.http else 6 for s in cfg.systems) + 1
-    return cfg.rounds * per_round + 1
+    extra = retention.STEPS if cfg.retention_jobs and "b" in cfg.systems else 0
+    return cfg.rounds * per_round + 1 + extra
 
 
 def run_section(
@@ -138,6 +139,8 @@ def run_section(
             runs.append(run_floors(cfg, services, rnd, progress))
             if growth is not None:
                 growth_runs.append(growth.run_round(cfg, rnd, progress))
+        if cfg.retention_jobs and "b" in cfg.systems:
+            section["retention"] = retention.run_retention(cfg, services, progress)
     finally:
         links.stop()
     section["finished_at"] = now()
@@ -148,6 +151,8 @@ def run_section(
         section["growth_runs"] = growth_runs
         section["growth"] = summarise_growth(growth_runs, section["summary"])
         section["targets"] += section["growth"]["targets"]
+    if "retention" in section:
+        section["targets"].append(retention.target(section["retention"]))
     reasons = [r["http"]["reason"] for r in runs if r.get("http", {}).get("reason")]
     section["http_reason"] = reasons[0] if reasons else None
     if links.proxies:
@@ -201,6 +206,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="skip the 1,000 concurrent streams row (bench/streams.py)",
     )
     parser.add_argument(
+        "--retention-rows",
+        type=int,
+        default=1_000_000,
+        help="expired jobs the retention row pre-fills and cleans up (x --scale; default 1,000,000)",
+    )
+    parser.add_argument(
+        "--no-retention", action="store_true", help="skip the retention row (bench/retention.py)"
+    )
+    parser.add_argument(
         "--no-docs",
         "--no-readme",
         action="store_true",
@@ -231,6 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         http=not ns.no_http,
         docs=not ns.no_docs and ns.scale == 1.0 and systems == SYSTEMS,
         huey_workers=ns.huey_workers,
+        retention_rows=0 if ns.no_retention else ns.retention_rows,
     )
     services = Services(cfg)
     api_key = prepare(cfg, services)

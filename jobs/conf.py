@@ -197,6 +197,10 @@ class JobsSettings:
         return int(_get("JOBS_CLEANUP_BATCH_SIZE", 1_000))
 
     @property
+    def cleanup_pause_ms(self) -> int:
+        return int(_get("JOBS_CLEANUP_PAUSE_MS", 100))
+
+    @property
     def openai_api_key(self) -> str:
         return str(_get("OPENAI_API_KEY", ""))
 

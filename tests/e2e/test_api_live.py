@@ -7,12 +7,18 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
 
 from jobs.models import Job
+from jobs.services import job_submit
+from jobs.services.dispatch import jobs_send
+from jobs.services.messages import job_message
+from tenants.models import Organization
+from tests.actors import release
 from tests.e2e.commands import free_port, worker_ready
 from tests.integration.api.conftest import make_tenant
 
@@ -60,28 +66,34 @@ def test_a_job_submitted_over_http_is_polled_until_it_succeeds(live: httpx.Clien
 
 @pytest.mark.parametrize("live", ["wsgi", "asgi"], indirect=True)
 def test_the_sse_stream_shows_queued_then_running_then_succeeded(live: httpx.Client) -> None:
-    # The delay keeps the job queued until the stream is open, so every status is seen.
-    job = live.post(
-        "/api/v1/jobs/",
-        json={
-            "type": "diagnostics.echo",
-            "payload": {"message": "sse", "sleep_seconds": 1.5},
-            "delay_seconds": 1.5,
-        },
-    ).json()
+    # Each status lasts until the stream has shown it: the job is delayed (queued) until
+    # the test sends it, then held (running) until the test releases it.
+    job = job_submit(
+        job_type="tests.hold",
+        payload={"key": "sse"},
+        organization=Organization.objects.get(slug="live-school"),
+        delay=timedelta(hours=1),
+    ).job
 
     statuses: list[str] = []
-    with live.stream(
-        "GET", f"/api/v1/jobs/{job['id']}/events/", headers={"Accept": "text/event-stream"}
-    ) as stream:
-        assert stream.status_code == 200
-        assert stream.headers["content-type"].startswith("text/event-stream")
-        event = None
-        for line in stream.iter_lines():
-            if line.startswith("event: "):
-                event = line[len("event: ") :]
-            elif line.startswith("data: ") and event == "status":
-                statuses.append(json.loads(line[len("data: ") :])["status"])
+    try:
+        with live.stream(
+            "GET", f"/api/v1/jobs/{job.pk}/events/", headers={"Accept": "text/event-stream"}
+        ) as stream:
+            assert stream.status_code == 200
+            assert stream.headers["content-type"].startswith("text/event-stream")
+            event = None
+            for line in stream.iter_lines():
+                if line.startswith("event: "):
+                    event = line[len("event: ") :]
+                elif line.startswith("data: ") and event == "status":
+                    statuses.append(json.loads(line[len("data: ") :])["status"])
+                    if statuses[-1] == "queued":
+                        jobs_send([(job_message(job), None)])  # due now
+                    elif statuses[-1] == "running":
+                        release("sse")
+    finally:
+        release("sse")
 
     assert statuses == ["queued", "running", "succeeded"]
 

@@ -17,7 +17,7 @@ import pytest
 from jobs.models import AttemptOutcome, Job, JobAttempt, JobOutbox, JobStatus
 from jobs.services import job_submit
 from jobs.services.recovery_ledger import POISON, WORKER_LOST, WORKER_SHUTDOWN
-from tests.actors import side_effects
+from tests.actors import release, side_effects
 from tests.e2e.commands import kill9, start_fast_recovery_worker, start_recovery
 from tests.e2e.conftest import FAST_RECOVERY_ENV
 
@@ -44,10 +44,11 @@ def test_a_job_whose_worker_is_killed_mid_run_succeeds_exactly_once(
 ) -> None:
     start_recovery(start_command, wait_for)
     worker = start_fast_recovery_worker(start_command, wait_for)
-    job = job_submit(job_type="tests.count", payload={"key": "kill-mid", "sleep_seconds": 3}).job
+    job = job_submit(job_type="tests.hold", payload={"key": "kill-mid"}).job
     wait_for(lambda: _running(job), timeout=30)
 
-    kill9(worker)
+    kill9(worker)  # while the job is held: it cannot have finished first
+    release("kill-mid")
     start_fast_recovery_worker(start_command, wait_for)
 
     wait_for(lambda: _reload(job).status == JobStatus.SUCCEEDED, timeout=60)
@@ -62,10 +63,11 @@ def test_the_schedulers_leader_runs_the_recovery_loop(
     scheduler = start_command("periodiq", **FAST_RECOVERY_ENV)
     wait_for(lambda: broker.client.exists(f"{broker.namespace}:__recovery__"), timeout=60)
     worker = start_fast_recovery_worker(start_command, wait_for)
-    job = job_submit(job_type="tests.count", payload={"key": "kill-led", "sleep_seconds": 3}).job
+    job = job_submit(job_type="tests.hold", payload={"key": "kill-led"}).job
     wait_for(lambda: _running(job), timeout=30)
 
-    kill9(worker)
+    kill9(worker)  # while the job is held: it cannot have finished first
+    release("kill-led")
     start_fast_recovery_worker(start_command, wait_for)
 
     wait_for(lambda: _reload(job).status == JobStatus.SUCCEEDED, timeout=60)
@@ -78,13 +80,9 @@ def test_every_message_a_killed_worker_had_prefetched_completes(
     broker: Any, start_command: Any, wait_for: Any
 ) -> None:
     start_recovery(start_command, wait_for)
-    worker = start_fast_recovery_worker(
-        start_command, wait_for, threads=1
-    )  # prefetches 2 per queue
-    jobs = [
-        job_submit(job_type="tests.count", payload={"key": f"pre{i}", "sleep_seconds": 1}).job
-        for i in range(6)
-    ]
+    # One thread: it prefetches 2 per queue.
+    worker = start_fast_recovery_worker(start_command, wait_for, threads=1)
+    jobs = [job_submit(job_type="tests.hold", payload={"key": f"pre{i}"}).job for i in range(6)]
     acks = f"{broker.namespace}:__acks__.*"
     wait_for(
         lambda: (
@@ -94,7 +92,9 @@ def test_every_message_a_killed_worker_had_prefetched_completes(
         timeout=30,
     )
 
-    kill9(worker)
+    kill9(worker)  # while the first job is held and the next ones wait, prefetched
+    for i in range(6):
+        release(f"pre{i}")
     start_fast_recovery_worker(start_command, wait_for, threads=2)
 
     wait_for(
@@ -111,7 +111,8 @@ def test_a_job_that_kills_its_worker_every_time_fails_as_poison_after_three_deat
     job = job_submit(job_type="tests.crash_worker").job
 
     for death in range(1, 4):
-        # Not start_fast_recovery_worker(): the job may kill the process before it logs that it is ready.
+        # Not start_fast_recovery_worker(): the job may kill the process before it
+        # logs that it is ready.
         crashing = start_command(
             "rundramatiq",
             "--processes",
@@ -142,13 +143,16 @@ def test_sigterm_lets_jobs_in_flight_finish_and_reruns_the_ones_that_cannot(
     broker: Any, start_command: Any, wait_for: Any
 ) -> None:
     worker = start_fast_recovery_worker(
-        start_command, wait_for, JOBS_WORKER_SHUTDOWN_TIMEOUT_MS="2000"
+        start_command, wait_for, JOBS_WORKER_SHUTDOWN_TIMEOUT_MS="5000"
     )
-    short = job_submit(job_type="tests.count", payload={"key": "short", "sleep_seconds": 1}).job
-    long = job_submit(job_type="tests.count", payload={"key": "long", "sleep_seconds": 6}).job
+    # Both held: "short" is let go once the worker is stopping, "long" only after it stopped.
+    short = job_submit(job_type="tests.hold", payload={"key": "short"}).job
+    long = job_submit(job_type="tests.hold", payload={"key": "long"}).job
     wait_for(lambda: _running(short) and _running(long), timeout=30)
 
-    assert worker.stop(signal.SIGTERM) == 0, worker.output()
+    worker.proc.send_signal(signal.SIGTERM)  # once: a second one kills the worker at once
+    release("short")
+    assert worker.proc.wait(timeout=60) == 0, worker.output()
 
     assert _reload(short).status == JobStatus.SUCCEEDED
     assert _reload(long).status == JobStatus.RETRYING
@@ -156,9 +160,9 @@ def test_sigterm_lets_jobs_in_flight_finish_and_reruns_the_ones_that_cannot(
     assert "Interrupted" in JobAttempt.objects.get(job=long).error_message
     assert side_effects().get("tests:runs:long") is None
 
-    start_fast_recovery_worker(
-        start_command, wait_for
-    )  # no recovery loop needed: the message was handed back
+    release("long")
+    # No recovery loop needed: the message was handed back.
+    start_fast_recovery_worker(start_command, wait_for)
     wait_for(lambda: _reload(long).status == JobStatus.SUCCEEDED, timeout=60)
     assert side_effects().get("tests:runs:long") == b"1"
     assert side_effects().get("tests:runs:short") == b"1"

@@ -14,6 +14,7 @@ import pytest
 
 from jobs.models import AttemptOutcome, Job, JobAttempt, JobStatus
 from jobs.services import JobRequest, job_submit_many
+from tests.actors import release
 from tests.e2e.commands import (
     free_port,
     scrape,
@@ -40,6 +41,13 @@ def _value(text: str, name: str, **labels: str) -> float:
     return total
 
 
+def _workers_of(job_type: str) -> set[str]:
+    """The worker processes that have claimed jobs of ``job_type``."""
+    return set(
+        JobAttempt.objects.filter(job__job_type=job_type).values_list("worker_id", flat=True)
+    )
+
+
 def test_worker_exporter_counts_match_the_ledger_across_worker_processes(
     broker: Any, start_command: Any, wait_for: Any, tmp_path: Path
 ) -> None:
@@ -48,6 +56,21 @@ def test_worker_exporter_counts_match_the_ledger_across_worker_processes(
     )
     worker_ready(worker, wait_for)
     wait_for(lambda: _value(scrape_or_empty(url), "toolboxai_jobs_workers_alive") == 2, timeout=60)
+    # Both processes run jobs, however the machine schedules them: one process takes at
+    # most 8 messages of a queue (4 threads, prefetch 2 each), so of 9 held jobs the other
+    # process must take at least one.
+    held = job_submit_many(requests=[JobRequest("tests.hold", {"key": "both"}) for _ in range(9)])
+    try:
+        wait_for(lambda: len(_workers_of("tests.hold")) == 2, timeout=60)
+    finally:
+        release("both")
+    wait_for(
+        lambda: (
+            Job.objects.filter(pk__in=[h.job.pk for h in held], status=JobStatus.SUCCEEDED).count()
+            == 9
+        ),
+        timeout=60,
+    )
 
     requests = (
         [JobRequest("diagnostics.echo", {"message": "ok", "sleep_seconds": 0.2}) for _ in range(12)]
@@ -64,24 +87,25 @@ def test_worker_exporter_counts_match_the_ledger_across_worker_processes(
     assert _value(during, "toolboxai_jobs_broker_up") == 1
     assert 'toolboxai_jobs_queue_messages{queue="default",state="ready"}' in during
 
+    echo = Job.objects.filter(job_type="diagnostics.echo")
     wait_for(
-        lambda: (
-            Job.objects.filter(status__in=[JobStatus.SUCCEEDED, JobStatus.FAILED]).count() == 19
-        ),
+        lambda: echo.filter(status__in=[JobStatus.SUCCEEDED, JobStatus.FAILED]).count() == 19,
         timeout=90,
     )
-    workers_used = set(JobAttempt.objects.values_list("worker_id", flat=True))
-    assert len(workers_used) == 2, "both worker processes should have run jobs"
 
     after = scrape(url)
-    succeeded = Job.objects.filter(status=JobStatus.SUCCEEDED).count()
-    failed = Job.objects.filter(status=JobStatus.FAILED).count()
-    retried = JobAttempt.objects.filter(
+    succeeded = echo.filter(status=JobStatus.SUCCEEDED).count()
+    failed = echo.filter(status=JobStatus.FAILED).count()
+    echo_attempts = JobAttempt.objects.filter(job__job_type="diagnostics.echo")
+    retried = echo_attempts.filter(
         outcome=AttemptOutcome.FAILED, job__status=JobStatus.SUCCEEDED
     ).count()
-    attempts = JobAttempt.objects.count()
+    attempts = echo_attempts.count()
     labels = {"job_type": "diagnostics.echo", "queue": "default"}
     assert (succeeded, failed, retried, attempts) == (16, 3, 4, 23)
+    # The held jobs' count adds up the two processes' counters.
+    held_labels = {"job_type": "tests.hold", "queue": "default"}
+    assert _value(after, "toolboxai_jobs_total", status="succeeded", **held_labels) == 9
     assert _value(after, "toolboxai_jobs_total", status="succeeded", **labels) == succeeded
     assert _value(after, "toolboxai_jobs_total", status="failed", **labels) == failed
     assert _value(after, "toolboxai_jobs_retried_total", job_type="diagnostics.echo") == retried

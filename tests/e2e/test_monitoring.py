@@ -32,7 +32,7 @@ def _alert_queries() -> list[str]:
     return [rule["expr"] for group in rules["groups"] for rule in group["rules"]]
 
 
-def test_every_metric_the_dashboard_and_the_alerts_query_is_in_a_real_workerscrape_or_empty(
+def test_every_metric_the_dashboard_and_the_alerts_query_is_in_a_real_worker_scrape(
     broker: Any, start_command: Any, wait_for: Any, tmp_path: Path
 ) -> None:
     queries = _dashboard_queries()

@@ -110,6 +110,8 @@ JOBS_SCHEDULER_MISSED_RUN_GRACE_MS = env_int(
 JOBS_RETENTION_DAYS = env_int("JOBS_RETENTION_DAYS", 30, minimum=1)
 JOBS_FAILED_RETENTION_DAYS = env_int("JOBS_FAILED_RETENTION_DAYS", 90, minimum=1)
 JOBS_CLEANUP_BATCH_SIZE = env_int("JOBS_CLEANUP_BATCH_SIZE", 1_000, minimum=1)
+# Pause between two delete batches, leaving Postgres to the live work.
+JOBS_CLEANUP_PAUSE_MS = env_int("JOBS_CLEANUP_PAUSE_MS", 100, minimum=0)
 
 # content.generate_lesson: any OpenAI-compatible chat completions server.
 OPENAI_API_KEY = env_str("OPENAI_API_KEY", "")
