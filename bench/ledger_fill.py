@@ -126,7 +126,8 @@ def job_lines(rows: int, org_ids: list[int], end: float, seed: int = 21) -> Iter
     """COPY text lines of ``rows`` finished jobs, oldest first, spread over ``DAYS`` days.
 
     85 % succeeded, 10 % failed (after 1-4 attempts, dead-lettered), 5 % cancelled;
-    1 % are system jobs (no organization); the organizations are skewed (a few large).
+    1 % are system jobs (no organization, no idempotency key); the organizations are
+    skewed (a few large). The scheduler's runs follow (``periodic_lines``).
     """
     rnd = random.Random(seed)
     clock = _Clock()
@@ -143,7 +144,7 @@ def job_lines(rows: int, org_ids: list[int], end: float, seed: int = 21) -> Iter
         started = created + 0.002 + rnd.random() * 0.05
         finished = started + 0.05 + rnd.random() * (20 if job_type.startswith("content") else 2)
         c, st, fi = clock(created), clock(started), clock(finished)
-        key = f"k-{i}" if i % 3 == 0 else r"\N"
+        key = f"k-{i}" if i % 3 == 0 and org != r"\N" else r"\N"
         if s < 0.85:
             yield (
                 f"{uuid.uuid4()}\t{org}\t{job_type}\t{queue}\t5\t{payload}\tsucceeded\t1\t3\t100"
@@ -165,6 +166,34 @@ def job_lines(rows: int, org_ids: list[int], end: float, seed: int = 21) -> Iter
                 f"\t{st if ran else chr(92) + 'N'}\t{fi}\t{st if ran else chr(92) + 'N'}"
                 f"\t\\N\t{c}\n"
             )
+
+
+#: The periodic schedules (``jobs.actors``): name, job type, queue, minutes between runs.
+SCHEDULES = (
+    ("analytics.daily_report", "analytics.generate_daily_report", "analytics", 1440, 120),
+    ("cleanup.remove_old_jobs", "cleanup.remove_old_jobs", "low_priority", 1440, 180),
+    ("tenant.check_usage_limits", "tenant.check_usage_limits", "tenant_ops", 30, 0),
+)
+
+
+def periodic_lines(end: float) -> Iterator[str]:
+    """COPY text lines of the scheduler's runs over ``DAYS`` days: system jobs whose
+    idempotency key is ``periodic:<schedule>:<tick>``, as ``jobs.scheduler`` writes them."""
+    clock = _Clock()
+    first = (int(end) // 86400 - DAYS) * 86400
+    for name, job_type, queue, every, offset in SCHEDULES:
+        tick = first + offset * 60
+        while tick < end - 60:
+            c = clock(tick + 0.01)
+            fi = clock(tick + 1.5)
+            key = "periodic:{}:{}".format(
+                name, datetime.fromtimestamp(tick, UTC).strftime("%Y-%m-%dT%H:%MZ")
+            )
+            yield (
+                f"{uuid.uuid4()}\t\\N\t{job_type}\t{queue}\t5\t{{}}\tsucceeded\t1\t3\t100"
+                f"\t\t{{}}\t\t\t\t{key}\t{c}\t\\N\t{c}\t{fi}\t\\N\t\\N\t{c}\n"
+            )
+            tick += every * 60
 
 
 # One attempt row per attempt a job made: the last one with the job's outcome,
@@ -277,6 +306,7 @@ def prefill(
                     chunk = []
             if chunk:
                 copy.write("".join(chunk))
+            copy.write("".join(periodic_lines(end)))
         jobs_done = time.monotonic()
         log(f"ledger: {rows:,} jobs in {jobs_done - began:.0f} s; their attempts")
         conn.execute(_ATTEMPTS_SQL)

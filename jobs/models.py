@@ -5,6 +5,7 @@ import uuid
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Collate
 from django.utils import timezone
 
 from jobs.queues import DEFAULT_PRIORITY, MAX_PRIORITY, MIN_PRIORITY
@@ -125,6 +126,13 @@ class Job(models.Model):
                 fields=["finished_at", "status"],
                 condition=Q(finished_at__isnull=False),
                 name="jobs_finished_status",
+            ),
+            # The scheduler's latest run of a schedule (``last_run``, the dashboard): the
+            # runs' key prefix is a range of it, compared byte by byte.
+            models.Index(
+                Collate("idempotency_key", "C"),
+                condition=Q(organization__isnull=True, idempotency_key__isnull=False),
+                name="jobs_system_key_c",
             ),
         ]
         permissions = [

@@ -232,10 +232,10 @@ def hold(*, key: str, limit_seconds: float = 60) -> dict[str, Any]:
 
     For tests that need a job still running while they look at something else:
     a fixed sleep is too short on a loaded machine and needlessly long on a quiet one.
-    Each run counts in ``tests:runs:<key>``.
+    Each run that gets to its end counts in ``tests:runs:<key>`` (as ``tests.count``).
     """
-    side_effects().incr(f"tests:runs:{key}")
     _wait_released(key, limit_seconds)
+    side_effects().incr(f"tests:runs:{key}")
     return {"key": key}
 
 

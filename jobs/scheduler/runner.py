@@ -24,6 +24,7 @@ from enum import StrEnum
 
 import redis
 from django.db import DatabaseError, close_old_connections
+from django.db.models.functions import Collate
 
 from jobs.conf import jobs_settings
 from jobs.errors import JobsError
@@ -82,11 +83,14 @@ class LastRun:
 
 def last_run(schedule: Schedule) -> LastRun | None:
     """The ledger's latest run of a schedule (its tick is in the idempotency key)."""
+    # Compared byte by byte (collation "C"), like the ``jobs_system_key_c`` index: the
+    # prefix is then a range of that index and the latest tick its last entry, however
+    # many runs and system jobs the ledger holds. Ticks sort in time order in "C".
     row = (
-        Job.objects.filter(
-            organization__isnull=True, idempotency_key__startswith=schedule.key_prefix()
-        )
-        .order_by("-idempotency_key")
+        Job.objects.filter(organization__isnull=True, idempotency_key__isnull=False)
+        .annotate(key_c=Collate("idempotency_key", "C"))
+        .filter(key_c__startswith=schedule.key_prefix())
+        .order_by("-key_c")
         .values_list("id", "idempotency_key", "status")
         .first()
     )

@@ -53,7 +53,7 @@ def throughput(
     zeros included; each entry's ``minute`` is the start of its bucket (UTC).
 
     "Finished" counts succeeded and failed jobs (cancelled ones are left out).
-    Uses the ``jobs_finished_status`` index.
+    Reads only the ``jobs_finished_status`` index (an index-only scan).
     """
     truncate = _TRUNCATE[bucket]
     current = (now or timezone.now()).astimezone(UTC).replace(second=0, microsecond=0)
@@ -70,7 +70,9 @@ def throughput(
         )
         .annotate(bucket=truncate("finished_at", tzinfo=UTC))
         .values("bucket")
-        .annotate(finished=Count("id"), failed=Count("id", filter=Q(status=JobStatus.FAILED)))
+        # Counts of columns the index holds (not of ``id``): Postgres answers from the
+        # index alone (an index-only scan) instead of fetching each finished job's row.
+        .annotate(finished=Count("*"), failed=Count("status", filter=Q(status=JobStatus.FAILED)))
         .order_by()
     )
     found = {row["bucket"]: row for row in rows}

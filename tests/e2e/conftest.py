@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,8 @@ import httpx
 import pytest
 from django.conf import settings
 from django.db import connection
+
+from tests.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -91,12 +92,6 @@ def start_command(tmp_path: Path) -> Iterator[Callable[..., ManagedProcess]]:
     yield _start
     for process in started:
         process.stop()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

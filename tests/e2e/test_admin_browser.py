@@ -18,6 +18,7 @@ from jobs.models import Job, JobStatus
 from jobs.services import job_submit
 from tenants.models import Membership
 from tests.browser import find_chromium, missing_message
+from tests.e2e.commands import start_worker
 from tests.e2e.conftest import ROOT, ManagedProcess
 from tests.factories import JobFactory, OrganizationFactory
 
@@ -87,8 +88,7 @@ def test_an_operator_retries_a_failed_job_and_watches_the_dashboard(
         started_at=now,
         finished_at=now,
     )
-    worker = start_command("rundramatiq", "--processes", "1", "--threads", "2")
-    wait_for(lambda: "Worker process is ready" in worker.output(), timeout=120)
+    start_worker(start_command, wait_for)
     flaky = job_submit(
         job_type="diagnostics.echo",
         payload={"message": "flaky", "fail_times": 1},

@@ -7,20 +7,22 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
 
 from jobs.models import Job
-from tests.e2e.conftest import ManagedProcess, free_port
+from jobs.services import job_submit
+from jobs.services.dispatch import jobs_send
+from jobs.services.messages import job_message
+from tenants.models import Organization
+from tests.actors import release
+from tests.e2e.commands import free_port, worker_ready
 from tests.integration.api.conftest import make_tenant
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
-
-
-def _wait_worker(worker: ManagedProcess, wait_for: Any) -> None:
-    wait_for(lambda: "Worker process is ready" in worker.output(), timeout=120)
 
 
 def _poll(
@@ -41,7 +43,7 @@ def live(broker: Any, start_web: Any, start_command: Any, wait_for: Any, request
     tenant = make_tenant("live-school")
     worker = start_command("rundramatiq", "--processes", "1", "--threads", "4")
     web = start_web(asgi=getattr(request, "param", "wsgi") == "asgi")
-    _wait_worker(worker, wait_for)
+    worker_ready(worker, wait_for)
     client = httpx.Client(
         base_url=web.url, headers={"Authorization": f"Bearer {tenant.raw_key}"}, timeout=30
     )
@@ -64,28 +66,34 @@ def test_a_job_submitted_over_http_is_polled_until_it_succeeds(live: httpx.Clien
 
 @pytest.mark.parametrize("live", ["wsgi", "asgi"], indirect=True)
 def test_the_sse_stream_shows_queued_then_running_then_succeeded(live: httpx.Client) -> None:
-    # The delay keeps the job queued until the stream is open, so every status is seen.
-    job = live.post(
-        "/api/v1/jobs/",
-        json={
-            "type": "diagnostics.echo",
-            "payload": {"message": "sse", "sleep_seconds": 1.5},
-            "delay_seconds": 1.5,
-        },
-    ).json()
+    # Each status lasts until the stream has shown it: the job is delayed (queued) until
+    # the test sends it, then held (running) until the test releases it.
+    job = job_submit(
+        job_type="tests.hold",
+        payload={"key": "sse"},
+        organization=Organization.objects.get(slug="live-school"),
+        delay=timedelta(hours=1),
+    ).job
 
     statuses: list[str] = []
-    with live.stream(
-        "GET", f"/api/v1/jobs/{job['id']}/events/", headers={"Accept": "text/event-stream"}
-    ) as stream:
-        assert stream.status_code == 200
-        assert stream.headers["content-type"].startswith("text/event-stream")
-        event = None
-        for line in stream.iter_lines():
-            if line.startswith("event: "):
-                event = line[len("event: ") :]
-            elif line.startswith("data: ") and event == "status":
-                statuses.append(json.loads(line[len("data: ") :])["status"])
+    try:
+        with live.stream(
+            "GET", f"/api/v1/jobs/{job.pk}/events/", headers={"Accept": "text/event-stream"}
+        ) as stream:
+            assert stream.status_code == 200
+            assert stream.headers["content-type"].startswith("text/event-stream")
+            event = None
+            for line in stream.iter_lines():
+                if line.startswith("event: "):
+                    event = line[len("event: ") :]
+                elif line.startswith("data: ") and event == "status":
+                    statuses.append(json.loads(line[len("data: ") :])["status"])
+                    if statuses[-1] == "queued":
+                        jobs_send([(job_message(job), None)])  # due now
+                    elif statuses[-1] == "running":
+                        release("sse")
+    finally:
+        release("sse")
 
     assert statuses == ["queued", "running", "succeeded"]
 

@@ -28,6 +28,7 @@ from dramatiq.brokers.redis import RedisBroker
 from jobs.models import Job, JobStatus
 from jobs.selectors.queues import workers
 from jobs.transport.client import connect_redis
+from tests.e2e.commands import run_manage
 from tests.servers import Process, RedisServer, free_port, redis_server_binary, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -159,18 +160,6 @@ def production_env(redis_server: RedisServer, tmp_path: Path, **extra: str) -> d
     }
     env.update(extra)
     return env
-
-
-def run_manage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def http_get(

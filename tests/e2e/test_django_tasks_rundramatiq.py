@@ -9,6 +9,7 @@ import pytest
 from django.tasks import TaskResultStatus
 
 from tests import tasks as test_tasks
+from tests.e2e.commands import start_worker
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -16,8 +17,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 def test_rundramatiq_runs_django_tasks_and_their_results_are_read_back(
     broker: Any, start_command: Any, wait_for: Any
 ) -> None:
-    worker = start_command("rundramatiq", "--processes", "1", "--threads", "2")
-    wait_for(lambda: "Worker process is ready" in worker.output(), timeout=120)
+    worker = start_worker(start_command, wait_for)
 
     answer = test_tasks.calculate_meaning_of_life.enqueue()
     echoed = test_tasks.get_task_id_async.enqueue()

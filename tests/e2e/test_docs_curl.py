@@ -22,6 +22,7 @@ from django.contrib.auth.models import User
 from tenants.models import Membership, Organization, Role
 from tenants.services import api_key_create
 from tests.docs_pages import Block, all_blocks
+from tests.e2e.commands import start_worker
 from tests.e2e.conftest import ManagedProcess, WebServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -77,8 +78,7 @@ def test_the_curl_examples_answer_as_the_pages_show(
     school = Organization.objects.create(slug="docs-school", name="Docs School")
     membership = Membership.objects.create(user=user, organization=school, role=Role.OWNER)
     key = api_key_create(membership=membership, name="docs").raw
-    worker = start_command("rundramatiq", "--processes", "1", "--threads", "2")
-    wait_for(lambda: "Worker process is ready" in worker.output(), timeout=120)
+    start_worker(start_command, wait_for)
     web = start_web()
     env = {**os.environ, "TBX": web.url, "TBX_KEY": key}
 

@@ -20,6 +20,7 @@ from jobs.services import job_submit
 from jobs.transport.events import channel_name
 from jobs.transport.stream_leases import event_streams_open
 from tenants.services import api_key_create
+from tests.actors import release
 from tests.e2e.conftest import ROOT, WebServer, free_port
 from tests.factories import JobFactory
 from tests.integration.api.conftest import make_tenant
@@ -47,46 +48,76 @@ def test_the_events_service_streams_status_progress_and_partial_results_from_one
     events: WebServer = start_web(asgi=True, API_EVENTS_HEARTBEAT_SECONDS="1")
     start_command("rundramatiq", "--processes", "1", "--threads", "2")
     tenant = make_tenant("hub-stream")
+    # Each job's chunks wait for the test, which lets them go once every stream has
+    # shown the state before them: however slow the machine, each stream sees it run.
     jobs = [
         job_submit(
             job_type="tests.stream_text",
-            payload={"chunks": ["Photo", "synthesis ", "explained."], "step_seconds": 0.5},
+            payload={"chunks": ["Photo", "synthesis ", "explained."], "hold_key": f"hub-{n}"},
             organization=tenant.organization,
         ).job
-        for _ in range(2)
+        for n in range(2)
     ]
+    followed = [str(job.pk) for job in jobs for _ in range(2)]  # two streams per job
+    seen: list[list[tuple[str, Any]]] = [[] for _ in followed]
 
-    async def follow_all() -> tuple[list[int], list[list[tuple[str, Any]]]]:
+    def release_step(step: int) -> None:
+        for n in range(len(jobs)):
+            release(f"hub-{n}:{step}")
+
+    def shown(stream: list[tuple[str, Any]], name: str, status: str | None = None) -> bool:
+        return any(n == name and status in (None, data.get("status")) for n, data in stream)
+
+    async def follow_all() -> list[int]:
         async with httpx.AsyncClient(
             base_url=events.url,
             headers={"Authorization": f"Bearer {tenant.raw_key}"},
             timeout=30,
         ) as client:
 
-            async def follow(job_id: str) -> list[tuple[str, Any]]:
-                response = await client.get(f"/api/v1/jobs/{job_id}/events/")
-                assert response.status_code == 200, response.text
-                assert response.headers["content-type"].startswith("text/event-stream")
-                return parse_sse(response.content)
+            async def follow(job_id: str, stream: list[tuple[str, Any]]) -> None:
+                async with client.stream("GET", f"/api/v1/jobs/{job_id}/events/") as response:
+                    assert response.status_code == 200, await response.aread()
+                    assert response.headers["content-type"].startswith("text/event-stream")
+                    event = None
+                    async for line in response.aiter_lines():
+                        if line.startswith("event: "):
+                            event = line[len("event: ") :]
+                        elif line.startswith("data: ") and event is not None:
+                            stream.append((event, json.loads(line[len("data: ") :])))
+                            event = None
 
-            async def subscribers_while_open() -> list[int]:
-                # Two streams follow each job: still one subscription of its channel.
-                channels = [channel_name(str(job.pk)) for job in jobs]
-                deadline = asyncio.get_running_loop().time() + 10
-                while True:
-                    counts = [n for _, n in broker.client.pubsub_numsub(*channels)]
-                    if all(counts) or asyncio.get_running_loop().time() > deadline:
-                        return counts
+            async def until(condition: Callable[[], bool], timeout: float = 120) -> None:
+                deadline = asyncio.get_running_loop().time() + timeout
+                while not condition():
+                    assert asyncio.get_running_loop().time() < deadline, seen
                     await asyncio.sleep(0.05)
 
-            subscribers, *streams = await asyncio.gather(
-                subscribers_while_open(), *[follow(str(job.pk)) for job in jobs for _ in range(2)]
-            )
-            return subscribers, streams
+            async def steer() -> list[int]:
+                await until(lambda: all(seen))  # every stream is open
+                # Two streams follow each job: still one subscription of its channel.
+                channels = [channel_name(str(job.pk)) for job in jobs]
+                subscribers = [n for _, n in broker.client.pubsub_numsub(*channels)]
+                await until(lambda: all(shown(s, "status", "running") for s in seen))
+                release_step(1)
+                await until(lambda: all(shown(s, "progress") for s in seen))
+                release_step(2)
+                release_step(3)
+                return subscribers
 
-    subscribers, streams = asyncio.run(follow_all())
+            steering = asyncio.create_task(steer())
+            await asyncio.gather(
+                steering, *[follow(job_id, s) for job_id, s in zip(followed, seen, strict=True)]
+            )
+            return steering.result()
+
+    try:
+        subscribers = asyncio.run(follow_all())
+    finally:
+        for step in (1, 2, 3):
+            release_step(step)
     assert subscribers == [1, 1]
-    for stream in streams:
+    for stream in seen:
         names = [name for name, _ in stream]
         assert names[0] == "status"
         assert stream[-1][0] == "status" and stream[-1][1]["status"] == "succeeded"
@@ -95,9 +126,9 @@ def test_the_events_service_streams_status_progress_and_partial_results_from_one
         progress = [data["progress"] for name, data in stream if name == "progress"]
         assert progress and progress == sorted(progress)
         assert "changed" not in names  # the hub's notices are never shown
-    wait_for(lambda: event_streams_open(organization_id=tenant.organization.pk) == 0, timeout=10)
+    wait_for(lambda: event_streams_open(organization_id=tenant.organization.pk) == 0)
     channels = [channel_name(str(job.pk)) for job in jobs]
-    wait_for(lambda: [n for _, n in broker.client.pubsub_numsub(*channels)] == [0, 0], timeout=10)
+    wait_for(lambda: [n for _, n in broker.client.pubsub_numsub(*channels)] == [0, 0])
 
 
 def nginx_binary() -> str:

@@ -8,7 +8,6 @@ job types (``tests/actors.py``), outside the ledger.
 
 from __future__ import annotations
 
-import os
 import signal
 from datetime import timedelta
 from typing import Any
@@ -18,32 +17,11 @@ import pytest
 from jobs.models import AttemptOutcome, Job, JobAttempt, JobOutbox, JobStatus
 from jobs.services import job_submit
 from jobs.services.recovery_ledger import POISON, WORKER_LOST, WORKER_SHUTDOWN
-from jobs.transport.broker import get_broker
-from tests.actors import side_effects
-from tests.e2e.conftest import FAST_RECOVERY_ENV, ManagedProcess
+from tests.actors import release, side_effects
+from tests.e2e.commands import kill9, start_fast_recovery_worker, start_recovery
+from tests.e2e.conftest import FAST_RECOVERY_ENV
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
-
-
-def start_worker(start_command: Any, wait_for: Any, *, threads: int = 4, **env: str) -> Any:
-    worker = start_command(
-        "rundramatiq", "--processes", "1", "--threads", str(threads), **{**FAST_RECOVERY_ENV, **env}
-    )
-    wait_for(lambda: "Worker process is ready" in worker.output(), timeout=120)
-    return worker
-
-
-def start_recovery(start_command: Any, wait_for: Any) -> Any:
-    recovery = start_command("recover", **FAST_RECOVERY_ENV)
-    broker = get_broker()
-    wait_for(lambda: broker.client.exists(f"{broker.namespace}:__recovery__"), timeout=60)
-    return recovery
-
-
-def kill9(process: ManagedProcess) -> None:
-    """``kill -9`` the whole worker: the dramatiq parent and its worker processes."""
-    os.killpg(process.proc.pid, signal.SIGKILL)
-    process.proc.wait(timeout=30)
 
 
 def _reload(job: Job) -> Job:
@@ -65,12 +43,13 @@ def test_a_job_whose_worker_is_killed_mid_run_succeeds_exactly_once(
     broker: Any, start_command: Any, wait_for: Any
 ) -> None:
     start_recovery(start_command, wait_for)
-    worker = start_worker(start_command, wait_for)
-    job = job_submit(job_type="tests.count", payload={"key": "kill-mid", "sleep_seconds": 3}).job
+    worker = start_fast_recovery_worker(start_command, wait_for)
+    job = job_submit(job_type="tests.hold", payload={"key": "kill-mid"}).job
     wait_for(lambda: _running(job), timeout=30)
 
-    kill9(worker)
-    start_worker(start_command, wait_for)
+    kill9(worker)  # while the job is held: it cannot have finished first
+    release("kill-mid")
+    start_fast_recovery_worker(start_command, wait_for)
 
     wait_for(lambda: _reload(job).status == JobStatus.SUCCEEDED, timeout=60)
     assert side_effects().get("tests:runs:kill-mid") == b"1"
@@ -83,12 +62,13 @@ def test_the_schedulers_leader_runs_the_recovery_loop(
     # No `manage.py recover`: only the scheduler, as docker-compose and `make run` deploy it.
     scheduler = start_command("periodiq", **FAST_RECOVERY_ENV)
     wait_for(lambda: broker.client.exists(f"{broker.namespace}:__recovery__"), timeout=60)
-    worker = start_worker(start_command, wait_for)
-    job = job_submit(job_type="tests.count", payload={"key": "kill-led", "sleep_seconds": 3}).job
+    worker = start_fast_recovery_worker(start_command, wait_for)
+    job = job_submit(job_type="tests.hold", payload={"key": "kill-led"}).job
     wait_for(lambda: _running(job), timeout=30)
 
-    kill9(worker)
-    start_worker(start_command, wait_for)
+    kill9(worker)  # while the job is held: it cannot have finished first
+    release("kill-led")
+    start_fast_recovery_worker(start_command, wait_for)
 
     wait_for(lambda: _reload(job).status == JobStatus.SUCCEEDED, timeout=60)
     assert side_effects().get("tests:runs:kill-led") == b"1"
@@ -100,11 +80,9 @@ def test_every_message_a_killed_worker_had_prefetched_completes(
     broker: Any, start_command: Any, wait_for: Any
 ) -> None:
     start_recovery(start_command, wait_for)
-    worker = start_worker(start_command, wait_for, threads=1)  # prefetches 2 per queue
-    jobs = [
-        job_submit(job_type="tests.count", payload={"key": f"pre{i}", "sleep_seconds": 1}).job
-        for i in range(6)
-    ]
+    # One thread: it prefetches 2 per queue.
+    worker = start_fast_recovery_worker(start_command, wait_for, threads=1)
+    jobs = [job_submit(job_type="tests.hold", payload={"key": f"pre{i}"}).job for i in range(6)]
     acks = f"{broker.namespace}:__acks__.*"
     wait_for(
         lambda: (
@@ -114,8 +92,10 @@ def test_every_message_a_killed_worker_had_prefetched_completes(
         timeout=30,
     )
 
-    kill9(worker)
-    start_worker(start_command, wait_for, threads=2)
+    kill9(worker)  # while the first job is held and the next ones wait, prefetched
+    for i in range(6):
+        release(f"pre{i}")
+    start_fast_recovery_worker(start_command, wait_for, threads=2)
 
     wait_for(
         lambda: Job.objects.filter(pk__in=[j.pk for j in jobs], status="succeeded").count() == 6,
@@ -131,7 +111,8 @@ def test_a_job_that_kills_its_worker_every_time_fails_as_poison_after_three_deat
     job = job_submit(job_type="tests.crash_worker").job
 
     for death in range(1, 4):
-        # Not start_worker(): the job may kill the process before it logs that it is ready.
+        # Not start_fast_recovery_worker(): the job may kill the process before it
+        # logs that it is ready.
         crashing = start_command(
             "rundramatiq",
             "--processes",
@@ -148,7 +129,7 @@ def test_a_job_that_kills_its_worker_every_time_fails_as_poison_after_three_deat
         # Recovery marks the attempt lost and puts the message back for the next worker.
         wait_for(lambda: _reload(job).status == JobStatus.RETRYING, timeout=30)
 
-    survivor = start_worker(start_command, wait_for, TESTS_ALLOW_CRASH="1")
+    survivor = start_fast_recovery_worker(start_command, wait_for, TESTS_ALLOW_CRASH="1")
     wait_for(lambda: _reload(job).status == JobStatus.FAILED, timeout=60)
 
     assert job.error_type == POISON
@@ -161,12 +142,17 @@ def test_a_job_that_kills_its_worker_every_time_fails_as_poison_after_three_deat
 def test_sigterm_lets_jobs_in_flight_finish_and_reruns_the_ones_that_cannot(
     broker: Any, start_command: Any, wait_for: Any
 ) -> None:
-    worker = start_worker(start_command, wait_for, JOBS_WORKER_SHUTDOWN_TIMEOUT_MS="2000")
-    short = job_submit(job_type="tests.count", payload={"key": "short", "sleep_seconds": 1}).job
-    long = job_submit(job_type="tests.count", payload={"key": "long", "sleep_seconds": 6}).job
+    worker = start_fast_recovery_worker(
+        start_command, wait_for, JOBS_WORKER_SHUTDOWN_TIMEOUT_MS="5000"
+    )
+    # Both held: "short" is let go once the worker is stopping, "long" only after it stopped.
+    short = job_submit(job_type="tests.hold", payload={"key": "short"}).job
+    long = job_submit(job_type="tests.hold", payload={"key": "long"}).job
     wait_for(lambda: _running(short) and _running(long), timeout=30)
 
-    assert worker.stop(signal.SIGTERM) == 0, worker.output()
+    worker.proc.send_signal(signal.SIGTERM)  # once: a second one kills the worker at once
+    release("short")
+    assert worker.proc.wait(timeout=60) == 0, worker.output()
 
     assert _reload(short).status == JobStatus.SUCCEEDED
     assert _reload(long).status == JobStatus.RETRYING
@@ -174,7 +160,9 @@ def test_sigterm_lets_jobs_in_flight_finish_and_reruns_the_ones_that_cannot(
     assert "Interrupted" in JobAttempt.objects.get(job=long).error_message
     assert side_effects().get("tests:runs:long") is None
 
-    start_worker(start_command, wait_for)  # no recovery loop needed: the message was handed back
+    release("long")
+    # No recovery loop needed: the message was handed back.
+    start_fast_recovery_worker(start_command, wait_for)
     wait_for(lambda: _reload(long).status == JobStatus.SUCCEEDED, timeout=60)
     assert side_effects().get("tests:runs:long") == b"1"
     assert side_effects().get("tests:runs:short") == b"1"
@@ -202,7 +190,7 @@ def test_a_crash_between_commit_and_send_is_repaired_by_the_outbox_relay(
     assert broker.client.llen(f"{broker.namespace}:default") == 0, "nothing reached Redis"
 
     start_recovery(start_command, wait_for)
-    start_worker(start_command, wait_for)
+    start_fast_recovery_worker(start_command, wait_for)
 
     wait_for(lambda: _reload(job).status == JobStatus.SUCCEEDED, timeout=60)
     assert side_effects().get("tests:runs:outbox") == b"1"
@@ -230,7 +218,7 @@ def test_a_crash_after_the_send_before_the_outbox_delete_runs_the_job_once(
     # The relay sends the still-queued job once more, and drops the row.
     wait_for(lambda: not JobOutbox.objects.exists(), timeout=30)
     assert broker.client.llen(queue) == 2
-    start_worker(start_command, wait_for)
+    start_fast_recovery_worker(start_command, wait_for)
 
     wait_for(lambda: _reload(job).status == JobStatus.SUCCEEDED, timeout=60)
     wait_for(lambda: broker.client.hlen(f"{queue}.msgs") == 0, timeout=30)  # both acknowledged
@@ -245,7 +233,7 @@ def test_workers_survive_a_redis_restart_that_loses_every_message_and_no_job_is_
     private = broker_on(server.url)
     counters = private.client
     start_recovery(start_command, wait_for)
-    worker = start_worker(start_command, wait_for, threads=4)
+    worker = start_fast_recovery_worker(start_command, wait_for, threads=4)
     # A job whose own INCR meets the restart fails that attempt; a retry keeps it from
     # failing for good (its counter was not incremented, so it still counts one run).
     jobs = [

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from jobs.models import Job, JobStatus
-from tests.e2e.commands import manage
+from tests.e2e.commands import manage, start_worker
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -33,8 +33,7 @@ def _json_lines(text: str) -> list[dict[str, Any]]:
 def test_a_jobs_log_lines_from_submission_through_every_attempt_share_its_job_id(
     broker: Any, start_command: Any, wait_for: Any
 ) -> None:
-    worker = start_command("rundramatiq", "--processes", "1", "--threads", "2", LOG_FORMAT="json")
-    wait_for(lambda: "Worker process is ready" in worker.output(), timeout=120)
+    worker = start_worker(start_command, wait_for, LOG_FORMAT="json")
 
     submitted = manage("shell", "-c", SUBMIT, LOG_FORMAT="json")
     assert submitted.returncode == 0, submitted.stderr

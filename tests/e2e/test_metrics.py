@@ -7,7 +7,6 @@ import ipaddress
 import os
 import re
 import urllib.parse
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -15,17 +14,18 @@ import pytest
 
 from jobs.models import AttemptOutcome, Job, JobAttempt, JobStatus
 from jobs.services import JobRequest, job_submit_many
-from tests.e2e.commands import free_port
+from tests.actors import release
+from tests.e2e.commands import (
+    free_port,
+    scrape,
+    scrape_or_empty,
+    start_exporting_worker,
+    worker_ready,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 TOKEN = "metrics-token-for-the-tests-0123456789"
-
-
-def _scrape(url: str, token: str | None = None) -> str:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as r:
-        return str(r.read().decode())
 
 
 def _value(text: str, name: str, **labels: str) -> float:
@@ -41,23 +41,36 @@ def _value(text: str, name: str, **labels: str) -> float:
     return total
 
 
+def _workers_of(job_type: str) -> set[str]:
+    """The worker processes that have claimed jobs of ``job_type``."""
+    return set(
+        JobAttempt.objects.filter(job__job_type=job_type).values_list("worker_id", flat=True)
+    )
+
+
 def test_worker_exporter_counts_match_the_ledger_across_worker_processes(
     broker: Any, start_command: Any, wait_for: Any, tmp_path: Path
 ) -> None:
-    port = free_port()
-    worker = start_command(
-        "rundramatiq",
-        "--processes",
-        "2",
-        "--threads",
-        "4",
-        PROMETHEUS_PORT=str(port),
-        PROMETHEUS_HOST="127.0.0.1",
-        JOBS_METRICS_DIR=str(tmp_path / "metrics"),
+    worker, url = start_exporting_worker(
+        start_command, tmp_path, processes=2, threads=4, PROMETHEUS_HOST="127.0.0.1"
     )
-    url = f"http://127.0.0.1:{port}/metrics"
-    wait_for(lambda: "Worker process is ready" in worker.output(), timeout=120)
-    wait_for(lambda: _value(_scrape_or_empty(url), "toolboxai_jobs_workers_alive") == 2, timeout=60)
+    worker_ready(worker, wait_for)
+    wait_for(lambda: _value(scrape_or_empty(url), "toolboxai_jobs_workers_alive") == 2, timeout=60)
+    # Both processes run jobs, however the machine schedules them: one process takes at
+    # most 8 messages of a queue (4 threads, prefetch 2 each), so of 9 held jobs the other
+    # process must take at least one.
+    held = job_submit_many(requests=[JobRequest("tests.hold", {"key": "both"}) for _ in range(9)])
+    try:
+        wait_for(lambda: len(_workers_of("tests.hold")) == 2, timeout=60)
+    finally:
+        release("both")
+    wait_for(
+        lambda: (
+            Job.objects.filter(pk__in=[h.job.pk for h in held], status=JobStatus.SUCCEEDED).count()
+            == 9
+        ),
+        timeout=60,
+    )
 
     requests = (
         [JobRequest("diagnostics.echo", {"message": "ok", "sleep_seconds": 0.2}) for _ in range(12)]
@@ -70,28 +83,29 @@ def test_worker_exporter_counts_match_the_ledger_across_worker_processes(
     job_submit_many(requests=requests)
 
     # While the jobs run: the exporter answers, and sees the queue.
-    during = _scrape(url)
+    during = scrape(url)
     assert _value(during, "toolboxai_jobs_broker_up") == 1
     assert 'toolboxai_jobs_queue_messages{queue="default",state="ready"}' in during
 
+    echo = Job.objects.filter(job_type="diagnostics.echo")
     wait_for(
-        lambda: (
-            Job.objects.filter(status__in=[JobStatus.SUCCEEDED, JobStatus.FAILED]).count() == 19
-        ),
+        lambda: echo.filter(status__in=[JobStatus.SUCCEEDED, JobStatus.FAILED]).count() == 19,
         timeout=90,
     )
-    workers_used = set(JobAttempt.objects.values_list("worker_id", flat=True))
-    assert len(workers_used) == 2, "both worker processes should have run jobs"
 
-    after = _scrape(url)
-    succeeded = Job.objects.filter(status=JobStatus.SUCCEEDED).count()
-    failed = Job.objects.filter(status=JobStatus.FAILED).count()
-    retried = JobAttempt.objects.filter(
+    after = scrape(url)
+    succeeded = echo.filter(status=JobStatus.SUCCEEDED).count()
+    failed = echo.filter(status=JobStatus.FAILED).count()
+    echo_attempts = JobAttempt.objects.filter(job__job_type="diagnostics.echo")
+    retried = echo_attempts.filter(
         outcome=AttemptOutcome.FAILED, job__status=JobStatus.SUCCEEDED
     ).count()
-    attempts = JobAttempt.objects.count()
+    attempts = echo_attempts.count()
     labels = {"job_type": "diagnostics.echo", "queue": "default"}
     assert (succeeded, failed, retried, attempts) == (16, 3, 4, 23)
+    # The held jobs' count adds up the two processes' counters.
+    held_labels = {"job_type": "tests.hold", "queue": "default"}
+    assert _value(after, "toolboxai_jobs_total", status="succeeded", **held_labels) == 9
     assert _value(after, "toolboxai_jobs_total", status="succeeded", **labels) == succeeded
     assert _value(after, "toolboxai_jobs_total", status="failed", **labels) == failed
     assert _value(after, "toolboxai_jobs_retried_total", job_type="diagnostics.echo") == retried
@@ -138,23 +152,16 @@ def test_worker_exporter_counts_match_the_ledger_across_worker_processes(
     assert worker.stop() == 0, worker.output()
 
 
-def _scrape_or_empty(url: str, token: str | None = None) -> str:
-    try:
-        return _scrape(url, token)
-    except OSError:
-        return ""
-
-
 def test_web_metrics_count_requests_and_database_queries(start_command: Any, wait_for: Any) -> None:
     port = free_port()
     web = start_command("runserver", "--noreload", f"127.0.0.1:{port}", METRICS_TOKEN=TOKEN)
     url = f"http://127.0.0.1:{port}"
-    wait_for(lambda: _scrape_or_empty(f"{url}/metrics", TOKEN), timeout=60)
+    wait_for(lambda: scrape_or_empty(f"{url}/metrics", TOKEN), timeout=60)
 
-    before = _scrape(f"{url}/metrics", TOKEN)
+    before = scrape(f"{url}/metrics", TOKEN)
     for _ in range(3):
-        _scrape(f"{url}/admin/login/")
-    after = _scrape(f"{url}/metrics", TOKEN)
+        scrape(f"{url}/admin/login/")
+    after = scrape(f"{url}/metrics", TOKEN)
 
     def logins(text: str) -> float:
         return _value(
@@ -164,6 +171,10 @@ def test_web_metrics_count_requests_and_database_queries(start_command: Any, wai
     assert logins(after) - logins(before) == 3, web.output()
     assert _value(after, "django_http_requests_total_by_transport_total") >= 4
     assert "django_db_execute_total" in after or "django_db_new_connections_total" in after
+
+
+def _port(url: str) -> int:
+    return int(urllib.parse.urlsplit(url).port or 0)
 
 
 def _get(
@@ -205,37 +216,24 @@ def test_the_worker_exporter_listens_on_loopback_unless_configured(
     broker: Any, start_command: Any, wait_for: Any, tmp_path: Path
 ) -> None:
     assert "PROMETHEUS_HOST" not in os.environ, "this test checks the default"
-    port = free_port()
-    worker = start_command(
-        "rundramatiq",
-        "--processes",
-        "1",
-        "--threads",
-        "1",
-        PROMETHEUS_PORT=str(port),
-        JOBS_METRICS_DIR=str(tmp_path / "metrics"),
-    )
-    url = f"http://127.0.0.1:{port}/metrics"
-    wait_for(lambda: "toolboxai_jobs_broker_up 1.0" in _scrape_or_empty(url), timeout=60)
+    worker, url = start_exporting_worker(start_command, tmp_path, processes=1, threads=1)
+    wait_for(lambda: "toolboxai_jobs_broker_up 1.0" in scrape_or_empty(url), timeout=60)
 
-    assert _listening_addresses(port) == {"127.0.0.1"}
+    assert _listening_addresses(_port(url)) == {"127.0.0.1"}
     assert worker.stop() == 0, worker.output()
 
 
 def test_a_worker_exporter_beyond_loopback_refuses_to_start_without_a_token_or_networks(
     broker: Any, start_command: Any, tmp_path: Path
 ) -> None:
-    port = free_port()
-    worker = start_command(
-        "rundramatiq",
-        "--processes",
-        "1",
-        PROMETHEUS_PORT=str(port),
+    worker, url = start_exporting_worker(
+        start_command,
+        tmp_path,
+        processes=1,
         PROMETHEUS_HOST="0.0.0.0",
         DJANGO_DEBUG="0",
         METRICS_TOKEN="",
         METRICS_ALLOWED_NETWORKS="",
-        JOBS_METRICS_DIR=str(tmp_path / "metrics"),
     )
 
     assert worker.proc.wait(timeout=60) != 0
@@ -243,30 +241,25 @@ def test_a_worker_exporter_beyond_loopback_refuses_to_start_without_a_token_or_n
     assert "PROMETHEUS_HOST='0.0.0.0'" in output
     assert "METRICS_TOKEN" in output and "METRICS_ALLOWED_NETWORKS" in output
     assert "Worker process is ready" not in output
-    assert _listening_addresses(port) == set()
+    assert _listening_addresses(_port(url)) == set()
 
 
 def test_a_worker_exporter_beyond_loopback_answers_only_to_the_token_or_allowed_networks(
     broker: Any, start_command: Any, wait_for: Any, tmp_path: Path
 ) -> None:
-    port = free_port()
-    worker = start_command(
-        "rundramatiq",
-        "--processes",
-        "1",
-        "--threads",
-        "1",
-        PROMETHEUS_PORT=str(port),
+    worker, url = start_exporting_worker(
+        start_command,
+        tmp_path,
+        processes=1,
+        threads=1,
         PROMETHEUS_HOST="0.0.0.0",
         DJANGO_DEBUG="0",
         METRICS_TOKEN=TOKEN,
         # Only 127.0.0.1 itself; the test's other loopback address, 127.0.0.2, needs the token.
         METRICS_ALLOWED_NETWORKS="127.0.0.1/32",
-        JOBS_METRICS_DIR=str(tmp_path / "metrics"),
     )
-    url = f"http://127.0.0.1:{port}/metrics"
-    wait_for(lambda: "toolboxai_jobs_broker_up 1.0" in _scrape_or_empty(url), timeout=60)
-    assert _listening_addresses(port) == {"0.0.0.0"}
+    wait_for(lambda: "toolboxai_jobs_broker_up 1.0" in scrape_or_empty(url), timeout=60)
+    assert _listening_addresses(_port(url)) == {"0.0.0.0"}
 
     status, _, body = _get(url)  # an allowed network, no token
     assert status == 200 and "toolboxai_jobs_broker_up 1.0" in body

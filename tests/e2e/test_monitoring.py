@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -12,21 +11,13 @@ import pytest
 import yaml
 
 from jobs.services import JobRequest, job_submit_many
-from tests.e2e.commands import free_port
+from tests.e2e.commands import scrape_or_empty, start_exporting_worker
 from tests.e2e.conftest import ROOT
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 MONITORING = Path(ROOT) / "deploy" / "monitoring"
 METRIC = re.compile(r"\b(toolboxai_jobs_\w+)")
-
-
-def _scrape(url: str) -> str:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return str(response.read().decode())
-    except OSError:
-        return ""
 
 
 def _dashboard_queries() -> list[str]:
@@ -74,22 +65,12 @@ def test_every_metric_the_dashboard_and_the_alerts_query_is_in_a_real_worker_scr
         "ToolboxaiJobsSchedulerLeaderMissing",
     }
 
-    port = free_port()
-    worker = start_command(
-        "rundramatiq",
-        "--processes",
-        "1",
-        "--threads",
-        "2",
-        PROMETHEUS_PORT=str(port),
-        JOBS_METRICS_DIR=str(tmp_path / "metrics"),
-    )
-    url = f"http://127.0.0.1:{port}/metrics"
-    wait_for(lambda: "toolboxai_jobs_workers_alive 1.0" in _scrape(url), timeout=90)
+    worker, url = start_exporting_worker(start_command, tmp_path, processes=1, threads=2)
+    wait_for(lambda: "toolboxai_jobs_workers_alive 1.0" in scrape_or_empty(url), timeout=90)
     job_submit_many(requests=[JobRequest("diagnostics.echo", {"message": "seen"})])
-    wait_for(lambda: 'status="succeeded"} 1.0' in _scrape(url), timeout=60)
+    wait_for(lambda: 'status="succeeded"} 1.0' in scrape_or_empty(url), timeout=60)
 
-    exported = set(re.findall(r"^(\w+)(?:\{| )", _scrape(url), re.M))
+    exported = set(re.findall(r"^(\w+)(?:\{| )", scrape_or_empty(url), re.M))
     wanted = {name for query in [*queries, *_alert_queries()] for name in METRIC.findall(query)}
     assert len(wanted) >= 10
     assert wanted - exported == set(), worker.output()

@@ -14,9 +14,9 @@ import pytest
 from jobs.models import AttemptOutcome, Job, JobAttempt, JobStatus
 from jobs.services import job_submit
 from jobs.services.recovery_ledger import WORKER_LOST
-from tests.actors import side_effects
+from tests.actors import release, side_effects
+from tests.e2e.commands import kill9, start_fast_recovery_worker, worker_ready
 from tests.e2e.conftest import FAST_RECOVERY_ENV
-from tests.e2e.test_faults import kill9, start_worker
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -24,15 +24,12 @@ SLOW_HEARTBEAT_MS = "600000"
 SLOW_HEARTBEAT = {"JOBS_HEARTBEAT_TIMEOUT_MS": SLOW_HEARTBEAT_MS}
 
 
-def _running_job(
-    start_command: Any, wait_for: Any, host: str, key: str, sleep_seconds: float = 3
-) -> tuple[Any, Job]:
-    worker = start_worker(
+def _running_job(start_command: Any, wait_for: Any, host: str, key: str) -> tuple[Any, Job]:
+    """A worker on ``host`` running a ``tests.hold`` job on ``key``: held until ``release(key)``."""
+    worker = start_fast_recovery_worker(
         start_command, wait_for, JOBS_WORKER_HOST=host, JOBS_HEARTBEAT_TIMEOUT_MS=SLOW_HEARTBEAT_MS
     )
-    job = job_submit(
-        job_type="tests.count", payload={"key": key, "sleep_seconds": sleep_seconds}
-    ).job
+    job = job_submit(job_type="tests.hold", payload={"key": key}).job
     wait_for(
         lambda: JobAttempt.objects.filter(job=job, finished_at__isnull=True).exists(), timeout=60
     )
@@ -54,7 +51,8 @@ def test_a_worker_restarted_on_the_same_host_runs_the_killed_workers_job_again_a
     worker, job = _running_job(start_command, wait_for, host, "restart-same-host")
 
     kill9(worker)
-    start_worker(
+    release("restart-same-host")
+    start_fast_recovery_worker(
         start_command, wait_for, JOBS_WORKER_HOST=host, JOBS_HEARTBEAT_TIMEOUT_MS=SLOW_HEARTBEAT_MS
     )
 
@@ -74,7 +72,7 @@ def test_a_live_worker_leaves_its_hosts_live_workers_alone_and_recovers_one_that
     broker: Any, start_command: Any, wait_for: Any
 ) -> None:
     host = f"restart-{uuid.uuid4().hex[:8]}"
-    first, job = _running_job(start_command, wait_for, host, "restart-live", sleep_seconds=8)
+    first, job = _running_job(start_command, wait_for, host, "restart-live")
     # A sibling on the same host that consumes another queue, so it cannot run the jobs.
     sibling = start_command(
         "rundramatiq",
@@ -86,7 +84,8 @@ def test_a_live_worker_leaves_its_hosts_live_workers_alone_and_recovers_one_that
         "email",
         **{**FAST_RECOVERY_ENV, **SLOW_HEARTBEAT, "JOBS_WORKER_HOST": host},
     )
-    wait_for(lambda: "Worker process is ready" in sibling.output(), timeout=180)
+    worker_ready(sibling, wait_for, timeout=180)
+    release("restart-live")  # still running when the sibling started
 
     wait_for(lambda: Job.objects.get(pk=job.pk).status == JobStatus.SUCCEEDED, timeout=90)
     assert [(o, e) for o, e, _ in _attempts(job)] == [(AttemptOutcome.SUCCEEDED, "")]

@@ -8,20 +8,15 @@ import pytest
 
 from jobs.models import Job, JobStatus
 from jobs.services import JobRequest, job_submit, job_submit_many
-from tests.e2e.conftest import ManagedProcess
+from tests.e2e.commands import start_worker
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
-
-
-def _wait_started(worker: ManagedProcess, wait_for: Any) -> None:
-    wait_for(lambda: "Worker process is ready" in worker.output(), timeout=120)
 
 
 def test_rundramatiq_runs_submitted_jobs_through_success_and_retry(
     broker: Any, start_command: Any, wait_for: Any
 ) -> None:
-    worker = start_command("rundramatiq", "--processes", "1", "--threads", "4")
-    _wait_started(worker, wait_for)
+    worker = start_worker(start_command, wait_for, threads=4)
     # The worker process listens for wake-ups (one subscriber) instead of only polling.
     wait_for(lambda: broker.client.pubsub_numsub(broker.wakeups.channel)[0][1] == 1)
     ok = job_submit(job_type="diagnostics.echo", payload={"message": "from e2e"}).job
@@ -57,8 +52,7 @@ def test_rundramatiq_refuses_an_unknown_queue_with_the_list_of_queues(
 def test_an_urgent_job_overtakes_a_backlog_of_two_thousand(
     broker: Any, start_command: Any, wait_for: Any
 ) -> None:
-    worker = start_command("rundramatiq", "--processes", "1", "--threads", "8")
-    _wait_started(worker, wait_for)
+    worker = start_worker(start_command, wait_for, threads=8)
     backlog = [
         JobRequest(job_type="diagnostics.echo", payload={"message": str(i), "sleep_seconds": 0.01})
         for i in range(2000)

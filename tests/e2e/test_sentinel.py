@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +11,8 @@ import pytest
 import redis
 
 from jobs.models import Job, JobStatus
-from tests.e2e.conftest import ROOT, subprocess_env
+from tests.e2e.commands import run_manage
+from tests.e2e.conftest import subprocess_env
 from tests.servers import RedisServer, free_port, sentinel_command, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -109,15 +108,7 @@ def submit_echo_jobs(env: dict[str, str], count: int, label: str) -> list[str]:
         f"for i in range({count}):\n"
         f"    print(job_submit(job_type='diagnostics.echo', payload={{'message': '{label}-%d' % i}}).job.id)\n"
     )
-    result = subprocess.run(
-        [sys.executable, "manage.py", "shell", "--no-imports", "-c", code],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = run_manage(env, "shell", "--no-imports", "-c", code)
     assert result.returncode == 0, result.stderr
     ids = result.stdout.split()
     assert len(ids) == count, result.stdout

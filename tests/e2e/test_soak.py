@@ -16,7 +16,7 @@ import pytest
 from jobs.models import AttemptOutcome, Job, JobAttempt, JobStatus
 from jobs.services import JobRequest, job_submit_many
 from tests.actors import side_effects
-from tests.e2e.test_faults import kill9, start_recovery, start_worker
+from tests.e2e.commands import kill9, start_fast_recovery_worker, start_recovery
 
 pytestmark = [pytest.mark.e2e, pytest.mark.soak, pytest.mark.django_db(transaction=True)]
 
@@ -29,7 +29,7 @@ def test_two_thousand_jobs_survive_three_random_kill_9s_with_none_lost_or_comple
 ) -> None:
     rng = random.Random()
     start_recovery(start_command, wait_for)
-    workers = [start_worker(start_command, wait_for, threads=8) for _ in range(2)]
+    workers = [start_fast_recovery_worker(start_command, wait_for, threads=8) for _ in range(2)]
     started = time.monotonic()
     job_submit_many(
         requests=[
@@ -45,7 +45,7 @@ def test_two_thousand_jobs_survive_three_random_kill_9s_with_none_lost_or_comple
         wait_for(lambda f=fraction: succeeded() >= JOBS * f, timeout=240, interval=0.05)
         victim = rng.randrange(len(workers))
         kill9(workers[victim])
-        workers[victim] = start_worker(start_command, wait_for, threads=8)
+        workers[victim] = start_fast_recovery_worker(start_command, wait_for, threads=8)
 
     wait_for(lambda: succeeded() == JOBS, timeout=300, interval=0.5)
     elapsed = time.monotonic() - started

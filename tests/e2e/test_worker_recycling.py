@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -13,19 +12,16 @@ import pytest
 from jobs.models import AttemptOutcome, Job, JobAttempt, JobStatus
 from jobs.services import JobRequest, job_submit_many
 from tests.actors import side_effects
-from tests.e2e.commands import free_port
+from tests.e2e.commands import (
+    scrape_or_empty,
+    start_exporting_worker,
+    start_worker,
+    worker_ready,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 REPLACED = re.compile(r"Worker process (\d+) exited cleanly; started (\d+) in its place")
-
-
-def _scrape(url: str) -> str:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return str(response.read().decode())
-    except OSError:
-        return ""
 
 
 def _recycles(text: str, reason: str) -> float:
@@ -38,18 +34,10 @@ def _recycles(text: str, reason: str) -> float:
 def test_a_worker_with_max_jobs_50_runs_500_jobs_in_ten_replaced_processes_each_once(
     broker: Any, start_command: Any, wait_for: Any, tmp_path: Path
 ) -> None:
-    port = free_port()
-    worker = start_command(
-        "rundramatiq",
-        "--processes",
-        "2",
-        "--threads",
-        "4",
-        JOBS_WORKER_MAX_JOBS="50",
-        PROMETHEUS_PORT=str(port),
-        JOBS_METRICS_DIR=str(tmp_path / "metrics"),
+    worker, url = start_exporting_worker(
+        start_command, tmp_path, processes=2, threads=4, JOBS_WORKER_MAX_JOBS="50"
     )
-    wait_for(lambda: worker.output().count("Worker process is ready") == 2, timeout=90)
+    worker_ready(worker, wait_for, count=2, timeout=90)
     side_effects().delete("tests:runs:recycling")
 
     job_submit_many(requests=[JobRequest("tests.count", {"key": "recycling"}) for _ in range(500)])
@@ -69,19 +57,15 @@ def test_a_worker_with_max_jobs_50_runs_500_jobs_in_ten_replaced_processes_each_
     assert int(side_effects().get("tests:runs:recycling") or 0) == 500
     assert sorted(Counter(w for _, _, w in attempts).values()) == [50] * 10
 
-    url = f"http://127.0.0.1:{port}/metrics"
-    wait_for(lambda: _recycles(_scrape(url), "max_jobs") == 10, timeout=30)
-    assert _recycles(_scrape(url), "max_rss") == 0
+    wait_for(lambda: _recycles(scrape_or_empty(url), "max_jobs") == 10, timeout=30)
+    assert _recycles(scrape_or_empty(url), "max_rss") == 0
     assert worker.stop() == 0, worker.output()
 
 
 def test_a_job_that_leaks_memory_trips_max_rss_and_its_process_is_replaced(
     broker: Any, start_command: Any, wait_for: Any
 ) -> None:
-    worker = start_command(
-        "rundramatiq", "--processes", "1", "--threads", "2", JOBS_WORKER_MAX_RSS_MB="300"
-    )
-    wait_for(lambda: "Worker process is ready" in worker.output(), timeout=90)
+    worker = start_worker(start_command, wait_for, timeout=90, JOBS_WORKER_MAX_RSS_MB="300")
     leak = job_submit_many(requests=[JobRequest("tests.leak_memory", {"mib": 400})])[0].job
 
     wait_for(lambda: REPLACED.search(worker.output()) is not None, timeout=90)

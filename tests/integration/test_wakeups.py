@@ -175,15 +175,25 @@ def test_a_consumer_with_full_prefetch_fetches_again_as_soon_as_a_message_is_ack
         assert first is not None
         assert broker.client.llen(f"{broker.namespace}:default") == 1
 
-        threading.Timer(0.2, consumer.ack, args=(first,)).start()
+        # Acked once the consumer waits (an ack before that would leave room to fetch at once).
+        acking = threading.Thread(target=_ack_once_waiting, args=(consumer, first))
+        acking.start()
         began = time.monotonic()
         assert next(consumer) is None  # prefetch full: waits, and the ack wakes it
         assert time.monotonic() - began < NEVER_MS / 2000
         second = next(consumer)
         assert second is not None and second.message_id != first.message_id
         consumer.ack(second)
+        acking.join()
     finally:
         wakeups.stop()
+
+
+def _ack_once_waiting(consumer: Any, message: Any) -> None:
+    deadline = time.monotonic() + 15
+    while not consumer.waiting_for_wakeup and time.monotonic() < deadline:
+        time.sleep(0.005)
+    consumer.ack(message)
 
 
 def test_the_wake_up_channel_is_per_namespace_and_database(broker: JobsRedisBroker) -> None:
