@@ -54,7 +54,7 @@ from jobs.services.submission_sql import (
     jobs_insert,
     jobs_insert_undo,
 )
-from jobs.transport.ids import uuid4s
+from jobs.transport.ids import uuid7s
 from tenants.models import Organization
 
 logger = logging.getLogger(__name__)
@@ -123,7 +123,7 @@ def job_submit(
         max_retries=max_retries,
         queue=queue,
     )
-    prepared = _prepare(request, organization=organization, now=timezone.now(), job_id=uuid4s(1)[0])
+    prepared = _prepare(request, organization=organization, now=timezone.now(), job_id=uuid7s(1)[0])
     if request.idempotency_key is not None:
         existing = _existing_by_key(organization, [request.idempotency_key])
         if request.idempotency_key in existing:
@@ -165,7 +165,7 @@ def _submit_many(
     prepared: list[PreparedJob] = []
     serializers: dict[Any, Serializer[Any]] = {}
     now = timezone.now()
-    job_ids = uuid4s(len(requests))
+    job_ids = uuid7s(len(requests))
     for index, request in enumerate(requests):
         try:
             prepared.append(
