@@ -13,7 +13,16 @@ import django
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "toolboxai.settings")
 django.setup()
 
-# Django must be set up before the exporter's modules (models) are imported.
-from jobs.exporter import serve as serve_metrics  # noqa: E402
+
+def serve_metrics() -> int:
+    """The metrics exporter's fork process (:func:`jobs.exporter.serve`).
+
+    Imported here rather than at the top so that worker processes, which never serve
+    metrics, do not load the exporter's HTTP server and collectors.
+    """
+    from jobs.exporter import serve
+
+    return serve()
+
 
 __all__ = ["serve_metrics"]
