@@ -171,8 +171,8 @@ class JobsRedisConsumer(_RedisConsumer):
         self._reclaim_at = time.monotonic() + self.broker.reclaim_interval_seconds
         if reclaimed:
             logger.warning(
-                "Put %d message(s) of %s back that this worker's acks set held but the worker "
-                "did not (a fetch whose reply was lost, or a put-back that failed).",
+                "Put %d message(s) of %s back: this worker's acks set held them, its "
+                "consumers did not (a consumer restarted, a fetch's reply or a put-back was lost).",
                 len(reclaimed),
                 self.queue_name,
             )
