@@ -68,9 +68,8 @@ def test_a_starting_consumer_takes_back_a_fetch_whose_reply_was_lost(
     assert len(lost) == 2 and _waiting(broker, "default") == []
 
     consumer = broker.consume("default", prefetch=10, timeout=50)
-    received = [next(consumer), next(consumer)]
+    received = [m for m in (next(consumer), next(consumer)) if m is not None]
 
-    assert all(m is not None for m in received)
     assert sorted(m.message_id for m in received) == sorted(str(j.pk) for j in jobs)
     assert sorted(m.options["redis_message_id"] for m in received) == sorted(lost)
     assert _acks(broker, "default") == set(lost), "fetched again, now by the consumer"
