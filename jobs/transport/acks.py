@@ -141,6 +141,7 @@ class Acker(BackgroundThread):
         while True:
             try:
                 self._script(keys=[self.broker.namespace], args=args)
+                self.broker.held.discard_pairs(batch)
                 REDIS.recovered()
                 self.calls += 1
                 self.acked += len(batch)

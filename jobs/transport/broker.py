@@ -9,8 +9,10 @@ fixed here rather than in site-packages:
   pairs, dead-letters an undecodable body or an unknown actor by its Redis
   id, logs it once, and hands its neighbours on (:mod:`jobs.transport.consumer`).
 - After a connection error the worker drops the delayed messages it held in
-  memory while they stay in its ``.DQ`` acks set. A delay-queue consumer
-  starting in a process puts back whatever that process still holds there.
+  memory while they stay in its ``.DQ`` acks set; a fetch whose reply is lost
+  leaves its messages in the acks set of a worker that never saw them. Each
+  consumer puts back, at start and every few seconds, what its acks set holds
+  beyond what the process holds (:mod:`jobs.transport.held`).
 - Requeueing a dead worker's messages happens on a random 0.1 % of commands
   (and uses ``KEYS``). The broker turns that off (``maintenance_chance=0``);
   the recovery loop (``jobs.services.recovery``) requeues dead workers'
@@ -46,6 +48,7 @@ from jobs.errors import BrokerUnavailable
 from jobs.outages import REDIS
 from jobs.transport.acks import Acker
 from jobs.transport.consumer import JobsRedisConsumer
+from jobs.transport.held import RECLAIM_INTERVAL_SECONDS, HeldMessages
 from jobs.transport.wakeups import QueueWakeups, publish_wakeups, wakeup_channel
 
 logger = logging.getLogger(__name__)
@@ -164,6 +167,10 @@ class JobsRedisBroker(RedisBroker):
         super().__init__(maintenance_chance=maintenance_chance, **kwargs)
         self.scripts["jobs_fetch"] = self.client.register_script(_FETCH)
         self.scripts["jobs_requeue_worker"] = self.client.register_script(_REQUEUE_WORKER)
+        #: The Redis ids this process's consumers fetched and still hold (jobs.transport.held).
+        self.held = HeldMessages(self.client)
+        #: How often each consumer puts back what its acks set holds beyond ``held``.
+        self.reclaim_interval_seconds = RECLAIM_INTERVAL_SECONDS
         #: Sends this process's acks in batches (jobs.acks).
         self.acker = Acker(self)
         self.publishes_wakeups = wakeups
@@ -325,6 +332,7 @@ class JobsRedisBroker(RedisBroker):
         for i in range(0, len(raw), 3):
             redis_id = raw[i].decode() if isinstance(raw[i], bytes) else str(raw[i])
             pairs.append((redis_id, raw[i + 2] if int(raw[i + 1]) else None))
+        self.held.add(queue_name, (redis_id for redis_id, _ in pairs))
         return pairs
 
     def requeue_worker(

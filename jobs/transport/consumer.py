@@ -6,7 +6,9 @@ it exists because Dramatiq's consumer loses track of messages in ways that
 cannot be fixed from a middleware (see :mod:`jobs.transport.broker`): it
 dead-letters an undecodable body by its Redis id instead of raising, fetches
 in batches through our own script, hands fetched messages to the broker's
-fetch listeners, batches acks, and waits for queue wake-ups instead of polling.
+fetch listeners, batches acks, waits for queue wake-ups instead of polling, and
+takes back what its acks set holds that the process does not
+(:mod:`jobs.transport.held`).
 Checked against Dramatiq 2.2.1 (``_RedisConsumer.__init__``, ``ack``, ``nack``,
 ``requeue``, ``close``, ``__next__`` and the ``message_cache`` /
 ``queued_message_ids`` / ``misses`` attributes); re-check them on any upgrade.
@@ -61,9 +63,13 @@ class JobsRedisConsumer(_RedisConsumer):
         self.refill_at = max(1, prefetch // 4)
         #: True while idle and waiting for a wake-up (not while sleeping a back-off).
         self.waiting_for_wakeup = False
-        # A new delay-queue consumer in a process that already had one (it was
-        # restarted after an error) takes back what the old one held in memory.
-        self._reclaim_pending = queue_name.endswith(".DQ")
+        self.held = broker.held
+        if queue_name.endswith(".DQ"):
+            # Dramatiq drops the delayed messages a consumer thread held in memory when
+            # its consumer fails; a new one takes them back from the acks set.
+            self.held.forget_queue(queue_name)
+        #: When to take back orphans next: at once, then every ``broker.reclaim_interval_seconds``.
+        self._reclaim_at = 0.0
 
     @property
     def outstanding_message_count(self) -> int:
@@ -112,6 +118,7 @@ class JobsRedisConsumer(_RedisConsumer):
             raise ConnectionClosed(exc) from None
         finally:
             self._wake_if_room()
+        self.held.discard(self.queue_name, [message.options["redis_message_id"]])
 
     def requeue(self, messages: Iterable[Any]) -> None:
         messages = list(messages)
@@ -122,21 +129,15 @@ class JobsRedisConsumer(_RedisConsumer):
             super().requeue(messages)
         except TRANSIENT_ERRORS as exc:
             raise ConnectionClosed(exc) from None
+        finally:
+            # Put back, or left in the acks set for the next reclaim to put back.
+            self.held.discard(self.queue_name, [m.options["redis_message_id"] for m in messages])
 
     def __next__(self) -> MessageProxy | None:
         try:
-            if self._reclaim_pending:
-                self._reclaim_pending = False
-                reclaimed = self.broker.requeue_worker(
-                    self.broker.broker_id, [self.queue_name], forget=False
-                )
-                if reclaimed:
-                    logger.warning(
-                        "Put %d delayed message(s) of %s back after a consumer restart.",
-                        len(reclaimed),
-                        self.queue_name,
-                    )
             while True:
+                if time.monotonic() >= self._reclaim_at:
+                    self._reclaim()
                 if self.ready:
                     self.misses = 0
                     return self.ready.pop(0)
@@ -164,6 +165,19 @@ class JobsRedisConsumer(_RedisConsumer):
         except TRANSIENT_ERRORS as exc:
             raise ConnectionClosed(exc) from None
 
+    def _reclaim(self) -> None:
+        """Put back what this worker's acks set holds of the queue beyond this process."""
+        reclaimed = self.held.reclaim(self.broker.namespace, self.broker.broker_id, self.queue_name)
+        self._reclaim_at = time.monotonic() + self.broker.reclaim_interval_seconds
+        if reclaimed:
+            logger.warning(
+                "Put %d message(s) of %s back: this worker's acks set held them, its "
+                "consumers did not (a consumer restarted, a fetch's reply or a put-back was lost).",
+                len(reclaimed),
+                self.queue_name,
+            )
+            self.broker.wake([self.queue_name])
+
     def _wait_idle(self) -> None:
         """Wait for a wake-up (or the safety-net poll), or sleep the back-off without a listener."""
         if not self.broker.wakeups.listening:
@@ -178,6 +192,7 @@ class JobsRedisConsumer(_RedisConsumer):
             # A delay-queue consumer returns to its thread when the earliest
             # delayed message it holds is due, so the thread moves it on time.
             wait_ms = min(wait_ms, next_eta_ms)
+        wait_ms = min(wait_ms, max(0, int((self._reclaim_at - time.monotonic()) * 1000)))
         if wait_ms > 0:
             self.waiting_for_wakeup = True
             try:
@@ -208,6 +223,7 @@ class JobsRedisConsumer(_RedisConsumer):
                 "Message %s of %s has no body; dropping its id.", redis_id, self.queue_name
             )
             self.broker.do_ack(self.queue_name, redis_id)
+            self.held.discard(self.queue_name, [redis_id])
             return None
         try:
             message = Message.decode(body)
@@ -231,6 +247,7 @@ class JobsRedisConsumer(_RedisConsumer):
 
     def _dead_letter(self, redis_id: str, job_id: str | None, error_type: str, reason: str) -> None:
         self.broker.do_nack(self.queue_name, redis_id)
+        self.held.discard(self.queue_name, [redis_id])
         logger.error(
             "Dead-lettered message %s (job %s) of queue %s: %s. It stays in %s.XQ; "
             "the messages fetched with it run normally.",

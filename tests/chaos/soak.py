@@ -373,6 +373,7 @@ def _judge(
     counts = {k.decode(): int(v) for k, v in effects.client(db=1).hgetall("chaos:effects").items()}
     keys: dict[str, int] = {}
     finished: list[float] = []
+    not_succeeded: dict[str, list[str]] = {}
     for job_id, key, status, scheduled_for, wins, first_start, finished_at in rows:
         keys[key] = keys.get(key, 0) + 1
         runs = counts.get(job_id, 0)
@@ -384,12 +385,16 @@ def _judge(
             result.stuck += 1
         elif status != "succeeded":
             result.lost += 1
+            not_succeeded.setdefault(status, []).append(job_id)
         if scheduled_for is not None:
             if first_start is not None and first_start < scheduled_for:
                 result.delayed_early += 1
         elif finished_at is not None and status == "succeeded":
             finished.append(float(finished_at))
     result.lost += result.jobs - len(keys)
+    for status, ids in sorted(not_succeeded.items()):
+        # What a failure report needs to find the jobs in the logs.
+        result.notes.append(f"{len(ids)} {status}: {', '.join(ids[:5])}")
     duplicates = sum(n - 1 for n in keys.values() if n > 1)
     if duplicates:
         result.notes.append(f"{duplicates} duplicate submissions")

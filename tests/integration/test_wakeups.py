@@ -33,12 +33,24 @@ NEVER_MS = 60_000
 @pytest.fixture
 def wakeups(broker: JobsRedisBroker) -> Iterator[QueueWakeups]:
     """The broker's wake-ups with a one-minute safety poll; restored afterwards."""
-    saved = broker.wakeups.poll_ms, broker.publishes_wakeups, broker.heartbeat_timeout
+    saved = (
+        broker.wakeups.poll_ms,
+        broker.publishes_wakeups,
+        broker.heartbeat_timeout,
+        broker.reclaim_interval_seconds,
+    )
     broker.wakeups.poll_ms = NEVER_MS
-    # Consumers also poll within a quarter of the heartbeat timeout, to keep beating.
+    # Consumers also poll within a quarter of the heartbeat timeout, to keep beating,
+    # and when they are due to take back orphaned messages.
     broker.heartbeat_timeout = 4 * NEVER_MS
+    broker.reclaim_interval_seconds = NEVER_MS / 1000
     yield broker.wakeups
-    broker.wakeups.poll_ms, broker.publishes_wakeups, broker.heartbeat_timeout = saved
+    (
+        broker.wakeups.poll_ms,
+        broker.publishes_wakeups,
+        broker.heartbeat_timeout,
+        broker.reclaim_interval_seconds,
+    ) = saved
 
 
 @pytest.fixture
