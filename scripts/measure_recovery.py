@@ -188,7 +188,7 @@ def _create_database(url: str) -> None:
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
     params = conninfo_to_dict(url)
-    name = params.get("dbname") or "postgres"
+    name = str(params.get("dbname") or "postgres")
     with psycopg.connect(make_conninfo(url, dbname="postgres"), autocommit=True) as conn:
         if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone() is None:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
