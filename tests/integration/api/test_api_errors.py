@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from django.contrib.auth import get_user_model
 from django.test import override_settings
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from jobs.api.errors import api_exception_handler
@@ -17,6 +18,7 @@ from jobs.errors import (
     RateLimited,
 )
 from jobs.models import Job
+from tenants import key_cache
 from tenants.models import Organization, Role
 from tenants.services import api_key_revoke, membership_ensure
 from tests.factories import OrganizationFactory
@@ -66,6 +68,36 @@ def test_a_revoked_key_answers_401_and_the_token_keyword_works(tenant_a: Tenant)
     api_key_revoke(api_key=tenant_a.api_key)
 
     _assert_error(client.get("/api/v1/jobs/"), 401, "authentication_failed")
+
+
+@pytest.mark.parametrize("how", ["deactivated", "deleted"])
+def test_the_key_of_a_user_deactivated_or_deleted_outside_the_services_answers_401(
+    tenant_a: Tenant, how: str
+) -> None:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {tenant_a.raw_key}")
+    assert client.get("/api/v1/jobs/").status_code == 200  # the key is cached now
+    user = tenant_a.api_key.membership.user
+    if how == "deactivated":  # as the admin's user page does
+        user.is_active = False
+        user.save()
+    else:
+        user.delete()
+
+    _assert_error(client.get("/api/v1/jobs/"), 401, "authentication_failed")
+
+
+def test_a_login_does_not_make_processes_forget_their_keys(tenant_a: Tenant) -> None:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {tenant_a.raw_key}")
+    assert client.get("/api/v1/jobs/").status_code == 200
+    generation = key_cache.generation()
+    user = tenant_a.api_key.membership.user
+    user.last_login = timezone.now()
+    user.save(update_fields=["last_login"])
+
+    assert key_cache.generation() == generation
+    assert client.get("/api/v1/jobs/").status_code == 200
 
 
 def test_an_unknown_job_and_a_malformed_id_answer_404(tenant_a: Tenant) -> None:
