@@ -119,14 +119,28 @@ class RedisServer:
         self.directory = directory
         self.port = port or free_port()
         self.password = password
-        command = list(argv) if argv is not None else self.server_argv(args)
+        self._command = list(argv) if argv is not None else self.server_argv(args)
+        self._env = env
+        self._starts = 0
         self.process = Process(
-            command,
+            self._command,
             log_path=directory / "redis.log",
             cwd=directory,
             env=env,
             stdin_text=stdin_text,
         )
+
+    def restart(self) -> None:
+        """Stop the server and start it again on its port (without persistence, empty)."""
+        self.stop()
+        self._starts += 1
+        self.process = Process(
+            self._command,
+            log_path=self.directory / f"redis-{self._starts}.log",
+            cwd=self.directory,
+            env=self._env,
+        )
+        self.wait_ready()
 
     def server_argv(self, args: Sequence[str]) -> list[str]:
         argv = [
