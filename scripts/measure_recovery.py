@@ -79,8 +79,16 @@ def main() -> int:
         PYTHONUNBUFFERED="1",
     )
     os.environ.update(env)
-    _create_database(env["DATABASE_URL"])
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+    try:
+        _create_database(env["DATABASE_URL"])
+        subprocess.run(
+            [sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True
+        )
+    except BaseException:
+        redis_server.terminate()
+        redis_server.wait(timeout=30)
+        shutil.rmtree(redis_dir, ignore_errors=True)
+        raise
 
     import django
 
