@@ -12,11 +12,11 @@ dies, so while the worker lives those jobs wait forever, their rows ``queued``.
 :class:`HeldMessages` counts, per queue, the Redis ids this process fetched
 and has not yet acknowledged, dead-lettered or put back. A consumer calls
 :meth:`HeldMessages.reclaim` when it starts and then every
-``broker.reclaim_interval_seconds`` (``RECLAIM_INTERVAL_SECONDS``): every id in its acks set that the process does
-not hold goes back to the tail of its queue. Only the consumer of a queue
-fetches for it, from its own thread, so an id fetched and not yet counted
-cannot be mistaken for an orphan; an id acknowledged meanwhile has already
-left the acks set.
+``broker.reclaim_interval_seconds`` (:data:`RECLAIM_INTERVAL_SECONDS`): every
+id in its acks set that the process does not hold goes back to the tail of
+its queue. Only the consumer of a queue fetches for it, from its own thread,
+so an id fetched and not yet counted cannot be mistaken for an orphan; an id
+acknowledged meanwhile has already left the acks set.
 """
 
 from __future__ import annotations
@@ -84,10 +84,6 @@ class HeldMessages:
         """Forget everything held of a queue (its holder dropped it from memory)."""
         with self._lock:
             self._held.pop(queue_name, None)
-
-    def count(self, queue_name: str) -> int:
-        with self._lock:
-            return len(self._held.get(queue_name, ()))
 
     def reclaim(self, namespace: str, broker_id: str, queue_name: str) -> list[str]:
         """Put back what this worker's acks set of ``queue_name`` holds beyond this process.
