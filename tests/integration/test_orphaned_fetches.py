@@ -94,8 +94,8 @@ def test_a_running_worker_puts_back_what_it_never_received_and_keeps_what_it_hol
     waiting = _waiting(broker, "default")
     assert len(waiting) == 1
 
+    # (Not checked that the list is empty now: the worker may already have put it back.)
     assert _fetch_with_reply_lost(broker, "default", 1) == waiting
-    assert _waiting(broker, "default") == []
 
     # Put back within the reclaim interval; the messages the worker holds stay with it.
     wait_for(lambda: _waiting(broker, "default") == waiting)
