@@ -34,7 +34,7 @@ from jobs.api.stream_slots import StreamHold
 from jobs.conf import jobs_settings
 from jobs.models import FINISHED_STATUSES, Job
 from jobs.redaction import redact, redact_text
-from jobs.selectors.jobs import job_for_stream, job_stream_snapshot
+from jobs.selectors.jobs import STREAM_FIELDS, job_for_stream, job_stream_snapshot
 from jobs.transport.events import CHANGED
 
 logger = logging.getLogger(__name__)
@@ -98,6 +98,9 @@ class JobEventTracker:
         out: list[bytes] = []
         if job is not None:
             out.append(sse_frame("status", self.render_job(job)))
+            # Compare later reads with what this event showed: the job was read after
+            # ``row`` and may be newer (running and reporting progress by now).
+            row = {field: getattr(job, field) for field in STREAM_FIELDS}
         elif self._last is not None and (row["progress"], row["progress_message"]) != (
             self._last["progress"],
             self._last["progress_message"],
