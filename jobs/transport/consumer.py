@@ -80,6 +80,7 @@ class JobsRedisConsumer(_RedisConsumer):
         self.queued_message_ids.discard(message.message_id)
         acker, queue_name = self.broker.acker, self.queue_name
         redis_id = message.options["redis_message_id"]
+        self.held.acking(queue_name, redis_id)
         gate: AckGate | None = getattr(message, "jobs_ack_gate", None)
         if gate is None:
             acker.ack(queue_name, redis_id)
@@ -150,11 +151,7 @@ class JobsRedisConsumer(_RedisConsumer):
                 if room >= self.refill_at or (room > 0 and not self.queued_message_ids):
                     self._saturated = False
                     pairs = self.broker.fetch_pairs(self.queue_name, room)
-                    self.ready = [
-                        proxy
-                        for redis_id, body in pairs
-                        if (proxy := self._accept(redis_id, body)) is not None
-                    ]
+                    self.ready = self._accept_all(pairs)
                     if self.ready:  # the ledger claims them while they wait
                         for listener in self.broker.fetch_listeners:
                             listener.take_ahead(self.ready)
@@ -164,6 +161,23 @@ class JobsRedisConsumer(_RedisConsumer):
                 return None
         except TRANSIENT_ERRORS as exc:
             raise ConnectionClosed(exc) from None
+
+    def _accept_all(self, pairs: list[tuple[str, bytes | None]]) -> list[MessageProxy]:
+        """The fetched messages to run; if accepting one fails, the batch is left to the reclaim."""
+        accepted: list[MessageProxy] = []
+        try:
+            for redis_id, body in pairs:
+                proxy = self._accept(redis_id, body)
+                if proxy is not None:
+                    accepted.append(proxy)
+        except BaseException:
+            # Nothing of the batch was handed on or taken ahead yet: forget it all here;
+            # what is still in the acks set goes back at the next reclaim.
+            for proxy in accepted:
+                self.queued_message_ids.discard(proxy.message_id)
+            self.held.discard(self.queue_name, [redis_id for redis_id, _ in pairs])
+            raise
+        return accepted
 
     def _reclaim(self) -> None:
         """Put back what this worker's acks set holds of the queue beyond this process."""

@@ -28,26 +28,20 @@ from typing import Any
 #: How often a consumer takes back orphans while it runs, in seconds.
 RECLAIM_INTERVAL_SECONDS = 10.0
 
-# Put back the ids of a worker's acks set for one queue that it does not hold.
-# KEYS: namespace. ARGV: worker id, queue name, then the ids held.
+# Put back ids of a worker's acks set for one queue, each only if still there.
+# KEYS: namespace. ARGV: worker id, queue name, then the ids (not held by the worker).
 # Returns the ids put back (an id whose body is gone is only dropped).
 _RECLAIM = """
 local ns, worker, queue = KEYS[1], ARGV[1], ARGV[2]
 local acks = ns .. ":__acks__." .. worker .. "." .. queue
 local list = ns .. ":" .. queue
 local bodies = list .. ".msgs"
-local held = {}
-for i = 3, #ARGV do
-    held[ARGV[i]] = true
-end
 local out = {}
-for _, id in ipairs(redis.call("smembers", acks)) do
-    if not held[id] then
-        redis.call("srem", acks, id)
-        if redis.call("hexists", bodies, id) == 1 then
-            redis.call("rpush", list, id)
-            out[#out + 1] = id
-        end
+for i = 3, #ARGV do
+    local id = ARGV[i]
+    if redis.call("srem", acks, id) == 1 and redis.call("hexists", bodies, id) == 1 then
+        redis.call("rpush", list, id)
+        out[#out + 1] = id
     end
 end
 return out
@@ -60,11 +54,19 @@ class HeldMessages:
     def __init__(self, client: Any) -> None:
         self._lock = threading.Lock()
         self._held: dict[str, set[str]] = {}
+        #: Held ids whose acknowledgement is handed to the acker and not yet sent.
+        self._acking: dict[str, set[str]] = {}
+        self._client = client
         self._script = client.register_script(_RECLAIM)
 
     def add(self, queue_name: str, redis_ids: Iterable[str]) -> None:
         with self._lock:
             self._held.setdefault(queue_name, set()).update(redis_ids)
+
+    def acking(self, queue_name: str, redis_id: str) -> None:
+        """Note that a held id's acknowledgement waits in the acker."""
+        with self._lock:
+            self._acking.setdefault(queue_name, set()).add(redis_id)
 
     def discard(self, queue_name: str, redis_ids: Iterable[str]) -> None:
         with self._lock:
@@ -76,14 +78,18 @@ class HeldMessages:
         """Forget ``(queue name, redis id)`` pairs, as the acker sends them."""
         with self._lock:
             for queue_name, redis_id in pairs:
-                held = self._held.get(queue_name)
-                if held is not None:
-                    held.discard(redis_id)
+                for ids in (self._held.get(queue_name), self._acking.get(queue_name)):
+                    if ids is not None:
+                        ids.discard(redis_id)
 
     def forget_queue(self, queue_name: str) -> None:
-        """Forget everything held of a queue (its holder dropped it from memory)."""
+        """Forget what is held of a queue (its holder dropped it from memory).
+
+        Ids whose acknowledgement waits in the acker stay held: they ran (a delayed
+        message was moved to its queue), and putting them back would deliver them again.
+        """
         with self._lock:
-            self._held.pop(queue_name, None)
+            self._held[queue_name] = set(self._acking.get(queue_name, ()))
 
     def reclaim(self, namespace: str, broker_id: str, queue_name: str) -> list[str]:
         """Put back what this worker's acks set of ``queue_name`` holds beyond this process.
@@ -91,7 +97,15 @@ class HeldMessages:
         Call it only from the thread that fetches for ``queue_name``. Returns
         the Redis ids put back. Raises Redis errors.
         """
+        acks = f"{namespace}:__acks__.{broker_id}.{queue_name}"
+        members = {
+            m.decode() if isinstance(m, bytes) else str(m) for m in self._client.smembers(acks)
+        }
         with self._lock:
-            held = list(self._held.get(queue_name, ()))
-        raw = self._script(keys=[namespace], args=[broker_id, queue_name, *held])
+            # Read after the acks set: an id acknowledged in between has left both, and
+            # one that leaves ``held`` only now is checked by the script's SREM.
+            orphans = members - self._held.get(queue_name, set())
+        if not orphans:
+            return []
+        raw = self._script(keys=[namespace], args=[broker_id, queue_name, *sorted(orphans)])
         return [item.decode() if isinstance(item, bytes) else str(item) for item in raw]

@@ -16,10 +16,12 @@ from typing import Any
 
 import dramatiq
 import pytest
+from dramatiq import Message
 
 from jobs.models import Job, JobStatus
 from jobs.services import job_submit
 from jobs.transport.broker import JobsRedisBroker
+from jobs.transport.held import HeldMessages
 from tests.actors import release, side_effects
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -108,3 +110,49 @@ def test_a_running_worker_puts_back_what_it_never_received_and_keeps_what_it_hol
     wait_for(lambda: all(_status(j) == JobStatus.SUCCEEDED for j in holding))
     assert int(side_effects().get("tests:runs:orphan") or 0) == 1
     wait_for(lambda: _acks(broker, "default") == set())
+
+
+def test_a_batch_whose_accepting_failed_part_way_is_fetched_again_by_the_next_consumer(
+    broker: JobsRedisBroker,
+) -> None:
+    # A message for a job type this worker lacks is dead-lettered as it is accepted, and
+    # the ledger is told; that report fails here, after the rest of the batch was fetched.
+    unknown: Message[Any] = Message(
+        queue_name="default", actor_name="no.such.type", args=(), kwargs={}, options={}
+    )
+    broker.client.hset(f"{broker.namespace}:default.msgs", unknown.message_id, unknown.encode())
+    broker.client.rpush(f"{broker.namespace}:default", unknown.message_id)
+    job = job_submit(job_type="tests.count", payload={"key": "after-unknown"}).job
+
+    def report_fails(job_id: str, error_type: str, reason: str) -> None:
+        raise RuntimeError("the ledger could not be told")
+
+    saved, broker.on_dead_letter = broker.on_dead_letter, report_fails
+    try:
+        with pytest.raises(RuntimeError):
+            next(broker.consume("default", prefetch=10, timeout=50))
+    finally:
+        broker.on_dead_letter = saved
+
+    # The worker restarts the consumer; the new one gets the job fetched with it.
+    message = next(broker.consume("default", prefetch=10, timeout=50))
+    assert message is not None and message.message_id == str(job.pk)
+
+
+def test_a_restarted_delay_queue_consumer_keeps_the_messages_whose_ack_is_on_its_way(
+    broker: JobsRedisBroker,
+) -> None:
+    ns, queue = broker.namespace, "default.DQ"
+    held = HeldMessages(broker.client)
+    for redis_id in ("moved", "dropped"):
+        broker.client.hset(f"{ns}:{queue}.msgs", redis_id, b"{}")
+        broker.client.sadd(f"{ns}:__acks__.{broker.broker_id}.{queue}", redis_id)
+    held.add(queue, ["moved", "dropped"])
+    # "moved" was due: its copy is on its queue and its ack waits in the acker. Then the
+    # consumer failed, and Dramatiq dropped the delayed messages its thread held.
+    held.acking(queue, "moved")
+    held.forget_queue(queue)
+
+    assert held.reclaim(ns, broker.broker_id, queue) == ["dropped"]
+    assert _waiting(broker, queue) == ["dropped"]
+    assert _acks(broker, queue) == {"moved"}
