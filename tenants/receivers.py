@@ -15,9 +15,15 @@ from django.db.models.signals import post_delete, post_save
 from tenants import key_cache
 
 
-def _user_saved(sender: Any, instance: Any, update_fields: Any = None, **kwargs: Any) -> None:
-    # A login saves ``last_login`` only: that must not flush every process's cache.
-    if instance.is_active or (update_fields is not None and "is_active" not in update_fields):
+def _user_saved(
+    sender: Any, instance: Any, created: bool = False, update_fields: Any = None, **kwargs: Any
+) -> None:
+    # A login saves ``last_login`` only: that must not flush every process's cache. A new
+    # user has no keys yet; an inactive user's key is never cached, so reactivation needs
+    # nothing either.
+    if created or instance.is_active:
+        return
+    if update_fields is not None and "is_active" not in update_fields:
         return
     key_cache.invalidate_everywhere()
 

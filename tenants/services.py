@@ -192,12 +192,13 @@ def api_key_authenticate(*, raw: str) -> ApiKey | None:
             return None
         if api_key.revoked_at is not None:
             return None
-        key_cache.put(
-            digest,
-            api_key,
-            ttl_seconds=tenants_settings.api_key_cache_seconds,
-            since_generation=since,
-        )
+        if api_key.membership.user.is_active:  # an inactive user's key is read every time
+            key_cache.put(
+                digest,
+                api_key,
+                ttl_seconds=tenants_settings.api_key_cache_seconds,
+                since_generation=since,
+            )
     now = timezone.now()
     if api_key.last_used_at is None or now - api_key.last_used_at > LAST_USED_RESOLUTION:
         ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)

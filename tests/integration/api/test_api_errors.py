@@ -87,6 +87,20 @@ def test_the_key_of_a_user_deactivated_or_deleted_outside_the_services_answers_4
     _assert_error(client.get("/api/v1/jobs/"), 401, "authentication_failed")
 
 
+def test_a_reactivated_users_key_works_again_at_once(tenant_a: Tenant) -> None:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {tenant_a.raw_key}")
+    user = tenant_a.api_key.membership.user
+    user.is_active = False
+    user.save()
+    _assert_error(client.get("/api/v1/jobs/"), 401, "authentication_failed")
+
+    user.is_active = True
+    user.save()
+
+    assert client.get("/api/v1/jobs/").status_code == 200
+
+
 def test_a_login_does_not_make_processes_forget_their_keys(tenant_a: Tenant) -> None:
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {tenant_a.raw_key}")
