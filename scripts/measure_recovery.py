@@ -195,12 +195,20 @@ def _create_database(url: str) -> None:
     from psycopg import sql
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-    params = conninfo_to_dict(url)
-    name = str(params.get("dbname") or "postgres")
-    with psycopg.connect(make_conninfo(url, dbname="postgres"), autocommit=True) as conn:
-        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone() is None:
+    try:
+        psycopg.connect(url).close()
+        return
+    except psycopg.OperationalError as exc:
+        failure = exc  # the database may not exist yet (the server does not say by a code)
+    name = str(conninfo_to_dict(url).get("dbname") or "postgres")
+    try:
+        with psycopg.connect(make_conninfo(url, dbname="postgres"), autocommit=True) as conn:
+            if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
+                raise failure
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-            print(f"Created database {name}.")
+    except psycopg.Error:
+        raise failure from None
+    print(f"Created database {name}.")
 
 
 if __name__ == "__main__":

