@@ -26,15 +26,28 @@ _VARIANT = bytes((b & 0x3F) | 0x80 for b in range(256))
 _VERSION_7 = bytes((b & 0x0F) | 0x70 for b in range(256))
 
 
-def _random_bytes(count: int) -> bytes:
-    raw = bytearray(os.urandom(16 * count))
-    raw[6::16] = raw[6::16].translate(_VERSION_4)
+def _stamped(raw: bytearray, version: bytes) -> bytes:
+    """16-byte ids with their version (a ``translate`` table) and variant bits set."""
+    raw[6::16] = raw[6::16].translate(version)
     raw[8::16] = raw[8::16].translate(_VARIANT)
     return bytes(raw)
 
 
+def _random_bytes(count: int) -> bytes:
+    return _stamped(bytearray(os.urandom(16 * count)), _VERSION_4)
+
+
 def _text(digits: str) -> str:
     return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
+
+
+def _pairs(data: bytes) -> list[tuple[uuid.UUID, str]]:
+    """Each 16 bytes of ``data`` as a ``UUID`` and as its text."""
+    digits = data.hex()
+    return [
+        (uuid.UUID(bytes=data[i : i + 16]), _text(digits[2 * i : 2 * i + 32]))
+        for i in range(0, len(data), 16)
+    ]
 
 
 def uuid4_texts(count: int) -> list[str]:
@@ -45,12 +58,7 @@ def uuid4_texts(count: int) -> list[str]:
 
 def uuid4s(count: int) -> list[tuple[uuid.UUID, str]]:
     """``count`` new ids, each as a ``UUID`` and as its text."""
-    data = _random_bytes(count)
-    digits = data.hex()
-    return [
-        (uuid.UUID(bytes=data[16 * i : 16 * i + 16]), _text(digits[32 * i : 32 * i + 32]))
-        for i in range(count)
-    ]
+    return _pairs(_random_bytes(count))
 
 
 def uuid7s(count: int, *, now_ms: int | None = None) -> list[tuple[uuid.UUID, str]]:
@@ -63,11 +71,4 @@ def uuid7s(count: int, *, now_ms: int | None = None) -> list[tuple[uuid.UUID, st
     raw = bytearray(os.urandom(16 * count))
     for offset, byte in enumerate(ms):
         raw[offset::16] = bytes((byte,)) * count
-    raw[6::16] = raw[6::16].translate(_VERSION_7)
-    raw[8::16] = raw[8::16].translate(_VARIANT)
-    data = bytes(raw)
-    digits = data.hex()
-    return [
-        (uuid.UUID(bytes=data[16 * i : 16 * i + 16]), _text(digits[32 * i : 32 * i + 32]))
-        for i in range(count)
-    ]
+    return _pairs(_stamped(raw, _VERSION_7))
