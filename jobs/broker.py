@@ -14,7 +14,6 @@ from dramatiq.middleware import (
     AgeLimit,
     Callbacks,
     Pipelines,
-    Retries,
     ShutdownNotifications,
     TimeLimit,
 )
@@ -28,6 +27,7 @@ from jobs.middleware.interrupted_jobs import InterruptedJobs
 from jobs.middleware.ledger import Ledger
 from jobs.middleware.metrics import JobMetrics
 from jobs.middleware.recycling import WorkerRecycling
+from jobs.middleware.retries import Retries
 from jobs.middleware.soft_time_limit import SoftTimeLimit
 from jobs.middleware.tenant_context import TenantContext
 from jobs.middleware.wakeups import QueueWakeupListener

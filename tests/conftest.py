@@ -88,14 +88,21 @@ def worker(broker: RedisBroker) -> Iterator[dramatiq.Worker]:
 def wait_for() -> Callable[..., Any]:
     """Poll a condition until it holds or a deadline passes (no bare sleeps in tests)."""
 
-    def _wait(condition: Callable[[], Any], timeout: float = 15.0, interval: float = 0.05) -> Any:
+    def _wait(
+        condition: Callable[[], Any],
+        timeout: float = 15.0,
+        interval: float = 0.05,
+        describe: Callable[[], str] | None = None,
+    ) -> Any:
+        """``describe``, if given, says what the state was when the deadline passed."""
         deadline = time.monotonic() + timeout
         while True:
             value = condition()
             if value:
                 return value
             if time.monotonic() >= deadline:
-                raise AssertionError(f"condition not met within {timeout}s: {condition}")
+                state = f"\n{describe()}" if describe is not None else ""
+                raise AssertionError(f"condition not met within {timeout}s: {condition}{state}")
             time.sleep(interval)
 
     return _wait

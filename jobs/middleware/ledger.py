@@ -228,6 +228,7 @@ class Ledger(Middleware):
                 exception=exception,
                 failed=message.failed,
                 attempt=ctx.attempt,
+                retry_sent=not getattr(message, "jobs_retry_unsent", False),
             )
             if message.failed:
                 # A dead-lettered message's nack is not gated: its outcome is written first.

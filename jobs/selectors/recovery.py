@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from django.db.models import Q
+from django.db.models import F, Q
 
 from jobs.models import FINISHED_STATUSES, Job, JobAttempt, JobOutbox, JobStatus
 
@@ -22,11 +22,11 @@ def jobs_unsent(*, created_before: datetime, limit: int) -> list[Job]:
 
 
 def jobs_stranded_retrying(*, enqueued_before: datetime, limit: int) -> list[Job]:
-    """Retrying rows whose retry message should have been delivered long ago."""
+    """Retrying rows whose retry was never sent (first) or should have been delivered long ago."""
     return list(
         Job.objects.filter(status=JobStatus.RETRYING)
         .filter(Q(enqueued_at__lt=enqueued_before) | Q(enqueued_at__isnull=True))
-        .order_by("enqueued_at")[:limit]
+        .order_by(F("enqueued_at").asc(nulls_first=True))[:limit]
     )
 
 

@@ -94,6 +94,8 @@ class AttemptEnd:
     error_type: str = ""
     error_message: str = ""
     error_traceback: str = ""
+    #: False for a retry whose message could not be sent: the recovery loop sends it.
+    retry_sent: bool = True
 
 
 def job_attempt_start(*, job_id: str, worker_id: str) -> StartDecision:
@@ -165,13 +167,14 @@ def attempt_end(
     exception: BaseException | None,
     failed: bool,
     attempt: int,
+    retry_sent: bool = True,
 ) -> AttemptEnd:
     """How an attempt ended, from what the worker saw.
 
     ``cancelled``: the job stopped at a checkpoint after a cancel request;
     ``failed``: Dramatiq's Retries gave up on the message (it is dead-lettered);
     ``exception``: what the job raised, if anything. A failure that Retries
-    did not give up on means a retry.
+    did not give up on means a retry; ``retry_sent``: whether its message reached Redis.
     """
     if cancelled:
         return AttemptEnd(
@@ -201,6 +204,7 @@ def attempt_end(
         error_type=error_type,
         error_message=error_message,
         error_traceback=tb,
+        retry_sent=retry_sent,
     )
 
 

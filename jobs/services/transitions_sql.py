@@ -39,6 +39,8 @@ class Ending(Protocol):
     @property
     def error_message(self) -> str: ...
     @property
+    def retry_sent(self) -> bool: ...
+    @property
     def error_traceback(self) -> str: ...
 
 
@@ -93,7 +95,7 @@ _FINISH_CTES = """
 ending AS (
     SELECT * FROM jsonb_to_recordset(%(finishes)s::jsonb) AS i(
         id uuid, attempt int, status text, outcome text, result text, error_type text,
-        error_message text, attempt_error text, error_traceback text)
+        error_message text, attempt_error text, error_traceback text, unsent boolean)
 ), moved AS (
     UPDATE jobs_job j
        SET status = i.status,
@@ -105,7 +107,9 @@ ending AS (
            finished_at = CASE WHEN i.status IN ('succeeded', 'failed', 'cancelled')
                               THEN %(now)s END,
            dead_lettered_at = CASE WHEN i.status = 'failed' THEN %(now)s END,
-           enqueued_at = CASE WHEN i.status = 'retrying' THEN %(now)s ELSE j.enqueued_at END
+           -- a retry whose send failed stays unsent: the recovery loop's cue to send it
+           enqueued_at = CASE WHEN i.status <> 'retrying' THEN j.enqueued_at
+                              WHEN i.unsent THEN NULL ELSE %(now)s END
       FROM ending i
      WHERE j.id = i.id AND j.id = ANY(ARRAY(SELECT id FROM ending))
        AND j.status || '' = 'running' AND j.attempts = i.attempt
@@ -182,6 +186,7 @@ def job_transitions_write(
                     "error_message": end.error_message,
                     "attempt_error": end.error_message[:2000],
                     "error_traceback": end.error_traceback,
+                    "unsent": not end.retry_sent,
                 }
                 for job_id, attempt, end in finishes
             ]

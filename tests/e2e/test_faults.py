@@ -11,17 +11,33 @@ from __future__ import annotations
 import signal
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
+from django.conf import settings
 
 from jobs.models import AttemptOutcome, Job, JobAttempt, JobOutbox, JobStatus
 from jobs.services import job_submit
 from jobs.services.recovery_ledger import POISON, WORKER_LOST, WORKER_SHUTDOWN
 from tests.actors import release, side_effects
+from tests.chaos.servers import tcp_proxy
 from tests.e2e.commands import kill9, start_fast_recovery_worker, start_recovery
 from tests.e2e.conftest import FAST_RECOVERY_ENV
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+
+def _unfinished(jobs: list[Job], *processes: Any) -> str:
+    """The jobs among ``jobs`` that have not succeeded, and the processes' last log lines."""
+    rows = Job.objects.filter(pk__in=[j.pk for j in jobs]).exclude(status="succeeded")
+    lines = [
+        f"{row.pk} {row.status} attempts={row.attempts} enqueued_at={row.enqueued_at}"
+        for row in rows
+    ]
+    for process in processes:
+        tail = [line for line in process.output().splitlines() if " DEBUG " not in line][-40:]
+        lines += [f"--- {process.log_path.name}", *tail]
+    return "\n".join(lines)
 
 
 def _reload(job: Job) -> Job:
@@ -232,7 +248,7 @@ def test_workers_survive_a_redis_restart_that_loses_every_message_and_no_job_is_
     server = redis_server()  # no persistence: a restart loses everything
     private = broker_on(server.url)
     counters = private.client
-    start_recovery(start_command, wait_for)
+    recovery = start_recovery(start_command, wait_for)
     worker = start_fast_recovery_worker(start_command, wait_for, threads=4)
     # A job whose own INCR meets the restart fails that attempt; a retry keeps it from
     # failing for good (its counter was not incremented, so it still counts one run).
@@ -262,6 +278,7 @@ def test_workers_survive_a_redis_restart_that_loses_every_message_and_no_job_is_
             Job.objects.filter(pk__in=[j.pk for j in everything], status="succeeded").count() == 41
         ),
         timeout=120,
+        describe=lambda: _unfinished(everything, worker, recovery),
     )
     assert worker.proc.poll() is None, "the worker survived the restart"
     after = job_submit(job_type="tests.count", payload={"key": "r-after"}).job
@@ -272,3 +289,37 @@ def test_workers_survive_a_redis_restart_that_loses_every_message_and_no_job_is_
     assert JobAttempt.objects.filter(outcome=AttemptOutcome.SUCCEEDED).count() == 42
     started, scheduled = _reload(delayed).started_at, delayed.scheduled_for
     assert started is not None and scheduled is not None and started >= scheduled
+
+
+def test_a_retry_the_worker_cannot_send_is_sent_by_the_recovery_loop(
+    broker: Any, start_command: Any, wait_for: Any
+) -> None:
+    # The worker reaches Redis through a proxy the test cuts; the recovery loop and this
+    # test reach it directly. Redis keeps its data, so no reconciliation re-sends anything.
+    redis_url = urlsplit(settings.REDIS_URL)
+    with tcp_proxy(redis_url.port or 6379) as (proxy, port):
+        recovery = start_recovery(start_command, wait_for)
+        worker = start_fast_recovery_worker(
+            start_command,
+            wait_for,
+            threads=2,
+            REDIS_URL=redis_url._replace(netloc=f"127.0.0.1:{port}").geturl(),
+        )
+        # Its INCR, after the sleep, meets the cut: the attempt fails, and so does the
+        # send of its retry.
+        job = job_submit(
+            job_type="tests.count",
+            payload={"key": "unsent-retry", "sleep_seconds": 1.0},
+            max_retries=2,
+        ).job
+        wait_for(lambda: _reload(job).status == JobStatus.RUNNING, timeout=60)
+        proxy.cut()
+        wait_for(lambda: _reload(job).status == JobStatus.RETRYING, timeout=60)
+        proxy.restore()
+        wait_for(
+            lambda: _reload(job).status == JobStatus.SUCCEEDED,
+            timeout=60,
+            describe=lambda: _unfinished([job], worker, recovery),
+        )
+    assert _reload(job).attempts == 2
+    assert side_effects().get("tests:runs:unsent-retry") == b"1"

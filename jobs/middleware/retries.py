@@ -1,0 +1,48 @@
+"""Dramatiq's Retries, which notes a retry it could not send instead of losing it silently."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import dramatiq
+import redis
+from dramatiq.errors import BrokerConnectionError
+
+logger = logging.getLogger(__name__)
+
+#: Raised by a send when Redis is unreachable (Dramatiq's own, or redis-py's).
+UNREACHABLE = (BrokerConnectionError, redis.ConnectionError, redis.TimeoutError)
+
+
+class Retries(dramatiq.middleware.Retries):
+    """Dramatiq's Retries. A retry whose send fails marks its message ``jobs_retry_unsent``.
+
+    Dramatiq sends the retry from this hook; when Redis is unreachable the
+    send raises, Dramatiq logs it and the retry is gone, while the ledger
+    still records the job as ``retrying``. The ledger middleware, whose hook
+    runs next, records such a job as not sent (``enqueued_at`` empty), and
+    the recovery loop sends it as soon as Redis takes it instead of waiting
+    out the longest back-off.
+    """
+
+    def after_process_message(
+        self,
+        broker: dramatiq.Broker,
+        message: Any,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        try:
+            super().after_process_message(broker, message, result=result, exception=exception)
+        except UNREACHABLE as exc:
+            if message.failed:  # not a retry (an exhausted job's on_retry_exhausted send)
+                raise
+            message.jobs_retry_unsent = True
+            logger.warning(
+                "Could not send the retry of job %s (Redis unreachable: %s); the recovery "
+                "loop sends it once Redis takes it.",
+                message.message_id,
+                str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+            )
