@@ -229,6 +229,9 @@ class Ledger(Middleware):
                 failed=message.failed,
                 attempt=ctx.attempt,
                 retry_sent=not getattr(message, "jobs_retry_unsent", False),
+                # Set by Retries just before it sends: a data loss after this instant
+                # may have taken the retry, and the recovery loop compares against it.
+                retry_sent_ms=message.options.get("requeue_timestamp"),
             )
             if message.failed:
                 # A dead-lettered message's nack is not gated: its outcome is written first.

@@ -39,6 +39,13 @@ def jobs_sent_before(*, before: datetime, limit: int) -> list[Job]:
     )
 
 
+def attempts_open_since_before(*, started_before: datetime) -> bool:
+    """Whether an attempt started before ``started_before`` is still open."""
+    return JobAttempt.objects.filter(
+        finished_at__isnull=True, started_at__lt=started_before
+    ).exists()
+
+
 def open_attempt_workers(*, started_before: datetime, limit: int) -> list[str]:
     """Worker ids (``host:pid:broker-id``) holding attempts open since before a time."""
     return list(

@@ -58,6 +58,7 @@ from jobs.errors import UnknownJobType
 from jobs.models import Job, JobStatus
 from jobs.registry import all_job_types, get_job_type
 from jobs.selectors.recovery import (
+    attempts_open_since_before,
     job_outbox_waiting_jobs,
     job_outboxes_due,
     jobs_finished_among,
@@ -290,7 +291,9 @@ def _reconcile(broker: JobsRedisBroker, before_ms: int, report: RecoveryReport) 
     before = datetime.fromtimestamp(before_ms / 1000, tz=UTC)
     rows = jobs_sent_before(before=before, limit=batch)
     report.reconciled += _send(rows, report=report)
-    if len(rows) < batch:
+    # An attempt running at the loss may still end in a retry sent before it (to the Redis
+    # that lost it) and recorded after this pass: keep re-checking until those attempts end.
+    if len(rows) < batch and not attempts_open_since_before(started_before=before):
         redis_state.state_forget(broker, "reconcile_before_ms")
         logger.info("Reconciled the ledger with Redis after the data loss.")
 

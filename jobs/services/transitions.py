@@ -96,6 +96,8 @@ class AttemptEnd:
     error_traceback: str = ""
     #: False for a retry whose message could not be sent: the recovery loop sends it.
     retry_sent: bool = True
+    #: When the retry's message was sent (ms since the epoch), if known; else the write's time.
+    retry_sent_ms: int | None = None
 
 
 def job_attempt_start(*, job_id: str, worker_id: str) -> StartDecision:
@@ -168,13 +170,15 @@ def attempt_end(
     failed: bool,
     attempt: int,
     retry_sent: bool = True,
+    retry_sent_ms: int | None = None,
 ) -> AttemptEnd:
     """How an attempt ended, from what the worker saw.
 
     ``cancelled``: the job stopped at a checkpoint after a cancel request;
     ``failed``: Dramatiq's Retries gave up on the message (it is dead-lettered);
     ``exception``: what the job raised, if anything. A failure that Retries
-    did not give up on means a retry; ``retry_sent``: whether its message reached Redis.
+    did not give up on means a retry; ``retry_sent``: whether its message reached Redis,
+    ``retry_sent_ms``: when it was sent.
     """
     if cancelled:
         return AttemptEnd(
@@ -205,6 +209,7 @@ def attempt_end(
         error_message=error_message,
         error_traceback=tb,
         retry_sent=retry_sent,
+        retry_sent_ms=retry_sent_ms,
     )
 
 

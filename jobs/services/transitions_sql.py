@@ -41,6 +41,8 @@ class Ending(Protocol):
     @property
     def retry_sent(self) -> bool: ...
     @property
+    def retry_sent_ms(self) -> int | None: ...
+    @property
     def error_traceback(self) -> str: ...
 
 
@@ -95,7 +97,8 @@ _FINISH_CTES = """
 ending AS (
     SELECT * FROM jsonb_to_recordset(%(finishes)s::jsonb) AS i(
         id uuid, attempt int, status text, outcome text, result text, error_type text,
-        error_message text, attempt_error text, error_traceback text, unsent boolean)
+        error_message text, attempt_error text, error_traceback text, unsent boolean,
+        sent_ms bigint)
 ), moved AS (
     UPDATE jobs_job j
        SET status = i.status,
@@ -109,7 +112,8 @@ ending AS (
            dead_lettered_at = CASE WHEN i.status = 'failed' THEN %(now)s END,
            -- a retry whose send failed stays unsent: the recovery loop's cue to send it
            enqueued_at = CASE WHEN i.status <> 'retrying' THEN j.enqueued_at
-                              WHEN i.unsent THEN NULL ELSE %(now)s END
+                              WHEN i.unsent THEN NULL
+                              ELSE COALESCE(to_timestamp(i.sent_ms / 1000.0), %(now)s) END
       FROM ending i
      WHERE j.id = i.id AND j.id = ANY(ARRAY(SELECT id FROM ending))
        AND j.status || '' = 'running' AND j.attempts = i.attempt
@@ -187,6 +191,7 @@ def job_transitions_write(
                     "attempt_error": end.error_message[:2000],
                     "error_traceback": end.error_traceback,
                     "unsent": not end.retry_sent,
+                    "sent_ms": end.retry_sent_ms,
                 }
                 for job_id, attempt, end in finishes
             ]

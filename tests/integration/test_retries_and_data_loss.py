@@ -1,0 +1,113 @@
+"""A retry is never lost to Redis between its send and the ledger's record of it.
+
+Dramatiq's Retries sends a failed job's retry before the ledger records the job
+``retrying``. These tests hold the two cases where that message is gone: Redis
+loses its data after the send but before the record is written, and the send
+itself fails. Real Postgres and Redis; the recovery pass is the one the loop runs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+from django.test import override_settings
+
+from jobs.models import AttemptOutcome, Job, JobStatus
+from jobs.services import job_submit, recovery
+from jobs.services.outbox import outbox_forget_flush
+from jobs.services.recovery import RecoveryReport
+from jobs.services.transitions import AttemptEnd, job_attempt_finish, job_attempt_start
+from jobs.transport.broker import JobsRedisBroker
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+
+def run_once(broker: JobsRedisBroker) -> RecoveryReport:
+    outbox_forget_flush()  # this process's submissions are complete first
+    return recovery.run_once(broker)
+
+
+@pytest.fixture
+def fast(broker: JobsRedisBroker) -> Iterator[JobsRedisBroker]:
+    """No outbox grace; the recovery marker in place, as on a Redis that lost nothing yet."""
+    with override_settings(JOBS_HEARTBEAT_TIMEOUT_MS=60_000, JOBS_OUTBOX_GRACE_MS=0):
+        run_once(broker)
+        yield broker
+
+
+def _retrying(sent_ms: int | None, *, sent: bool = True) -> AttemptEnd:
+    return AttemptEnd(
+        status=JobStatus.RETRYING,
+        outcome=AttemptOutcome.FAILED,
+        error_type="ConnectionError",
+        error_message="Redis went away",
+        retry_sent=sent,
+        retry_sent_ms=sent_ms,
+    )
+
+
+def _claimed(broker: JobsRedisBroker, key: str) -> Job:
+    job = job_submit(job_type="tests.count", payload={"key": key}, max_retries=2).job
+    worker = f"h:1:{broker.broker_id}"
+    assert job_attempt_start(job_id=str(job.pk), worker_id=worker).attempt == 1
+    return job
+
+
+def _queued(broker: JobsRedisBroker) -> int:
+    return int(broker.client.llen(f"{broker.namespace}:default"))
+
+
+def test_a_retry_sent_before_a_data_loss_and_recorded_after_it_is_sent_again(
+    fast: JobsRedisBroker,
+) -> None:
+    broker = fast
+    job = _claimed(broker, "retry-across-loss")
+    broker.client.delete(f"{broker.namespace}:default")  # the first delivery was fetched
+    sent_ms = int(time.time() * 1000)  # Retries sends the retry to the Redis about to lose it
+    broker.client.flushdb()
+
+    first = run_once(broker)  # the job is running: nothing to re-send yet
+    assert first.redis_data_lost and first.reconciled == []
+
+    assert job_attempt_finish(job_id=str(job.pk), attempt=1, end=_retrying(sent_ms))
+    second = run_once(broker)
+
+    assert second.reconciled == [str(job.pk)], "the lost retry is sent again"
+    assert _queued(broker) == 1
+    assert run_once(broker).reconciled == [], "sent once"
+
+
+def test_a_retry_recorded_unsent_is_relayed_at_the_next_pass(fast: JobsRedisBroker) -> None:
+    broker = fast
+    job = _claimed(broker, "unsent-retry")
+    broker.client.delete(f"{broker.namespace}:default")
+
+    assert job_attempt_finish(
+        job_id=str(job.pk), attempt=1, end=_retrying(int(time.time() * 1000), sent=False)
+    )
+    job.refresh_from_db()
+    assert job.status == JobStatus.RETRYING and job.enqueued_at is None
+
+    assert run_once(broker).relayed == [str(job.pk)]
+    assert _queued(broker) == 1
+    job.refresh_from_db()
+    assert job.enqueued_at is not None
+    assert run_once(broker).relayed == [], "sent once"
+
+
+def test_a_retry_that_was_sent_is_left_to_its_message(fast: JobsRedisBroker) -> None:
+    broker = fast
+    job = _claimed(broker, "sent-retry")
+    broker.client.delete(f"{broker.namespace}:default")
+    sent_ms = int(time.time() * 1000)
+
+    assert job_attempt_finish(job_id=str(job.pk), attempt=1, end=_retrying(sent_ms))
+    job.refresh_from_db()
+    assert job.enqueued_at is not None
+    assert abs(job.enqueued_at.timestamp() * 1000 - sent_ms) < 1, "the send time is recorded"
+
+    report = run_once(broker)
+    assert report.relayed == [] and report.reconciled == []
+    assert _queued(broker) == 0
