@@ -39,6 +39,15 @@ def jobs_sent_before(*, before: datetime, limit: int) -> list[Job]:
     )
 
 
+def jobs_retrying_sent_before(*, before: datetime, limit: int) -> list[Job]:
+    """Retrying rows whose retry was sent before ``before`` (lost with Redis's data)."""
+    return list(
+        Job.objects.filter(status=JobStatus.RETRYING, enqueued_at__lt=before).order_by(
+            "enqueued_at"
+        )[:limit]
+    )
+
+
 def attempts_open_since_before(*, started_before: datetime) -> bool:
     """Whether an attempt started before ``started_before`` is still open."""
     return JobAttempt.objects.filter(

@@ -62,6 +62,7 @@ from jobs.selectors.recovery import (
     job_outbox_waiting_jobs,
     job_outboxes_due,
     jobs_finished_among,
+    jobs_retrying_sent_before,
     jobs_sent_before,
     jobs_stranded_retrying,
     jobs_unsent,
@@ -162,15 +163,15 @@ def run_once(broker: JobsRedisBroker | None = None) -> RecoveryReport:
     try:
         report = RecoveryReport()
         now_ms = _now_ms()
-        report.heartbeats_trusted, report.redis_data_lost, reconcile_before_ms = _state(
+        report.heartbeats_trusted, report.redis_data_lost, reconcile = _state(
             broker, now_ms, redis_was_down=_redis_failed
         )
         _redis_failed = False
         if report.heartbeats_trusted:
             _recover_dead_workers(broker, now_ms, report)
         _relay(broker, report)
-        if reconcile_before_ms is not None:
-            _reconcile(broker, reconcile_before_ms, report)
+        if reconcile is not None:
+            _reconcile(broker, *reconcile, report=report)
         report.freed_slots = _free_finished_slots()
         report.expired_dead_letters = dead_messages_expire(
             broker,
@@ -286,16 +287,42 @@ def _free_finished_slots() -> int:
     return len(stale)
 
 
-def _reconcile(broker: JobsRedisBroker, before_ms: int, report: RecoveryReport) -> None:
+def _reconcile(
+    broker: JobsRedisBroker, before_ms: int, scanned: bool, *, report: RecoveryReport
+) -> None:
+    """Send again the waiting jobs last sent before a data loss (``before_ms``).
+
+    An attempt running at the loss may still end in a retry sent before it (to
+    the Redis that lost it) and recorded after the scan. So once every waiting
+    row has been scanned (``scanned``), the passes re-check the ``retrying``
+    rows until no such attempt is open, for at most the longest time limit.
+    """
     batch = jobs_settings.recovery_batch_size
     before = datetime.fromtimestamp(before_ms / 1000, tz=UTC)
-    rows = jobs_sent_before(before=before, limit=batch)
+    # Read before the rows: a finish commits its attempt and its job row together, so a
+    # retry recorded after this check is among the rows read below.
+    running = attempts_open_since_before(started_before=before)
+    if scanned:
+        rows = jobs_retrying_sent_before(before=before, limit=batch)
+    else:
+        rows = jobs_sent_before(before=before, limit=batch)
     report.reconciled += _send(rows, report=report)
-    # An attempt running at the loss may still end in a retry sent before it (to the Redis
-    # that lost it) and recorded after this pass: keep re-checking until those attempts end.
-    if len(rows) < batch and not attempts_open_since_before(started_before=before):
-        redis_state.state_forget(broker, "reconcile_before_ms")
-        logger.info("Reconciled the ledger with Redis after the data loss.")
+    if len(rows) >= batch:
+        return
+    if running and _now_ms() < before_ms + _longest_attempt_ms():
+        if not scanned:
+            redis_state.state_write(broker, {"reconcile_scanned": 1})
+        return
+    redis_state.state_forget(broker, "reconcile_before_ms", "reconcile_scanned")
+    logger.info("Reconciled the ledger with Redis after the data loss.")
+
+
+def _longest_attempt_ms() -> int:
+    """How long an attempt can run before its time limit or the recovery loop ends it."""
+    limits = [jobs_settings.default_time_limit_ms] + [
+        jt.time_limit_ms or 0 for jt in all_job_types()
+    ]
+    return max(limits) + jobs_settings.heartbeat_timeout_ms
 
 
 def _send(jobs: Iterable[Job], *, report: RecoveryReport | None = None) -> list[str]:
@@ -328,8 +355,11 @@ def _send_checked(
 
 def _state(
     broker: JobsRedisBroker, now_ms: int, *, redis_was_down: bool
-) -> tuple[bool, bool, int | None]:
-    """(heartbeats trusted, data loss detected now, reconcile-before timestamp)."""
+) -> tuple[bool, bool, tuple[int, bool] | None]:
+    """(heartbeats trusted, data loss detected now, what to reconcile or None).
+
+    What to reconcile: (the loss's timestamp, whether every waiting row was scanned since).
+    """
     timeout_ms = jobs_settings.heartbeat_timeout_ms
     state = redis_state.state_read(broker)
     data_lost = "epoch_ms" not in state
@@ -355,9 +385,15 @@ def _state(
             "re-sending every waiting job sent before now; duplicates are skipped by the ledger."
         )
         state["reconcile_before_ms"] = now_ms
+        state["reconcile_scanned"] = 0
         state["hold_until_ms"] = now_ms + timeout_ms
         redis_state.state_write(
-            broker, {"reconcile_before_ms": now_ms, "hold_until_ms": state["hold_until_ms"]}
+            broker,
+            {
+                "reconcile_before_ms": now_ms,
+                "reconcile_scanned": 0,
+                "hold_until_ms": state["hold_until_ms"],
+            },
         )
     elif redis_was_down or now_ms - state.get("last_pass_ms", now_ms) > timeout_ms:
         # Redis was unreachable, or no pass ran for a whole timeout: heartbeats may be stale
@@ -365,7 +401,9 @@ def _state(
         state["hold_until_ms"] = now_ms + timeout_ms
         redis_state.state_write(broker, {"hold_until_ms": state["hold_until_ms"]})
     trusted = now_ms >= state.get("hold_until_ms", 0)
-    return trusted, data_lost, state.get("reconcile_before_ms")
+    before_ms = state.get("reconcile_before_ms")
+    reconcile = None if before_ms is None else (before_ms, bool(state.get("reconcile_scanned")))
+    return trusted, data_lost, reconcile
 
 
 def _server_changed(broker: JobsRedisBroker) -> bool:

@@ -55,8 +55,8 @@ def state_write(broker: JobsRedisBroker, fields: dict[str, int]) -> None:
     broker.client.hset(state_key(broker), mapping=fields)
 
 
-def state_forget(broker: JobsRedisBroker, field: str) -> None:
-    broker.client.hdel(state_key(broker), field)
+def state_forget(broker: JobsRedisBroker, *fields: str) -> None:
+    broker.client.hdel(state_key(broker), *fields)
 
 
 def heartbeats_older_than(broker: JobsRedisBroker, *, cutoff_ms: int, limit: int) -> list[str]:

@@ -88,9 +88,9 @@ def start_fast_recovery_worker(
     return start_worker(start_command, wait_for, threads=threads, **settings)
 
 
-def start_recovery(start_command: Any, wait_for: Any) -> ManagedProcess:
-    """``manage.py recover`` with ``FAST_RECOVERY_ENV``, once its loop runs."""
-    recovery: ManagedProcess = start_command("recover", **FAST_RECOVERY_ENV)
+def start_recovery(start_command: Any, wait_for: Any, **env: str) -> ManagedProcess:
+    """``manage.py recover`` with ``FAST_RECOVERY_ENV`` (and ``env``), once its loop runs."""
+    recovery: ManagedProcess = start_command("recover", **{**FAST_RECOVERY_ENV, **env})
     broker = get_broker()
     wait_for(lambda: broker.client.exists(f"{broker.namespace}:__recovery__"), timeout=60)
     return recovery

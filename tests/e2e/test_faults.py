@@ -297,19 +297,22 @@ def test_a_retry_the_worker_cannot_send_is_sent_by_the_recovery_loop(
     # The worker reaches Redis through a proxy the test cuts; the recovery loop and this
     # test reach it directly. Redis keeps its data, so no reconciliation re-sends anything.
     redis_url = urlsplit(settings.REDIS_URL)
+    # A cut of a few seconds must not pass for a dead worker (that path re-sends too).
+    patient = {"JOBS_HEARTBEAT_TIMEOUT_MS": "30000"}
     with tcp_proxy(redis_url.port or 6379) as (proxy, port):
-        recovery = start_recovery(start_command, wait_for)
+        recovery = start_recovery(start_command, wait_for, **patient)
         worker = start_fast_recovery_worker(
             start_command,
             wait_for,
             threads=2,
             REDIS_URL=redis_url._replace(netloc=f"127.0.0.1:{port}").geturl(),
+            **patient,
         )
         # Its INCR, after the sleep, meets the cut: the attempt fails, and so does the
         # send of its retry.
         job = job_submit(
             job_type="tests.count",
-            payload={"key": "unsent-retry", "sleep_seconds": 1.0},
+            payload={"key": "unsent-retry", "sleep_seconds": 2.0},
             max_retries=2,
         ).job
         wait_for(lambda: _reload(job).status == JobStatus.RUNNING, timeout=60)

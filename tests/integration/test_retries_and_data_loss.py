@@ -65,11 +65,14 @@ def test_a_retry_sent_before_a_data_loss_and_recorded_after_it_is_sent_again(
     broker = fast
     job = _claimed(broker, "retry-across-loss")
     broker.client.delete(f"{broker.namespace}:default")  # the first delivery was fetched
-    sent_ms = int(time.time() * 1000)  # Retries sends the retry to the Redis about to lose it
+    # Retries sends the retry to the Redis about to lose it; the loss comes strictly later.
+    sent_ms = int(time.time() * 1000) - 5
+    time.sleep(0.01)
     broker.client.flushdb()
 
     first = run_once(broker)  # the job is running: nothing to re-send yet
     assert first.redis_data_lost and first.reconciled == []
+    assert run_once(broker).reconciled == [], "still running: nothing to re-send"
 
     assert job_attempt_finish(job_id=str(job.pk), attempt=1, end=_retrying(sent_ms))
     second = run_once(broker)
