@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
 from django.test import override_settings
+from django.utils import timezone
 
-from jobs.models import AttemptOutcome, Job, JobStatus
+from jobs.models import AttemptOutcome, Job, JobAttempt, JobStatus
 from jobs.services import job_submit, recovery
 from jobs.services.outbox import outbox_forget_flush
 from jobs.services.recovery import RecoveryReport
@@ -114,3 +116,38 @@ def test_a_retry_that_was_sent_is_left_to_its_message(fast: JobsRedisBroker) -> 
     report = run_once(broker)
     assert report.relayed == [] and report.reconciled == []
     assert _queued(broker) == 0
+
+
+def test_the_re_check_ends_after_the_longest_time_limit_even_if_an_attempt_stays_open(
+    fast: JobsRedisBroker,
+) -> None:
+    broker = fast
+    job = _claimed(broker, "stuck-attempt")
+    # An attempt that opened a day ago and never closed (a thread stuck in C code); the
+    # longest time limit of a registered job type is an hour.
+    day_ago = timezone.now() - timedelta(days=1)
+    JobAttempt.objects.filter(job=job).update(started_at=day_ago)
+    state = f"{broker.namespace}:__recovery__"
+    loss_ms = int((day_ago + timedelta(minutes=1)).timestamp() * 1000)
+    broker.client.hset(state, mapping={"reconcile_before_ms": loss_ms, "reconcile_scanned": 1})
+
+    run_once(broker)
+
+    assert broker.client.hget(state, "reconcile_before_ms") is None, "the re-check ended"
+    assert broker.client.hget(state, "reconcile_scanned") is None
+
+
+def test_while_an_attempt_from_before_the_loss_runs_the_re_check_goes_on(
+    fast: JobsRedisBroker,
+) -> None:
+    broker = fast
+    _claimed(broker, "running-attempt")
+    state = f"{broker.namespace}:__recovery__"
+    loss_ms = int(time.time() * 1000) + 5  # the attempt started before the loss
+    time.sleep(0.01)
+    broker.client.hset(state, mapping={"reconcile_before_ms": loss_ms})
+
+    run_once(broker)
+
+    assert broker.client.hget(state, "reconcile_before_ms") == str(loss_ms).encode()
+    assert broker.client.hget(state, "reconcile_scanned") == b"1", "every row was scanned once"
