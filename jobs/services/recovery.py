@@ -33,6 +33,7 @@ A pass, in order:
 6. **Dead letters** older than ``JOBS_DEAD_MESSAGE_TTL_MS`` leave Redis
    (Dramatiq's random maintenance did that; the ledger keeps them for good).
 
+Steps 1 and 4 are :mod:`jobs.services.recovery_redis_loss`.
 Redis is reached through :mod:`jobs.transport.recovery` (lock, marker,
 heartbeats), :mod:`jobs.transport.queues` (dead letters) and the broker's
 ``requeue_worker``: only keys ``<ns>:*``, never ``KEYS`` or ``SCAN``. The
@@ -58,12 +59,9 @@ from jobs.errors import UnknownJobType
 from jobs.models import Job, JobStatus
 from jobs.registry import all_job_types, get_job_type
 from jobs.selectors.recovery import (
-    attempts_open_since_before,
     job_outbox_waiting_jobs,
     job_outboxes_due,
     jobs_finished_among,
-    jobs_retrying_sent_before,
-    jobs_sent_before,
     jobs_stranded_retrying,
     jobs_unsent,
     open_attempt_workers,
@@ -78,6 +76,7 @@ from jobs.services.recovery_ledger import (
     job_dead_letter,
     relay_messages,
 )
+from jobs.services.recovery_redis_loss import redis_loss_reconcile, redis_loss_state
 from jobs.transport import recovery as redis_state
 from jobs.transport.broker import JobsRedisBroker, get_broker
 from jobs.transport.limits import concurrency_holders, concurrency_release_many
@@ -163,7 +162,7 @@ def run_once(broker: JobsRedisBroker | None = None) -> RecoveryReport:
     try:
         report = RecoveryReport()
         now_ms = _now_ms()
-        report.heartbeats_trusted, report.redis_data_lost, reconcile = _state(
+        report.heartbeats_trusted, report.redis_data_lost, reconcile = redis_loss_state(
             broker, now_ms, redis_was_down=_redis_failed
         )
         _redis_failed = False
@@ -171,7 +170,9 @@ def run_once(broker: JobsRedisBroker | None = None) -> RecoveryReport:
             _recover_dead_workers(broker, now_ms, report)
         _relay(broker, report)
         if reconcile is not None:
-            _reconcile(broker, *reconcile, report=report)
+            report.reconciled += redis_loss_reconcile(
+                broker, *reconcile, send=lambda rows: _send(rows, report=report)
+            )
         report.freed_slots = _free_finished_slots()
         report.expired_dead_letters = dead_messages_expire(
             broker,
@@ -287,44 +288,6 @@ def _free_finished_slots() -> int:
     return len(stale)
 
 
-def _reconcile(
-    broker: JobsRedisBroker, before_ms: int, scanned: bool, *, report: RecoveryReport
-) -> None:
-    """Send again the waiting jobs last sent before a data loss (``before_ms``).
-
-    An attempt running at the loss may still end in a retry sent before it (to
-    the Redis that lost it) and recorded after the scan. So once every waiting
-    row has been scanned (``scanned``), the passes re-check the ``retrying``
-    rows until no such attempt is open, for at most the longest time limit.
-    """
-    batch = jobs_settings.recovery_batch_size
-    before = datetime.fromtimestamp(before_ms / 1000, tz=UTC)
-    # Read before the rows: a finish commits its attempt and its job row together, so a
-    # retry recorded after this check is among the rows read below.
-    running = attempts_open_since_before(started_before=before)
-    if scanned:
-        rows = jobs_retrying_sent_before(before=before, limit=batch)
-    else:
-        rows = jobs_sent_before(before=before, limit=batch)
-    report.reconciled += _send(rows, report=report)
-    if len(rows) >= batch:
-        return
-    if running and _now_ms() < before_ms + _longest_attempt_ms():
-        if not scanned:
-            redis_state.state_write(broker, {"reconcile_scanned": 1})
-        return
-    redis_state.state_forget(broker, "reconcile_before_ms", "reconcile_scanned")
-    logger.info("Reconciled the ledger with Redis after the data loss.")
-
-
-def _longest_attempt_ms() -> int:
-    """How long an attempt can run before its time limit or the recovery loop ends it."""
-    limits = [jobs_settings.default_time_limit_ms] + [
-        jt.time_limit_ms or 0 for jt in all_job_types()
-    ]
-    return max(limits) + jobs_settings.heartbeat_timeout_ms
-
-
 def _send(jobs: Iterable[Job], *, report: RecoveryReport | None = None) -> list[str]:
     """Send ledger rows' messages; rows of job types no longer registered are failed."""
     return _send_checked(jobs, report=report)[0]
@@ -351,64 +314,6 @@ def _send_checked(
         sendable.append(job)
     sent = jobs_send(relay_messages(sendable)) if sendable else True
     return [str(job.pk) for job in sendable], sent
-
-
-def _state(
-    broker: JobsRedisBroker, now_ms: int, *, redis_was_down: bool
-) -> tuple[bool, bool, tuple[int, bool] | None]:
-    """(heartbeats trusted, data loss detected now, what to reconcile or None).
-
-    What to reconcile: (the loss's timestamp, whether every waiting row was scanned since).
-    """
-    timeout_ms = jobs_settings.heartbeat_timeout_ms
-    state = redis_state.state_read(broker)
-    data_lost = "epoch_ms" not in state
-    if data_lost:
-        logger.warning(
-            "Redis has no recovery marker (%s): this is the first pass against it, or it "
-            "lost its data (restart without persistence, flush, failover). Re-sending every "
-            "waiting job sent before now; duplicates are skipped by the ledger.",
-            redis_state.state_key(broker),
-        )
-        state = {
-            "epoch_ms": now_ms,
-            "reconcile_before_ms": now_ms,
-            "hold_until_ms": now_ms + timeout_ms,
-        }
-        redis_state.state_write(broker, state)
-    elif _server_changed(broker):
-        # A failover (or restart) to a server that has our marker: writes of the last
-        # moments before the switch (a fetch, a deferral's copy) may be missing, so
-        # the waiting rows are sent again, as after a data loss.
-        logger.warning(
-            "Redis is another server than at the last pass (a failover or a restart); "
-            "re-sending every waiting job sent before now; duplicates are skipped by the ledger."
-        )
-        state["reconcile_before_ms"] = now_ms
-        state["reconcile_scanned"] = 0
-        state["hold_until_ms"] = now_ms + timeout_ms
-        redis_state.state_write(
-            broker,
-            {
-                "reconcile_before_ms": now_ms,
-                "reconcile_scanned": 0,
-                "hold_until_ms": state["hold_until_ms"],
-            },
-        )
-    elif redis_was_down or now_ms - state.get("last_pass_ms", now_ms) > timeout_ms:
-        # Redis was unreachable, or no pass ran for a whole timeout: heartbeats may be stale
-        # for everyone. Give live workers one timeout to beat again before judging them.
-        state["hold_until_ms"] = now_ms + timeout_ms
-        redis_state.state_write(broker, {"hold_until_ms": state["hold_until_ms"]})
-    trusted = now_ms >= state.get("hold_until_ms", 0)
-    before_ms = state.get("reconcile_before_ms")
-    reconcile = None if before_ms is None else (before_ms, bool(state.get("reconcile_scanned")))
-    return trusted, data_lost, reconcile
-
-
-def _server_changed(broker: JobsRedisBroker) -> bool:
-    previous, current = redis_state.server_swap(broker)
-    return previous is not None and current is not None and previous != current
 
 
 def _now_ms() -> int:
