@@ -139,7 +139,8 @@ def main() -> int:
             if run in (1, args.runs + 1):  # a fresh pair of workers for each kind
                 for process in workers:
                     os.killpg(process.pid, signal.SIGTERM)
-                    process.wait(timeout=60)
+                for process in workers:
+                    _wait_or_kill(process)
                 wait(lambda: registered() == 0, 60)
                 names = (
                     ["measure-a", "measure-a"]
@@ -174,7 +175,7 @@ def main() -> int:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGTERM)
         for process in processes:
-            process.wait(timeout=60)
+            _wait_or_kill(process)
         redis_server.terminate()
         redis_server.wait(timeout=30)
         shutil.rmtree(redis_dir, ignore_errors=True)
@@ -209,6 +210,22 @@ def _create_database(url: str) -> None:
     except psycopg.Error:
         raise failure from None
     print(f"Created database {name}.")
+
+
+def _wait_or_kill(process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    """Wait for a process group signalled to stop; kill it if it is still there after ``timeout``."""
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        print(
+            f"Process group {process.pid} ({process.args!r:.80}) did not stop within "
+            f"{timeout:.0f} s of SIGTERM; killing it.",
+            file=sys.stderr,
+            flush=True,
+        )
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
 
 
 if __name__ == "__main__":
